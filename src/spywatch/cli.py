@@ -63,7 +63,8 @@ def _registrars():
     """Subcommands that live beside their stage's module (each exposes ``register(subparsers)``)."""
     import importlib
 
-    for module in ("spywatch.validation_cli", "spywatch.drift_cli", "spywatch.evaluate_cli", "spywatch.run_cli"):
+    for module in ("spywatch.validation_cli", "spywatch.drift_cli", "spywatch.evaluate_cli",
+                   "spywatch.models_cli", "spywatch.run_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
