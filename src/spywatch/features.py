@@ -147,7 +147,7 @@ class FeatureScaler:
         for col in frame.columns:
             x = frame[col].to_numpy(dtype="float64")
             std = float(x.std(ddof=1))
-            if not np.isfinite(std) or std <= 0:
+            if not np.isfinite(std) or std <= 1e-9 * max(1.0, abs(float(x.mean()))):
                 raise ValueError(f"feature {col} is constant over the training period (std={std})")
             lo, hi = FEATURE_BOUNDS.get(col, (None, None))
             stats[col] = FeatureStats(

@@ -74,8 +74,12 @@ class CsvSource:
         return _window(read_bars_csv(self.path), start, end)
 
 
-def read_bars_csv(path: Path | str) -> pd.DataFrame:
-    """Parse a bars CSV strictly; every problem names the file, the column and the row/date."""
+def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
+    """Parse a bars CSV strictly; every problem names the file, the column and the row/date.
+
+    ``strict=False`` skips the date-order check, so that validation can name every duplicated
+    or out-of-order date itself instead of stopping at the first one.
+    """
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"{path}: file not found")
@@ -108,6 +112,8 @@ def read_bars_csv(path: Path | str) -> pd.DataFrame:
                                             "non-numeric value", raw[col][bad]))
         out[col] = values.to_numpy(dtype="float64")
 
+    if not strict:
+        return out
     order = out.index.to_series()
     unsorted = order.diff().dt.days.fillna(1).to_numpy() <= 0
     if unsorted.any():
@@ -251,9 +257,10 @@ def synthetic_bars(end: dt.date | str, seed: int = 7, vol_multiplier_from: dt.da
                    vol_multiplier: float = 2.0) -> pd.DataFrame:
     dates = sessions.nyse_sessions(SYNTHETIC_ORIGIN, end)
     n = len(dates)
-    rng = np.random.default_rng(seed)
+    # One generator per stream, each drawn in date order, so a longer path extends a shorter one.
+    g_shock, g_gap, g_high, g_low, g_vol = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
     nu = 5.0
-    shocks = rng.standard_t(nu, size=n) / np.sqrt(nu / (nu - 2))  # unit variance, fat tails
+    shocks = g_shock.standard_t(nu, size=n) / np.sqrt(nu / (nu - 2))  # unit variance, fat tails
     omega, alpha, beta = 1.5e-6, 0.09, 0.89  # long-run daily vol ~ 0.87%
     var = np.empty(n)
     ret = np.empty(n)
@@ -269,15 +276,14 @@ def synthetic_bars(end: dt.date | str, seed: int = 7, vol_multiplier_from: dt.da
     ret = ret * regime + mu - 0.5 * (np.sqrt(var) * regime) ** 2
     close = 44.0 * np.exp(np.cumsum(ret))
     sigma = np.sqrt(var) * regime
-    gap = sigma * 0.35 * rng.standard_normal(n)
+    gap = sigma * 0.35 * g_gap.standard_normal(n)
     prev_close = np.concatenate([[close[0] / np.exp(ret[0])], close[:-1]])
     open_ = prev_close * np.exp(gap)
-    span = np.abs(rng.standard_normal((2, n))) * sigma * 0.6
-    high = np.maximum(open_, close) * np.exp(span[0])
-    low = np.minimum(open_, close) * np.exp(-span[1])
+    high = np.maximum(open_, close) * np.exp(np.abs(g_high.standard_normal(n)) * sigma * 0.6)
+    low = np.minimum(open_, close) * np.exp(-np.abs(g_low.standard_normal(n)) * sigma * 0.6)
     years = np.arange(n) / 252.0
     log_volume = (np.log(2e5) + 5.5 * (1 - np.exp(-years / 8.0)) + 25.0 * np.abs(ret - mu)
-                  + 0.25 * _ar1(rng.standard_normal(n), 0.7))
+                  + 0.25 * _ar1(g_vol.standard_normal(n), 0.7))
     volume = np.round(np.exp(log_volume))
     bars = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
                          "adj_close": close, "volume": volume}, index=dates)

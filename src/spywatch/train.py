@@ -1,0 +1,267 @@
+"""Training loop for the PatchTST classifier (no Prefect, no files): windows in, fitted model out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from spywatch.model import PatchTSTClassifier, PatchTSTConfig, attention_entropy_ratio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    patience: int = 6  # epochs without a better validation loss before stopping
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to lr/20
+    pos_weight: bool = False  # per-horizon neg/pos weight; helps AUC a little, un-calibrates probabilities
+    loss: str = "bce_logits"  # "bce_logits" or "sigmoid_bce" (the original, numerically weaker choice)
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    amp: bool = True  # bfloat16 autocast on CUDA only
+    threads: int | None = None  # CPU threads; default min(2, cores): more oversubscribes on small hosts
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("bce_logits", "sigmoid_bce"):
+            raise ValueError(f"loss={self.loss!r}; expected 'bce_logits' or 'sigmoid_bce'")
+        if self.batch_size < 2 or self.max_epochs < 1:
+            raise ValueError(f"batch_size={self.batch_size}, max_epochs={self.max_epochs} are too small")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Model inputs: X (N, L, C) float32, y (N, H) float32 (NaN where not matured), end dates (N,)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    dates: pd.DatetimeIndex
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def labelled(self) -> Windows:
+        keep = ~np.isnan(self.y).any(axis=1)
+        return Windows(self.X[keep], self.y[keep], self.dates[keep])
+
+
+def make_windows(inputs: pd.DataFrame, targets: pd.DataFrame, lookback: int,
+                 start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None) -> Windows:
+    """Windows of ``lookback`` sessions ending at each date in [start, end] with complete inputs.
+
+    The window ending at t uses rows t-lookback+1..t only (no look-ahead); its label is the
+    target at t.
+    """
+    x = inputs.to_numpy(dtype="float32")
+    y = targets.to_numpy(dtype="float32")
+    if len(x) < lookback:
+        return Windows(np.empty((0, lookback, x.shape[1]), "float32"), np.empty((0, y.shape[1]), "float32"),
+                       pd.DatetimeIndex([]))
+    view = np.lib.stride_tricks.sliding_window_view(x, lookback, axis=0)  # (T-L+1, C, L)
+    ends = inputs.index[lookback - 1:]
+    complete = ~np.isnan(view).any(axis=(1, 2))
+    in_range = np.ones(len(ends), bool)
+    if start is not None:
+        in_range &= ends >= pd.Timestamp(start)
+    if end is not None:
+        in_range &= ends <= pd.Timestamp(end)
+    keep = complete & in_range
+    X = np.ascontiguousarray(view[keep].transpose(0, 2, 1))  # (N, L, C)
+    return Windows(X, y[lookback - 1:][keep], pd.DatetimeIndex(ends[keep]))
+
+
+@dataclass
+class TrainResult:
+    model: PatchTSTClassifier
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("nan")
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_gpu_mb: float | None = None
+    device: str = "cpu"
+    n_params: int = 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: TrainConfig) -> TrainResult:
+    """Fit with AdamW, warm-up + cosine schedule and early stopping on validation loss.
+
+    Returns the model at its best validation epoch, on the CPU, in eval mode.
+    """
+    train, val = train.labelled(), val.labelled()
+    if len(train) < cfg.batch_size or len(val) == 0:
+        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), val={len(val)}")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count() or 1)))
+    else:
+        torch.cuda.reset_peak_memory_stats(device)
+    model = PatchTSTClassifier(model_cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    pos_weight = None
+    if cfg.pos_weight:
+        rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
+        pos_weight = torch.tensor((1 - rate) / rate, dtype=torch.float32, device=device)
+    loss_fn = _loss(cfg.loss, pos_weight)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
+    sched = _schedule(opt, cfg, steps_per_epoch)
+    use_amp = cfg.amp and device.type == "cuda"
+    Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
+    Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    best, best_state, best_epoch, bad = float("inf"), None, 0, 0
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    epochs = range(1, cfg.max_epochs + 1)
+    bar = _progress(epochs, cfg.progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(train), generator=gen).to(device)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(Xt[idx])
+            loss = loss_fn(logits.float(), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        val_loss = evaluate_loss(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp)
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss,
+                        "lr": sched.get_last_lr()[0]})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train=f"{total / len(train):.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best - 1e-5:
+            best, best_epoch, bad = val_loss, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    seconds = time.perf_counter() - t0
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    model = model.to("cpu")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model=model, history=history, best_epoch=best_epoch, best_val_loss=best, seconds=seconds,
+                       peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
+
+
+def _loss(kind: str, pos_weight: torch.Tensor | None):
+    if kind == "bce_logits":
+        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    bce = nn.BCELoss()  # the original: sigmoid, then BCELoss (saturates and ignores pos_weight)
+    return lambda logits, y: bce(torch.sigmoid(logits), y)
+
+
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    warm = max(1, cfg.warmup_epochs * steps_per_epoch)
+    total = max(warm + 1, cfg.max_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / (total - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _progress(it, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="epochs", leave=False)
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn, batch: int, amp: bool) -> float:
+    model.eval()
+    total = 0.0
+    for i in range(0, len(X), batch):
+        with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(X[i:i + batch])
+        total += float(loss_fn(logits.float(), y[i:i + batch])) * len(logits)
+    return total / len(X)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the collapse audit needs from the model's internals on a set of windows."""
+
+    proba: np.ndarray  # (N, H)
+    attention_entropy_ratio: float  # 1.0 = uniform attention
+    representation_std: float  # mean over dims of the std across samples of the pooled vector
+    pos_to_content_ratio: float  # positional-encoding norm / patch-embedding norm
+
+
+@torch.no_grad()
+def predict_proba(model: PatchTSTClassifier, X: np.ndarray, batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = [torch.sigmoid(model(torch.from_numpy(X[i:i + batch]))).numpy() for i in range(0, len(X), batch)]
+    return np.concatenate(out) if out else np.empty((0, model.cfg.n_outputs), "float32")
+
+
+@torch.no_grad()
+def inspect(model: PatchTSTClassifier, X: np.ndarray, batch: int = 1024) -> Inspection:
+    model.eval()
+    probs, reps, ents = [], [], []
+    for i in range(0, len(X), batch):
+        xb = torch.from_numpy(X[i:i + batch])
+        out = model.forward_with_details(xb, need_weights=True)
+        probs.append(torch.sigmoid(out.logits).numpy())
+        reps.append(out.representation.numpy())
+        ents.append((attention_entropy_ratio(out.attention), len(xb)))
+    rep = np.concatenate(reps)
+    ent = sum(e * n for e, n in ents) / max(1, sum(n for _, n in ents))
+    sample = torch.from_numpy(X[: min(len(X), 512)])
+    return Inspection(proba=np.concatenate(probs), attention_entropy_ratio=float(ent),
+                      representation_std=float(rep.std(axis=0).mean()),
+                      pos_to_content_ratio=model.pos_to_content_ratio(sample))
