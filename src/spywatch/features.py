@@ -171,12 +171,14 @@ class FeatureScaler:
         return {c: float((features[c].mean() - s.mean) / s.std) for c, s in self.stats.items()}
 
     def to_dict(self) -> dict:
+        # JSON objects are written with sorted keys: the column order the model was trained on is kept apart.
         return {"train_start": self.train_start, "train_end": self.train_end, "n_rows": self.n_rows,
-                "clip": self.clip, "features": {k: v.__dict__ for k, v in self.stats.items()}}
+                "clip": self.clip, "order": list(self.stats), "features": {k: v.__dict__ for k, v in self.stats.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureScaler:
-        return cls(stats={k: FeatureStats(**v) for k, v in d["features"].items()},
+        order = d.get("order") or list(d["features"])
+        return cls(stats={k: FeatureStats(**d["features"][k]) for k in order},
                    train_start=d["train_start"], train_end=d["train_end"], n_rows=d["n_rows"],
                    clip=d.get("clip", 10.0))
 

@@ -65,7 +65,7 @@ def test_scaler_round_trip_and_transform(tmp_path, bars):
     scaler = FeatureScaler.fit(f.loc[:"2000-12-31"])
     path = scaler.save(tmp_path / "scaler.json")
     again = FeatureScaler.load(path)
-    assert again == scaler
+    assert again == scaler and again.features == scaler.features == list(f.columns)
     z = again.transform(f.loc[:"2000-12-31"]).dropna()
     assert np.allclose(z.mean(), 0, atol=1e-6) and np.allclose(z.std(), 1, atol=1e-3)
     assert scaler.stats["rsi_14"].upper_bound == 1.0
