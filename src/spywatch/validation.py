@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -139,6 +140,8 @@ def _gx_session() -> _GxSession:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX pins this module's logger at INFO; it would announce a temp docs dir on every run.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     # Same names as the committed project's datasource, so its validation definitions read alike.
@@ -329,10 +332,10 @@ def _parse_failure(path: Path, exc: DataFormatError) -> CheckFailure:
     for pattern, check in _PARSE_CHECKS:
         match = pattern.search(message)
         if match:
-            column = match.group(1).replace("'", "") if match.groups() else "-"
+            column = match.group(1).replace("'", "") if match.groups() else "*"
             column = ", ".join(CSV_COLUMNS.get(c.strip(), c.strip()) for c in column.split(","))
             return CheckFailure(RAW_BARS_SUITE, check, column, f"{path.name}: {message}")
-    return CheckFailure(RAW_BARS_SUITE, "csv_parseable", "-", f"{path.name}: {message}")
+    return CheckFailure(RAW_BARS_SUITE, "csv_parseable", "*", f"{path.name}: {message}")
 
 
 # ----------------------------------------------------------------------------- features
@@ -425,10 +428,14 @@ def validate_features(features: pd.DataFrame, model: Path | FeatureScaler,
 
 def _failures(suite: str, spec: dict, gx_result: dict, table: pd.DataFrame) -> list[CheckFailure]:
     """Failed expectations as CheckFailures, in the suite's order (GX reorders its results)."""
-    order = {(e["meta"]["name"], _reported_column(e)): i for i, e in reversed(list(enumerate(spec["expectations"])))}
+    def key(config: dict) -> tuple[str, str]:
+        return (config.get("meta") or {}).get("name", config["type"]), _reported_column(config)
+
+    position: dict[tuple[str, str], int] = {}
+    for i, exp in enumerate(spec["expectations"]):
+        position.setdefault(key(exp), i)
     failed = [r for r in gx_result["results"] if not r["success"]]
-    failed.sort(key=lambda r: order.get((r["expectation_config"]["meta"].get("name"),
-                                         _reported_column(r["expectation_config"])), len(order)))
+    failed.sort(key=lambda r: position.get(key(r["expectation_config"]), len(position)))
     return [_failure(suite, r, table) for r in failed]
 
 

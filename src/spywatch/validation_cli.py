@@ -34,7 +34,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from spywatch import sessions, validation
 
     if args.suite == "features" and args.model is None:
-        raise ValueError("--suite features needs --model DIR (a folder with scaler.json and features_suite.json)")
+        raise ValueError("--suite features needs --model DIR "
+                         "(a folder with scaler.json and features_suite.json)")
     as_of = pd.Timestamp(args.as_of) if args.as_of else sessions.last_closed_session()
     try:
         bars = validation.read_bars_for_validation(args.data, args.results)
