@@ -20,7 +20,7 @@ from spywatch.dataset import FeatureTable
 from spywatch.features import FEATURES, FeatureScaler
 from spywatch.targets import TargetConfig
 
-FILES = ("config.json", "weights.pt", "scaler.json", "metrics.json")
+FILES = ("config.json", "weights.pt", "scaler.json", "metrics.json", "features_suite.json")
 
 
 @dataclass
@@ -73,8 +73,12 @@ class ModelBundle:
                   "threshold": self.targets.threshold}, "train": self.train_config, "features": self.scaler.features,
                   "data": self.data}
         dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n").encode()  # noqa: E731
+        from spywatch.validation import build_features_suite
+
+        # The features suite is generated from these training statistics and stored with the model.
         return {"config.json": dump(config), "weights.pt": buf.getvalue(),
-                "scaler.json": dump(self.scaler.to_dict()), "metrics.json": dump(self.metrics)}
+                "scaler.json": dump(self.scaler.to_dict()), "metrics.json": dump(self.metrics),
+                "features_suite.json": dump(build_features_suite(self.scaler))}
 
     def write_into(self, folder: Path) -> None:
         """Populate an (empty, staged) artifact folder; the registry calls this."""

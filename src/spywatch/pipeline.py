@@ -1,19 +1,42 @@
-"""The nightly pipeline as plain Python: each stage is one function call into its module."""
+"""The nightly pipeline as plain Python: fetch -> validate -> features -> drift -> predict + audit
+-> decide -> (retrain) -> publish -> alerts.
+
+Each stage is a function of plain values so that the Prefect tasks (``tasks/``) can wrap them one
+by one; :func:`run_nightly` chains them for ``spywatch run`` and the tests.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
-from dataclasses import dataclass, field
+import time
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from spywatch import sessions
-from spywatch.market_data import source_from_spec
+from spywatch.audit import CollapsePolicy, CollapseVerdict, check_collapse, metrics_by_horizon
+from spywatch.dataset import FeatureTable, build_table
+from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision, RetrainPolicy,
+                               decide)
+from spywatch.market_data import MarketDataSource, source_from_spec
+from spywatch.publish import Publisher
+from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy
 from spywatch.store import ParquetStore, UpdateResult
 
 log = logging.getLogger(__name__)
+
+DRIFT_EVENT = "spywatch.drift.detected"
+COLLAPSE_EVENT = "spywatch.collapse.detected"
+PROMOTED_EVENT = "spywatch.model.promoted"
+VALIDATION_EVENT = "spywatch.validation.failed"
+
+
+# ----------------------------------------------------------------------------- configuration
 
 
 @dataclass(frozen=True)
@@ -22,6 +45,21 @@ class PipelineConfig:
     root: Path = Path("workspace")
     ticker: str = "SPY"
     as_of: str | None = None  # None: the last settled NYSE session
+    drift_window: int = 60  # sessions of current features compared with the training reference
+    performance_window: int = 250  # sessions of matured labels for the decay check
+    holdout: int = 120  # recent matured sessions on which challenger and champion are compared
+    retrain: str = "inline"  # "inline": train here when the decision says so; "never": only record it
+    model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
+    max_epochs: int | None = None  # training override (tests, quick runs)
+    device: str = "auto"
+    retrain_policy: RetrainPolicy = RetrainPolicy()
+    promotion: PromotionPolicy = PromotionPolicy()
+    collapse: CollapsePolicy = CollapsePolicy()
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retrain not in ("inline", "never"):
+            raise ValueError(f"retrain={self.retrain!r}; expected 'inline' or 'never'")
 
     def session(self) -> pd.Timestamp:
         if self.as_of is None:
@@ -29,36 +67,572 @@ class PipelineConfig:
         return sessions.last_session_on_or_before(self.as_of)
 
 
+def models_root(root: Path) -> Path:
+    return Path(root) / "models"
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def fetch_and_validate(source: MarketDataSource, root: Path, ticker: str, session: pd.Timestamp):
+    """Update the store; the raw-bars suite checks the merged bars before anything is written.
+
+    Returns (UpdateResult, ValidationResult). Raises ``ValidationFailed`` (store untouched).
+    """
+    from spywatch.validation import validate_bars
+
+    outcome = {}
+
+    def check(bars: pd.DataFrame) -> None:
+        result = validate_bars(bars.loc[:session], session.date(), results_dir=Path(root) / "validation")
+        outcome["validation"] = result
+        result.raise_if_failed()
+
+    update = ParquetStore(root).update(ticker, source, session.date(), check=check)
+    return update, outcome["validation"]
+
+
+def load_features(root: Path, ticker: str, session: pd.Timestamp) -> FeatureTable:
+    bars = ParquetStore(root).read(ticker).loc[:session]
+    if len(bars) == 0 or bars.index[-1] != session:
+        raise ValueError(f"store has no bar for session {session.date()} (last: "
+                         f"{bars.index[-1].date() if len(bars) else 'none'})")
+    return build_table(bars)
+
+
+@dataclass
+class Champion:
+    version: str
+    path: Path
+    bundle: object  # ModelBundle
+
+
+def load_champion(root: Path) -> Champion | None:
+    """The verified champion, or None when nothing has been promoted yet."""
+    from spywatch.bundle import ModelBundle
+
+    registry = ModelRegistry(models_root(root))
+    try:
+        mv = registry.load_champion()
+    except NoChampionError:
+        return None
+    return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path))
+
+
+def validate_current_features(table: FeatureTable, champion: Champion, session: pd.Timestamp, window: int,
+                              results_dir: Path):
+    from spywatch.validation import validate_features
+
+    feats = table.features.loc[:session].iloc[-window:]
+    return validate_features(feats, champion.path, results_dir=results_dir)
+
+
+def measure_drift(table: FeatureTable, champion: Champion, session: pd.Timestamp, window: int,
+                  current_proba: pd.DataFrame | None):
+    """Evidently drift of the current window against the champion's training reference."""
+    from spywatch.drift import DriftConfig, compute_drift
+
+    bundle = champion.bundle
+    scaler = bundle.scaler
+    ref = table.features.loc[scaler.train_start:scaler.train_end, scaler.features].dropna()
+    cur = table.features.loc[:session, scaler.features].dropna().iloc[-window:]
+    pred_ref = pd.DataFrame(bundle.metrics.get("validation_predictions") or {})
+    pred_cur = current_proba.iloc[-window:] if current_proba is not None else None
+    return compute_drift(ref, cur, DriftConfig(window=window), pred_reference=pred_ref if len(pred_ref) else None,
+                         pred_current=pred_cur)
+
+
+@dataclass
+class PredictionAudit:
+    proba: pd.DataFrame  # session x horizon, the recent window (last row = tonight)
+    collapse: CollapseVerdict
+    performance: dict | None  # metrics on matured labels vs baselines, or None when too few
+    history: pd.DataFrame  # probabilities over the performance window, for the report
+
+
+def predict_and_audit(table: FeatureTable, champion: Champion, session: pd.Timestamp, cfg: PipelineConfig
+                      ) -> PredictionAudit:
+    """Champion predictions for the recent window, the collapse check, and decay on matured labels."""
+    from spywatch.train import inspect
+
+    bundle = champion.bundle
+    names = bundle.horizons
+    start = table.index[max(0, table.index.get_loc(session) - max(cfg.drift_window, cfg.performance_window) - 10)]
+    w = bundle.windows(table, start, session)
+    if len(w) == 0 or w.dates[-1] != session:
+        raise ValueError(f"no complete feature window ends at session {session.date()}")
+    recent = slice(max(0, len(w) - cfg.drift_window), len(w))
+    ins = inspect(bundle.model, w.X[recent])
+    shift = bundle.scaler.shift_std(table.features.loc[w.dates[recent][0]:session])
+    verdict = check_collapse(ins.proba, names, bundle.prior, w.y[recent], ins.attention_entropy_ratio,
+                             ins.representation_std, ins.pos_to_content_ratio, shift, cfg.collapse)
+    from spywatch.train import predict_proba
+
+    all_proba = pd.DataFrame(predict_proba(bundle.model, w.X), index=w.dates, columns=names)
+    return PredictionAudit(proba=all_proba.iloc[recent], collapse=verdict,
+                           performance=_performance(table, bundle, w, all_proba, session, cfg),
+                           history=all_proba)
+
+
+def _performance(table: FeatureTable, bundle, w, proba: pd.DataFrame, session: pd.Timestamp,
+                 cfg: PipelineConfig) -> dict | None:
+    """Champion vs Random Forest vs prior on labels matured after the champion's own data."""
+    from spywatch.baselines import BaselineConfig, fit_baselines
+    from spywatch.report import calibration_points, roc_points
+
+    names = bundle.horizons
+    model_data_end = pd.Timestamp(bundle.metrics["periods"]["val"][1])
+    horizon = bundle.targets.max_horizon
+    # Out of time for the champion: after its data plus an embargo, and labels matured by tonight.
+    pos_end = table.index.get_loc(session) - horizon
+    pos_model = table.index.get_loc(model_data_end) + horizon + 1 if model_data_end in table.index else 0
+    pos_start = max(pos_model, pos_end - cfg.performance_window + 1)
+    if pos_end < pos_start:
+        return None
+    lo, hi = table.index[pos_start], table.index[pos_end]
+    keep = (w.dates >= lo) & (w.dates <= hi) & ~np.isnan(w.y).any(axis=1)
+    n = int(keep.sum())
+    if n < 20:
+        return {"window": [lo.date().isoformat(), hi.date().isoformat()], "n": n, "horizons": None}
+    y = w.y[keep]
+    p = proba.to_numpy()[keep]
+    fit = bundle.metrics["periods"]["fit"]
+    train_w = bundle.windows(table, fit[0], fit[1]).labelled()
+    base = fit_baselines(train_w.X[:, -1, :], train_w.y, BaselineConfig(rf_trees=100), seed=0)
+    base_p = base.predict(w.X[keep][:, -1, :])
+    champ = metrics_by_horizon(y, p, names)
+    rf = metrics_by_horizon(y, base_p["random_forest"], names)
+    lr = metrics_by_horizon(y, base_p["logistic"], names)
+    horizons = {h: {"champion": champ[h], "random_forest": rf[h], "logistic": lr[h],
+                    "prior": {"rate": float(base.prior[j]),
+                              "brier": float(np.mean((y[:, j] - base.prior[j]) ** 2))}}
+                for j, h in enumerate(names)}
+    return {"window": [lo.date().isoformat(), hi.date().isoformat()], "n": n, "horizons": horizons,
+            "roc": {h: roc_points(y[:, j], p[:, j]) for j, h in enumerate(names)},
+            "calibration": {h: calibration_points(y[:, j], p[:, j]) for j, h in enumerate(names)}}
+
+
+def consecutive_drift(history: list[dict], session: str, drifted: bool) -> int:
+    """Consecutive drifted runs ending tonight (tonight counted), from the drift history."""
+    flags = [h["dataset_drift"] for h in history if h["session"] < session] + [drifted]
+    count = 0
+    for flag in reversed(flags):
+        if not flag:
+            break
+        count += 1
+    return count
+
+
+def make_decision(drift_result, audit: PredictionAudit | None, champion: Champion | None, session: pd.Timestamp,
+                  drift_history: list[dict], policy: RetrainPolicy) -> RetrainDecision:
+    if champion is None:
+        return decide(None, None, None, None, policy)
+    drift_signal = None
+    if drift_result is not None:
+        runs = consecutive_drift(drift_history, session.date().isoformat(), drift_result.dataset_drift)
+        drift_signal = DriftSignal(drift_result.dataset_drift, float(drift_result.share), runs)
+    collapse = None
+    perf = None
+    if audit is not None:
+        collapse = CollapseSignal(audit.collapse.collapsed, audit.collapse.verdict, audit.collapse.cause)
+        p = audit.performance
+        if p and p.get("horizons"):
+            perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
+                                     {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"])
+    age = (session - pd.Timestamp(champion.bundle.metrics["periods"]["val"][1])).days
+    return decide(drift_signal, collapse, perf, float(age), policy)
+
+
+@dataclass
+class RetrainOutcome:
+    challenger: str
+    gate: GateResult
+    promoted: bool
+    window: list[str]
+    challenger_metrics: dict
+    train_seconds: float
+
+    def to_dict(self) -> dict:
+        return {"challenger": self.challenger, "promoted": self.promoted, "gate": self.gate.to_dict(),
+                "window": self.window, "challenger_metrics": self.challenger_metrics,
+                "train_seconds": self.train_seconds}
+
+
+def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg: PipelineConfig,
+                     data_info: dict) -> RetrainOutcome:
+    """Train a challenger on data before a recent holdout, score it and the champion on that
+    holdout (after an embargo), and promote only through the gates."""
+    from spywatch.bundle import FitSpec, ModelBundle, fit_bundle
+    from spywatch.train import TrainConfig, inspect
+
+    horizon = table.targets_config.max_horizon
+    pos_end = table.index.get_loc(session) - horizon  # last session whose labels have matured
+    pos_start = pos_end - cfg.holdout + 1
+    train_end = table.index[pos_start - horizon - 1]  # embargo before the holdout
+    window = (table.index[pos_start], table.index[pos_end])
+    train_cfg = TrainConfig(device=cfg.device)
+    if cfg.max_epochs:
+        train_cfg = replace(train_cfg, max_epochs=cfg.max_epochs)
+    bundle = fit_bundle(table, FitSpec(train_end=str(train_end.date()), model=dict(cfg.model)), train_cfg,
+                        data=data_info)
+    registry = ModelRegistry(models_root(root))
+    version = registry.register(bundle.write_into, meta={"kind": "patchtst", "session": str(session.date()),
+                                                         "train_end": str(train_end.date())})
+    window_name = f"{window[0].date()}..{window[1].date()}"
+
+    def score(b: ModelBundle) -> tuple[ModelScore, dict]:
+        w = b.windows(table, *window).labelled()
+        ins = inspect(b.model, w.X)
+        verdict = check_collapse(ins.proba, b.horizons, b.prior, w.y, ins.attention_entropy_ratio,
+                                 ins.representation_std, ins.pos_to_content_ratio, policy=cfg.collapse)
+        metrics = metrics_by_horizon(w.y, ins.proba, b.horizons)
+        return ModelScore({h: m["auc"] for h, m in metrics.items()}, verdict.collapsed, window_name), metrics
+
+    challenger_score, challenger_metrics = score(ModelBundle.load(registry.get(version).path))
+    champion = load_champion(root)
+    champion_score = score(champion.bundle)[0] if champion is not None else None
+    gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion)
+    return RetrainOutcome(challenger=version, gate=gate, promoted=gate.promote,
+                          window=[str(window[0].date()), str(window[1].date())],
+                          challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"])
+
+
+def data_hash(bars_or_table: FeatureTable, session: pd.Timestamp) -> str:
+    f = bars_or_table.raw.loc[:session, ["Close", "Volume"]]
+    h = hashlib.sha256(f.index.asi8.tobytes())
+    h.update(np.ascontiguousarray(f.to_numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def feature_hash(table: FeatureTable, session: pd.Timestamp, lookback: int) -> str:
+    f = table.features.loc[:session].iloc[-lookback:]
+    return hashlib.sha256(np.ascontiguousarray(f.to_numpy()).tobytes()).hexdigest()[:16]
+
+
+def alerts_for(audit: dict) -> list[dict]:
+    """Events to emit for tonight, with the numbers in their payload."""
+    out = []
+    base = {"session": audit["session"], "run_id": audit["run_id"], "synthetic": audit.get("synthetic", False)}
+    val = audit.get("validation") or {}
+    failed = [line for part in val.values() if part and not part.get("success", True) for line in part["failures"]]
+    if failed:
+        out.append({"event": VALIDATION_EVENT, "payload": {**base, "failures": failed[:10], "n_failures": len(failed)}})
+    drift = audit.get("drift")
+    if drift and drift.get("dataset_drift"):
+        top = sorted(((k, v["score"]) for k, v in drift["per_feature"].items() if v["drifted"]), key=lambda kv: -kv[1])
+        out.append({"event": DRIFT_EVENT, "payload": {**base, "share": drift["share"], "n_drifted": drift["n_drifted"],
+                                                       "drifted_features": [k for k, _ in top][:10]}})
+    collapse = audit.get("collapse")
+    if collapse and collapse["verdict"] != "healthy":
+        out.append({"event": COLLAPSE_EVENT, "payload": {**base, "verdict": collapse["verdict"],
+                                                          "cause": collapse["cause"], "findings": collapse["findings"]}})
+    retrain = audit.get("retrain")
+    if retrain and retrain.get("promoted"):
+        out.append({"event": PROMOTED_EVENT, "payload": {**base, "version": retrain["challenger"],
+                                                          "gate": retrain["gate"]["reasons"]}})
+    return out
+
+
+# ----------------------------------------------------------------------------- the whole night
+
+
 @dataclass
 class NightlyResult:
-    session: dt.date
-    ok: bool
-    update: UpdateResult | None = None
+    session: str
+    status: str  # published | validation_failed
+    audit: dict
     outputs: dict[str, Path] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "published"
 
     def summary(self) -> str:
-        lines = [f"spywatch nightly for session {self.session}: {'OK' if self.ok else 'FAILED'}"]
-        if self.update is not None:
-            u = self.update
-            lines.append(f"  data: {u.source}{' (SYNTHETIC)' if u.synthetic else ''} {u.first_session}..{u.last_session}, "
-                         f"{len(u.new_sessions)} new session(s), {len(u.revisions)} revision(s)")
-        lines.extend(f"  {m}" for m in self.messages)
+        a = self.audit
+        lines = [f"spywatch nightly for session {self.session}: {self.status.upper()}"
+                 + ("  [SYNTHETIC DATA]" if a.get("synthetic") else "")]
+        if a.get("data"):
+            d = a["data"]
+            lines.append(f"  data: {d['source']} {d['first_session']}..{d['last_session']}, "
+                         f"{d['new_sessions']} new session(s), {d['revisions']} revision(s)")
+        for name, part in (a.get("validation") or {}).items():
+            if part:
+                lines.append(f"  validation {name}: {'passed' if part['success'] else 'FAILED'}")
+                lines.extend(f"    {f}" for f in part.get("failures", [])[:10])
+        if a.get("drift"):
+            lines.append(f"  drift: {'DETECTED' if a['drift']['dataset_drift'] else 'quiet'} "
+                         f"(share {a['drift']['share']:.2f})")
+        if a.get("collapse"):
+            c = a["collapse"]
+            lines.append(f"  model health: {c['verdict']}" + (f" (cause: {c['cause']})" if c["cause"] else ""))
+        if a.get("decision"):
+            reasons = ", ".join(r["code"] for r in a["decision"]["reasons"]) or "none"
+            lines.append(f"  decision: {'retrain' if a['decision']['retrain'] else 'keep champion'} (reasons: {reasons})")
+        if a.get("retrain"):
+            r = a["retrain"]
+            lines.append(f"  challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'}")
+        if a.get("predictions"):
+            lines.append("  tonight: " + ", ".join(f"P({h}) = {v:.3f}" for h, v in a["predictions"]["latest"].items()
+                                                   if h != "date"))
+        if a.get("stale"):
+            lines.append(f"  last good predictions ({a['stale']['last_good_session']}) are STALE: {a['stale']['reason']}")
         lines.extend(f"  {name}: {path}" for name, path in self.outputs.items())
         return "\n".join(lines)
 
 
-def run_nightly(config: PipelineConfig) -> NightlyResult:
-    from spywatch.dataset import build_table
+@dataclass
+class Night:
+    """One night's state as it moves through the stages (what the audit will say)."""
 
-    session = config.session()
-    source = source_from_spec(config.source)
-    store = ParquetStore(config.root)
-    update = store.update(config.ticker, source, session.date())
-    bars = store.read(config.ticker).loc[:session]
-    table = build_table(bars)
-    result = NightlyResult(session=session.date(), ok=True, update=update)
-    result.outputs["bars"] = update.path
-    result.messages.append(f"features: {table.features.shape[1]} columns, last complete row "
-                           f"{table.features.dropna().index[-1].date()}")
-    return result
+    cfg: PipelineConfig
+    session: pd.Timestamp
+    run_id: str
+    source: MarketDataSource
+    audit: dict
+    table: FeatureTable | None = None
+    champion: Champion | None = None
+    predictions: PredictionAudit | None = None
+    drift: object | None = None  # DriftResult
+    decision: RetrainDecision | None = None
+    files: dict = field(default_factory=dict)  # extra files for the session folder
+    data_info: dict = field(default_factory=dict)
+
+    @property
+    def sid(self) -> str:
+        return self.session.date().isoformat()
+
+    @property
+    def root(self) -> Path:
+        return Path(self.cfg.root)
+
+    @property
+    def timings(self) -> dict:
+        return self.audit["timings"]
+
+
+class _timed:
+    def __init__(self, night: Night, name: str) -> None:
+        self.night, self.name = night, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.night.timings[self.name] = round(time.perf_counter() - self.t, 3)
+        return False
+
+
+def start_night(cfg: PipelineConfig) -> Night:
+    session = cfg.session()
+    source = source_from_spec(cfg.source)
+    run_id = cfg.run_id or uuid.uuid4().hex[:12]
+    audit = {"session": session.date().isoformat(), "run_id": run_id, "synthetic": source.synthetic,
+             "source": source.name, "status": "running",
+             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "model_version": None, "data": None, "validation": {}, "drift": None, "collapse": None,
+             "performance": None, "decision": None, "retrain": None, "predictions": None,
+             "prediction_history": [], "stale": None, "alerts": [], "timings": {}}
+    return Night(cfg=cfg, session=session, run_id=run_id, source=source, audit=audit)
+
+
+def stage_fetch(night: Night) -> None:
+    """Fetch + raw-bars validation; raises ``ValidationFailed`` (recorded in the audit) on bad data."""
+    from spywatch.validation import ValidationFailed
+
+    with _timed(night, "fetch_validate"):
+        try:
+            update, result = fetch_and_validate(night.source, night.root, night.cfg.ticker, night.session)
+        except ValidationFailed as exc:
+            night.audit["validation"]["raw_bars"] = _validation_dict(exc.result)
+            raise
+    night.audit["validation"]["raw_bars"] = _validation_dict(result)
+    night.audit["data"] = _update_dict(update)
+
+
+def stage_features(night: Night) -> None:
+    with _timed(night, "features"):
+        night.table = load_features(night.root, night.cfg.ticker, night.session)
+    night.data_info = {"source": night.source.name, "synthetic": night.source.synthetic,
+                       "data_hash": data_hash(night.table, night.session)}
+
+
+def stage_champion(night: Night) -> Champion | None:
+    with _timed(night, "load_champion"):
+        night.champion = load_champion(night.root)
+    night.audit["model_version"] = night.champion.version if night.champion else None
+    return night.champion
+
+
+def stage_validate_features(night: Night) -> bool:
+    with _timed(night, "validate_features"):
+        result = validate_current_features(night.table, night.champion, night.session, night.cfg.drift_window,
+                                           night.root / "validation")
+    night.audit["validation"]["features"] = _validation_dict(result)
+    return result.success
+
+
+def stage_audit(night: Night) -> None:
+    """Predict with the champion, check for collapse and decay, and measure drift."""
+    with _timed(night, "predict_audit"):
+        night.predictions = predict_and_audit(night.table, night.champion, night.session, night.cfg)
+    with _timed(night, "drift"):
+        night.drift = measure_drift(night.table, night.champion, night.session, night.cfg.drift_window,
+                                    night.predictions.proba)
+        night.files.update(_drift_files(night.drift))
+    night.audit["drift"] = night.drift.to_dict()
+    night.audit["collapse"] = night.predictions.collapse.to_dict()
+    night.audit["performance"] = night.predictions.performance
+
+
+def stage_decide(night: Night) -> RetrainDecision:
+    history = _read_drift_history(night.root)
+    night.decision = make_decision(night.drift, night.predictions, night.champion, night.session, history,
+                                   night.cfg.retrain_policy)
+    night.audit["decision"] = night.decision.to_dict()
+    if night.drift is not None:
+        _write_drift_history(night.root, history, night.sid, night.drift.dataset_drift)
+    return night.decision
+
+
+def stage_retrain(night: Night) -> RetrainOutcome:
+    with _timed(night, "retrain"):
+        outcome = retrain_and_gate(night.table, night.session, night.root, night.cfg, night.data_info)
+    record_retrain(night, outcome.to_dict())
+    return outcome
+
+
+def record_retrain(night: Night, outcome: dict) -> None:
+    """Record a retrain (run here or by the retrain deployment); re-audit under a new champion."""
+    night.audit["retrain"] = outcome
+    previous = night.champion.version if night.champion else None
+    if stage_champion(night) is not None and night.champion.version != previous:
+        stage_audit(night)
+
+
+def publish_night(night: Night) -> NightlyResult:
+    """Publish tonight's predictions with their audit (or, without a champion, the failure)."""
+    from spywatch.atomic import atomic_write_json
+
+    if night.champion is None or night.predictions is None:
+        return publish_failure(night, "no champion model to predict with")
+    publisher = Publisher(night.root)
+    with _timed(night, "publish"):
+        latest = night.predictions.proba.iloc[-1]
+        night.audit["predictions"] = {"file": "predictions.parquet", "rows": len(latest),
+                                      "latest": {"date": night.sid, **{h: float(v) for h, v in latest.items()}}}
+        night.audit["prediction_history"] = [
+            {"date": d.date().isoformat(), **{h: round(float(v), 5) for h, v in row.items()}}
+            for d, row in night.predictions.history.iterrows()]
+        rows = pd.DataFrame({"session": night.sid, "horizon": list(latest.index),
+                             "probability": latest.to_numpy(dtype="float64"),
+                             "model_version": night.champion.version, "data_hash": night.data_info["data_hash"],
+                             "feature_hash": feature_hash(night.table, night.session, night.champion.bundle.lookback),
+                             "run_id": night.run_id, "synthetic": night.source.synthetic})
+        night.audit["status"] = "published"
+        night.audit["alerts"] = alerts_for(night.audit)
+        night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        link = _publish(publisher, night.audit,
+                        {**night.files, "predictions.parquet": lambda p: rows.to_parquet(p, index=False)})
+        publisher.upsert_predictions(rows)
+        publisher.set_latest(night.sid, night.run_id, night.champion.version)
+        atomic_write_json(night.root / "state" / "last_run.json",
+                          {"session": night.sid, "run_id": night.run_id, "status": "published"})
+    return NightlyResult(session=night.sid, status="published", audit=night.audit,
+                         outputs={"session folder": link, "audit": link / "audit.json",
+                                  "report": link / "report.html", "predictions": publisher.predictions_path,
+                                  "latest": publisher.latest_path})
+
+
+def publish_failure(night: Night, reason: str) -> NightlyResult:
+    """Nothing is published but the audit: the last good predictions stay, marked stale."""
+    publisher = Publisher(night.root)
+    night.audit["status"] = "validation_failed" if "validation" in reason else "failed"
+    night.audit["stale"] = publisher.mark_stale(night.sid, reason)
+    night.audit["alerts"] = alerts_for(night.audit)
+    night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    link = _publish(publisher, night.audit, {})
+    return NightlyResult(session=night.sid, status=night.audit["status"], audit=night.audit,
+                         outputs={"audit": link / "audit.json", "report": link / "report.html",
+                                  "latest": publisher.latest_path})
+
+
+def run_nightly(cfg: PipelineConfig) -> NightlyResult:
+    """Every stage for one session, then publish (the Prefect ``nightly`` flow runs the same stages)."""
+    from spywatch.validation import ValidationFailed
+
+    night = start_night(cfg)
+    try:
+        stage_fetch(night)
+    except ValidationFailed as exc:
+        return publish_failure(night, f"raw_bars validation failed ({len(exc.result.failures)} check(s))")
+    stage_features(night)
+    if stage_champion(night) is not None:
+        if not stage_validate_features(night):
+            return publish_failure(night, "features validation failed")
+        stage_audit(night)
+    if stage_decide(night).retrain and cfg.retrain == "inline":
+        stage_retrain(night)
+    return publish_night(night)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _validation_dict(result) -> dict:
+    return {"success": result.success, "failures": result.lines(), "n_checks": result.n_checks,
+            "seconds": result.seconds}
+
+
+def _update_dict(update: UpdateResult) -> dict:
+    return {"source": update.source, "synthetic": update.synthetic, "first_session": update.first_session,
+            "last_session": update.last_session, "new_sessions": len(update.new_sessions),
+            "revisions": len(update.revisions), "path": str(update.path)}
+
+
+def _drift_files(drift_result) -> dict:
+    from spywatch.drift import save_drift_report
+
+    def html(path: Path) -> None:
+        save_drift_report(drift_result, html_path=path, json_path=None)
+
+    def summary(path: Path) -> None:
+        save_drift_report(drift_result, html_path=None, json_path=path)
+
+    return {"drift.html": html, "drift.json": summary}
+
+
+def _publish(publisher: Publisher, audit: dict, files: dict) -> Path:
+    import json
+
+    from spywatch.report import render_audit_html
+
+    audit_bytes = (json.dumps(audit, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+    html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if "drift.html" in files else None)
+    return publisher.publish_session(audit["session"], audit["run_id"],
+                                     {**files, "audit.json": audit_bytes, "report.html": html.encode()})
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _read_drift_history(root: Path) -> list[dict]:
+    import json
+
+    path = Path(root) / "state" / "drift_history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _write_drift_history(root: Path, history: list[dict], session: str, drifted: bool) -> None:
+    from spywatch.atomic import atomic_write_json
+
+    kept = [h for h in history if h["session"] != session] + [{"session": session, "dataset_drift": bool(drifted)}]
+    atomic_write_json(Path(root) / "state" / "drift_history.json", sorted(kept, key=lambda h: h["session"])[-500:])

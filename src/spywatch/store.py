@@ -107,7 +107,9 @@ class ParquetStore:
             raise DataFormatError(
                 f"{self.path(ticker)} holds {'synthetic' if meta['spywatch.synthetic'] == 'true' else 'real'} "
                 f"data from {meta.get('spywatch.source')!r}; refusing to mix in source {source.name!r}; use another root")
-        start = None if old.empty else old.index[-min(refetch_sessions, len(old))].date()
+        # Re-fetch the last stored sessions up to `end` (a replay of an earlier date fetches little).
+        upto = old.loc[:pd.Timestamp(end)]
+        start = None if upto.empty else upto.index[-min(refetch_sessions, len(upto))].date()
         fetched = source.fetch(ticker, start, end)
         revisions = find_revisions(old, fetched, rel_tol)
         for rev in revisions:
