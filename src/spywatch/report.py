@@ -1,0 +1,669 @@
+"""The nightly audit as one self-contained HTML page a person would rather read than the JSON.
+
+The page must open anywhere the audit folder is copied (an e-mail attachment, an archived run,
+an offline laptop), so it loads nothing: CSS is inline, plots are inline SVG drawn from the
+audit's own numbers, and no script runs. The only link is to the Evidently drift report, and it
+must be relative so it travels with the run folder.
+
+Python computes everything that needs arithmetic (verdicts, best-of-column, plot geometry) into
+small view objects; ``templates/audit.html.j2`` only lays them out. Every section accepts its part
+of the audit being missing or null, because the nights that matter most (bad data, a failed run)
+are exactly the ones with the least in them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+import numpy as np
+
+from spywatch.atomic import atomic_write_text
+
+TEMPLATE = "audit.html.j2"
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies
+HORIZON_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9")
+MODEL_LABELS = {"champion": "PatchTST (champion)", "random_forest": "Random forest",
+                "logistic": "Logistic regression", "prior": "Prior (constant)"}
+TOP_FEATURE_SHIFTS = 8
+
+
+# ----------------------------------------------------------------------------- curve points
+
+
+def _usable(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Mask of rows with a matured 0/1 label and a probability; rejects anything else loudly."""
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y {y.shape} and p {p.shape} must be 1-D and the same length")
+    keep = ~(np.isnan(y) | np.isnan(p))
+    if not np.isin(y[keep], (0.0, 1.0)).all():
+        raise ValueError(f"labels must be 0 or 1 (NaN for unmatured), got {np.unique(y[keep])[:5]}")
+    if ((p[keep] < 0.0) | (p[keep] > 1.0)).any():
+        raise ValueError(f"probabilities must lie in [0, 1], got min {p[keep].min()} max {p[keep].max()}")
+    return keep
+
+
+def roc_points(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray,
+               max_points: int = 100) -> dict[str, list[float]]:
+    """The ROC curve as ``{"fpr": [...], "tpr": [...]}``, the shape ``performance.roc[h]`` stores.
+
+    One point per distinct threshold (ties move both rates at once, as sklearn's ``roc_curve``),
+    starting at (0, 0) and ending at (1, 1), thinned evenly to ``max_points`` so a year of
+    nights keeps the audit small. Unmatured labels (NaN) are left out. With only one class
+    present the curve is undefined and both lists are empty: the report says so.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2 (both ends of the curve), got {max_points}")
+    y_arr, p_arr = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
+    keep = _usable(y_arr, p_arr)
+    order = np.argsort(-p_arr[keep], kind="mergesort")
+    ys, ps = y_arr[keep][order], p_arr[keep][order]
+    positives, negatives = ys.sum(), len(ys) - ys.sum()
+    if positives == 0 or negatives == 0:
+        return {"fpr": [], "tpr": []}
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
+    tps = np.cumsum(ys)[last_of_tie]
+    fpr = np.r_[0.0, (last_of_tie + 1 - tps) / negatives]
+    tpr = np.r_[0.0, tps / positives]
+    if len(fpr) > max_points:
+        idx = np.unique(np.round(np.linspace(0, len(fpr) - 1, max_points)).astype(int))
+        fpr, tpr = fpr[idx], tpr[idx]
+    return {"fpr": np.round(fpr, 4).tolist(), "tpr": np.round(tpr, 4).tolist()}
+
+
+def calibration_points(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray,
+                       bins: int = 10) -> dict[str, list[float]]:
+    """Reliability-diagram points ``{"pred", "obs", "count"}`` for ``performance.calibration[h]``.
+
+    Equal-width bins on [0, 1], binned exactly as ``audit.expected_calibration_error`` so the plot
+    and the ECE in the metrics table describe the same thing. Empty bins are left out.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    y_arr, p_arr = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
+    keep = _usable(y_arr, p_arr)
+    ys, ps = y_arr[keep], p_arr[keep]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(ps, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    filled = count > 0
+    pred = np.bincount(which, weights=ps, minlength=bins)[filled] / count[filled]
+    obs = np.bincount(which, weights=ys, minlength=bins)[filled] / count[filled]
+    return {"pred": np.round(pred, 4).tolist(), "obs": np.round(obs, 4).tolist(),
+            "count": count[filled].astype(int).tolist()}
+
+
+# ----------------------------------------------------------------------------- small readers
+
+
+def _number(x: Any) -> float | None:
+    """A finite float, or None for null, NaN, infinities and non-numbers (JSON writes NaN as NaN)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _part(audit: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = audit.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _horizon_order(names: Iterable[str]) -> list[str]:
+    """h1, h3, h5, ... in numeric order (h10 after h5), anything else after them by name."""
+    def key(name: str) -> tuple[int, str]:
+        digits = name[1:] if name[:1] == "h" else ""
+        return (int(digits), name) if digits.isdigit() else (10**9, name)
+    return sorted(set(names), key=key)
+
+
+def _line(item: Any) -> str:
+    """A failure, reason or note as one sentence, whether the pipeline stored a string or a dict."""
+    if not isinstance(item, dict):
+        return str(item)
+    if "message" in item:
+        return str(item["message"])
+    if "expectation" in item:  # validation.CheckFailure.asdict
+        where = f" [{item['column']}]" if item.get("column") else ""
+        dates = f" (first: {', '.join(item['dates'][:3])})" if item.get("dates") else ""
+        rows = f", {item['count']} row(s)" if item.get("count") else ""
+        return f"{item.get('suite', '')}: {item['expectation']}{where}: {item.get('detail', '')}{rows}{dates}"
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """Fixed-point number, or an em dash where the audit has nothing (null, NaN, missing)."""
+    value = _number(x)
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def pct(x: Any, digits: int = 0) -> str:
+    value = _number(x)
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+# ----------------------------------------------------------------------------- verdict badges
+
+
+@dataclass(frozen=True)
+class Badge:
+    label: str
+    value: str
+    tone: str  # ok | warn | bad | muted: the CSS class that colours it
+    detail: str
+
+
+def validation_badge(validation: dict | None) -> Badge:
+    if validation is None:
+        return Badge("Data validation", "not run", "muted", "no validation record in this audit")
+    suites = {name: validation.get(name) for name in ("raw_bars", "features")}
+    failed = {n: len(s.get("failures") or []) for n, s in suites.items() if s and not s.get("success")}
+    if failed:
+        return Badge("Data validation", "failed", "bad",
+                     "; ".join(f"{n.replace('_', ' ')}: {k} failed check(s)" for n, k in failed.items()))
+    checked = [n.replace("_", " ") for n, s in suites.items() if s]
+    return Badge("Data validation", "passed", "ok", "checked: " + (", ".join(checked) or "nothing"))
+
+
+def drift_badge(drift: dict | None) -> Badge:
+    if drift is None:
+        return Badge("Drift", "not measured", "muted", "no drift record in this audit")
+    n_features = drift.get("n_features") or len(drift.get("per_feature") or {})
+    detail = f"{drift.get('n_drifted', '?')} of {n_features} features drifted ({pct(drift.get('share'))})"
+    if _number(drift.get("drift_share")) is not None:
+        detail += f"; dataset rule ≥ {pct(drift['drift_share'])}"
+    if drift.get("dataset_drift"):
+        return Badge("Drift", "drift detected", "warn", detail)
+    return Badge("Drift", "quiet", "ok", detail)
+
+
+def health_badge(collapse: dict | None) -> Badge:
+    if collapse is None:
+        return Badge("Model health", "not checked", "muted", "no collapse check in this audit")
+    verdict = str(collapse.get("verdict") or "unknown")
+    tone = {"healthy": "ok", "collapsed": "bad", "inputs_out_of_range": "warn"}.get(verdict, "muted")
+    parts = []
+    if collapse.get("cause"):
+        parts.append(f"cause: {collapse['cause']}")
+    if collapse.get("collapsed_horizons"):
+        parts.append("horizons " + ", ".join(collapse["collapsed_horizons"]))
+    return Badge("Model health", verdict.replace("_", " "), tone, " · ".join(parts) or "no collapse signals")
+
+
+def decision_badge(decision: dict | None, retrain: dict | None) -> Badge:
+    if decision is None:
+        return Badge("Decision", "none", "muted", "no retrain decision was taken")
+    codes = [str(r.get("code")) if isinstance(r, dict) else "reason" for r in decision.get("reasons") or []]
+    if not decision.get("retrain"):
+        return Badge("Decision", "keep champion", "ok", "no retrain trigger fired")
+    outcome = ("" if retrain is None else
+               " · challenger promoted" if retrain.get("promoted") else " · challenger rejected by the gate")
+    return Badge("Decision", "retrain", "warn", "because: " + (", ".join(codes) or "unstated") + outcome)
+
+
+def status_badge(status: str, stale: dict | None, predictions: dict | None) -> Badge:
+    if stale is not None:
+        return Badge("Status", "stale", "bad", f"{status.replace('_', ' ')}; predictions stale since "
+                     f"{stale.get('since', '?')}, last good {stale.get('last_good_session', '?')}")
+    if status != "published":
+        return Badge("Status", status.replace("_", " "), "bad", "no predictions published")
+    written = f"{predictions.get('file', 'predictions')}, {predictions.get('rows', '?')} row(s)" if predictions else ""
+    return Badge("Status", "published", "ok", written or "predictions published")
+
+
+# ----------------------------------------------------------------------------- metrics tables
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    model: str
+    label: str
+    cells: list[Cell]
+
+
+@dataclass(frozen=True)
+class MetricsTable:
+    horizon: str
+    columns: list[str]
+    rows: list[MetricRow]
+    base_rate: float | None
+
+
+# (audit key, header, higher is better? None: not ranked, digits)
+METRIC_COLUMNS = (("auc", "AUC ↑", True, 3), ("pr_auc", "PR-AUC ↑", True, 3), ("brier", "Brier ↓", False, 4),
+                  ("bss", "Brier skill ↑", True, 3), ("ece", "ECE ↓", False, 3),
+                  ("pred_std", "pred std", None, 3), ("pred_mean", "pred mean", None, 3), ("n", "n", None, 0))
+
+
+def _model_metrics(models: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Numbers per model; the prior row is derived: a constant has AUC 0.5 and no spread."""
+    prior = models.get("prior") if isinstance(models.get("prior"), dict) else None
+    prior_brier = _number(prior.get("brier")) if prior else None
+    out: dict[str, dict[str, float | None]] = {}
+    for model in ("champion", "random_forest", "logistic"):
+        m = models.get(model)
+        if isinstance(m, dict):
+            row = {key: _number(m.get(key)) for key, *_ in METRIC_COLUMNS}
+            row["bss"] = (1 - row["brier"] / prior_brier) if row["brier"] is not None and prior_brier else None
+            out[model] = row
+    if prior:
+        rate = _number(prior.get("rate"))
+        out["prior"] = {"auc": 0.5, "pr_auc": None, "brier": prior_brier, "bss": 0.0 if prior_brier else None,
+                        "ece": None, "pred_std": 0.0, "pred_mean": rate, "n": None}
+    return out
+
+
+def metrics_table(horizon: str, models: dict[str, Any]) -> MetricsTable:
+    """One horizon's models against each other, the best value of each ranked column marked."""
+    values = _model_metrics(models)
+    best: dict[str, float] = {}
+    for key, _, higher, _ in METRIC_COLUMNS:
+        ranked = [v[key] for v in values.values() if v[key] is not None]
+        if higher is not None and len(ranked) > 1:
+            best[key] = max(ranked) if higher else min(ranked)
+    rows = [MetricRow(model, MODEL_LABELS[model],
+                      [Cell(fmt(v[key], digits), key in best and v[key] == best[key])
+                       for key, _, _, digits in METRIC_COLUMNS])
+            for model, v in values.items()]
+    champion = models.get("champion") if isinstance(models.get("champion"), dict) else {}
+    return MetricsTable(horizon, [header for _, header, _, _ in METRIC_COLUMNS], rows,
+                        _number(champion.get("base_rate")))
+
+
+# ----------------------------------------------------------------------------- SVG charts
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float  # pixel position along its axis
+    label: str
+
+
+@dataclass(frozen=True)
+class Polyline:
+    colour: str
+    points: str  # SVG "x,y x,y ..." in pixels
+    dashed: bool = False
+    width: float = 2.0
+
+
+@dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    r: float
+    colour: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Pixel geometry of one plot; the template turns it into an inline ``<svg>``."""
+
+    title: str
+    width: int
+    height: int
+    left: int
+    top: int
+    right: int  # pixel x of the plot area's right edge
+    bottom: int  # pixel y of the plot area's bottom edge
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    x_label: str
+    y_label: str
+    lines: list[Polyline]
+    dots: list[Dot]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Maps data coordinates to pixels inside a plot area."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    x_max: float
+    y_max: float
+    x_min: float = 0.0
+    y_min: float = 0.0
+
+    def x(self, v: float) -> float:
+        return round(self.left + (v - self.x_min) / (self.x_max - self.x_min or 1) * (self.right - self.left), 1)
+
+    def y(self, v: float) -> float:
+        return round(self.bottom - (v - self.y_min) / (self.y_max - self.y_min or 1) * (self.bottom - self.top), 1)
+
+    def points(self, xs: Iterable[float], ys: Iterable[float]) -> str:
+        return " ".join(f"{self.x(a)},{self.y(b)}" for a, b in zip(xs, ys))
+
+    def chart(self, title: str, size: tuple[int, int], x_ticks: list[Tick], y_ticks: list[Tick],
+              labels: tuple[str, str], lines: list[Polyline], dots: list[Dot], note: str = "") -> Chart:
+        return Chart(title, size[0], size[1], self.left, self.top, self.right, self.bottom,
+                     x_ticks, y_ticks, labels[0], labels[1], lines, dots, note)
+
+
+def _unit_ticks(frame: _Frame, axis: str, step: float = 0.2, top: float = 1.0) -> list[Tick]:
+    at = frame.x if axis == "x" else frame.y
+    return [Tick(at(v), f"{v:.1f}") for v in np.arange(0.0, top + 1e-9, step)]
+
+
+def _diagonal(frame: _Frame) -> Polyline:
+    return Polyline("#9ca3af", frame.points([0, 1], [0, 1]), dashed=True, width=1.2)
+
+
+def roc_chart(horizon: str, roc: dict | None, auc: float | None, colour: str) -> Chart | None:
+    fpr, tpr = (roc or {}).get("fpr") or [], (roc or {}).get("tpr") or []
+    if len(fpr) < 2 or len(fpr) != len(tpr):
+        return None
+    f = _Frame(left=40, top=10, right=210, bottom=180, x_max=1.0, y_max=1.0)
+    return f.chart(f"ROC {horizon}", (220, 215), _unit_ticks(f, "x"), _unit_ticks(f, "y"),
+                   ("false positive rate", "true positive rate"),
+                   [_diagonal(f), Polyline(colour, f.points(fpr, tpr), width=2.2)], [],
+                   note=f"AUC {fmt(auc)}")
+
+
+def calibration_chart(horizon: str, cal: dict | None, ece: float | None, colour: str) -> Chart | None:
+    """Reliability diagram; dot area grows with the bin's count so sparse bins look tentative."""
+    pred, obs, count = ((cal or {}).get(k) or [] for k in ("pred", "obs", "count"))
+    if not pred or not (len(pred) == len(obs) == len(count)):
+        return None
+    f = _Frame(left=40, top=10, right=210, bottom=180, x_max=1.0, y_max=1.0)
+    biggest = max(max(count), 1)
+    dots = [Dot(f.x(p), f.y(o), round(2.5 + 5.5 * math.sqrt(c / biggest), 1), colour,
+                f"predicted {p:.3f}, observed {o:.3f}, n={c}") for p, o, c in zip(pred, obs, count)]
+    return f.chart(f"Reliability {horizon}", (220, 215), _unit_ticks(f, "x"), _unit_ticks(f, "y"),
+                   ("mean predicted probability", "observed frequency"),
+                   [_diagonal(f), Polyline(colour, f.points(pred, obs), width=1.5)], dots,
+                   note=f"ECE {fmt(ece)}")
+
+
+def _month_ticks(frame: _Frame, dates: list[str], most: int = 8) -> list[Tick]:
+    """A tick where the month changes, thinned to at most ``most`` labels."""
+    starts = [(i, d) for i, d in enumerate(dates) if i == 0 or d[:7] != dates[i - 1][:7]]
+    step = max(1, math.ceil(len(starts) / most))
+    return [Tick(frame.x(i), d[:7]) for i, d in starts[::step]]
+
+
+def history_chart(history: list[dict], horizons: list[str], prior: dict[str, Any]) -> Chart | None:
+    """Probabilities per horizon over the stored history, the training prior dashed beside each.
+
+    A collapsed model shows as a flat line on its dashed prior, which is the picture the original
+    failure needed and nobody drew. Sessions are evenly spaced (no weekend gaps).
+    """
+    rows = sorted((r for r in history if isinstance(r, dict) and r.get("date")), key=lambda r: str(r["date"]))
+    if len(rows) < 2:
+        return None
+    dates = [str(r["date"])[:10] for r in rows]
+    peak = max([_number(r.get(h)) or 0.0 for r in rows for h in horizons] +
+               [_number(prior.get(h)) or 0.0 for h in horizons])
+    y_max = min(1.0, max(0.2, math.ceil((peak + 0.02) * 10) / 10))
+    f = _Frame(left=46, top=12, right=1110, bottom=232, x_max=len(rows) - 1, y_max=y_max)
+    lines: list[Polyline] = []
+    for h, colour in zip(horizons, HORIZON_COLOURS):
+        lines += _segments(f, [_number(r.get(h)) for r in rows], colour)
+        if _number(prior.get(h)) is not None:
+            lines.append(Polyline(colour, f.points([0, len(rows) - 1], [prior[h]] * 2), dashed=True, width=1.2))
+    last = rows[-1]
+    dots = [Dot(f.x(len(rows) - 1), f.y(v), 3.5, colour, f"{h} on {dates[-1]}: {v:.3f}")
+            for h, colour in zip(horizons, HORIZON_COLOURS) if (v := _number(last.get(h))) is not None]
+    return f.chart("Predicted probability per horizon", (1120, 262), _month_ticks(f, dates),
+                   _unit_ticks(f, "y", step=0.1 if y_max <= 0.6 else 0.2, top=y_max),
+                   ("session", "P(gain ≥ 1%)"), lines, dots)
+
+
+def _segments(frame: _Frame, values: list[float | None], colour: str) -> list[Polyline]:
+    """One polyline per run of known values, so a missing night is a gap, not an invented line."""
+    out, run = [], []
+    for i, v in enumerate([*values, None]):
+        if v is not None:
+            run.append((i, v))
+        elif run:
+            out.append(Polyline(colour, frame.points(*zip(*run)), width=1.8))
+            run = []
+    return out
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class HorizonPerformance:
+    horizon: str
+    colour: str
+    table: MetricsTable | None
+    roc: Chart | None
+    calibration: Chart | None
+
+
+def performance_views(performance: dict | None) -> list[HorizonPerformance]:
+    if performance is None:
+        return []
+    by_h, roc, cal = ((performance.get(k) or {}) for k in ("horizons", "roc", "calibration"))
+    out = []
+    for i, h in enumerate(_horizon_order([*by_h, *roc, *cal])):
+        models = by_h.get(h) if isinstance(by_h.get(h), dict) else {}
+        champion = models.get("champion") if isinstance(models.get("champion"), dict) else {}
+        colour = HORIZON_COLOURS[i % len(HORIZON_COLOURS)]
+        out.append(HorizonPerformance(h, colour, metrics_table(h, models) if models else None,
+                                      roc_chart(h, roc.get(h), champion.get("auc"), colour),
+                                      calibration_chart(h, cal.get(h), champion.get("ece"), colour)))
+    return out
+
+
+# Evidently methods whose score is a p-value: drifted when it falls *below* the threshold
+P_VALUE_METHODS = frozenset({"ks", "t_test", "anderson", "cramer_von_mises", "chisquare", "z", "fisher_exact"})
+
+
+def sig(x: Any) -> str:
+    """Three significant digits: drift thresholds run from 0.4 (a distance) to 1e-46 (a p-value)."""
+    value = _number(x)
+    return "—" if value is None else f"{value:.3g}"
+
+
+def drift_severity(test: Mapping[str, Any]) -> float:
+    """Where a score sits relative to its threshold: 0 = no drift at all, 1 = at the threshold.
+
+    Distances compare linearly; p-values on a log scale, because 1e-9 against a 1e-3 threshold
+    is the signal and a linear ratio would squash every p-value to zero.
+    """
+    score, threshold = _number(test.get("score")), _number(test.get("threshold"))
+    if score is None or threshold is None or threshold <= 0:
+        return 0.0
+    if test.get("score_kind") == "p_value" or test.get("method") in P_VALUE_METHODS:
+        if threshold >= 1:
+            return 0.0
+        return 2.0 if score <= 0 else max(0.0, math.log(min(score, 1.0)) / math.log(threshold))
+    return score / threshold
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    feature: str
+    method: str
+    rule: str  # when this test calls drift, e.g. "≥ 1.15" or "p < 0.000238"
+    score: str
+    drifted: bool
+    fill: float  # severity as a bar width in %: 50 = at the threshold, 100 = twice as far
+
+
+def drift_rows(per_feature: Mapping[str, Any]) -> list[DriftRow]:
+    """Drifted features first, then by how close each score is to its threshold."""
+    items = [(k, v) for k, v in per_feature.items() if isinstance(v, dict)]
+    items.sort(key=lambda kv: (not kv[1].get("drifted"), -drift_severity(kv[1]), kv[0]))
+    return [DriftRow(k, str(v.get("method", "?")), _rule(v), sig(v.get("score")), bool(v.get("drifted")),
+                     round(min(drift_severity(v), 2.0) * 50, 1)) for k, v in items]
+
+
+def _rule(test: Mapping[str, Any]) -> str:
+    p_value = test.get("score_kind") == "p_value" or test.get("method") in P_VALUE_METHODS
+    return f"p < {sig(test.get('threshold'))}" if p_value else f"≥ {sig(test.get('threshold'))}"
+
+
+def drift_window(drift: Mapping[str, Any]) -> str | None:
+    """'current → end vs reference start → end', from whichever form the drift record carries."""
+    current, reference = drift.get("current") or {}, drift.get("reference") or {}
+    window = drift.get("window") or ([current["start"], current["end"]] if current.get("start") else None)
+    if not window:
+        return None
+    text = " → ".join(str(d) for d in window)
+    if current.get("rows"):
+        text += f" ({current['rows']} sessions)"
+    if reference.get("start"):
+        text += f" vs training {reference['start']} → {reference.get('end', '?')}"
+    return text
+
+
+@dataclass(frozen=True)
+class Shift:
+    feature: str
+    value: float
+    left: float  # bar geometry in % of a track centred on zero
+    width: float
+
+
+def top_shifts(shift: dict[str, Any], most: int = TOP_FEATURE_SHIFTS) -> list[Shift]:
+    """The features furthest from their training mean, as bars on a track symmetric about zero."""
+    numbers = {k: _number(v) for k, v in shift.items()}
+    known = sorted(((k, v) for k, v in numbers.items() if v is not None), key=lambda kv: -abs(kv[1]))[:most]
+    scale = max([3.0] + [abs(v) for _, v in known])  # 3 std is the collapse check's default limit
+    return [Shift(k, v, round(50 + min(v, 0) / scale * 50, 1), round(abs(v) / scale * 50, 1)) for k, v in known]
+
+
+@dataclass(frozen=True)
+class Timing:
+    stage: str
+    seconds: float
+    fill: float  # share of the slowest stage, in %
+
+
+def timing_rows(timings: dict[str, Any] | None) -> list[Timing]:
+    numbers = {k: _number(v) for k, v in (timings or {}).items()}
+    known = [(k, v) for k, v in numbers.items() if v is not None]
+    slowest = max([v for _, v in known] + [1e-9])
+    return [Timing(k, v, round(100 * v / slowest, 1)) for k, v in known]
+
+
+@dataclass(frozen=True)
+class SuiteFailures:
+    suite: str
+    lines: list[str]
+
+
+def failed_suites(validation: dict | None) -> list[SuiteFailures]:
+    """The suites that failed, each failure as one readable line; shown first on a bad night."""
+    suites = [(name, (validation or {}).get(name)) for name in ("raw_bars", "features")]
+    return [SuiteFailures(name.replace("_", " "), [_line(x) for x in s.get("failures") or []])
+            for name, s in suites if isinstance(s, dict) and not s.get("success")]
+
+
+def stale_message(audit: Mapping[str, Any], stale: dict | None) -> str | None:
+    """The sentence a reader needs when tonight has no predictions, with the date still valid."""
+    if _part(audit, "predictions") is not None:
+        return None
+    history = [r for r in audit.get("prediction_history") or [] if isinstance(r, dict) and r.get("date")]
+    last_good = (stale or {}).get("last_good_session") or (max(str(r["date"]) for r in history) if history else None)
+    message = "No predictions published tonight; " + (
+        f"last good predictions from {last_good} are stale." if last_good else "there are no earlier predictions.")
+    if stale and stale.get("reason"):
+        message += f" Reason: {stale['reason']}."
+    return message
+
+
+def training_prior(evidence: dict[str, Any], performance: dict | None) -> dict[str, float]:
+    """Training positive rate per horizon, from the collapse evidence or else the prior baseline."""
+    prior = {h: v for h, v in (evidence.get("prior") or {}).items() if _number(v) is not None}
+    for h, models in ((performance or {}).get("horizons") or {}).items():
+        rate = _number(((models or {}).get("prior") or {}).get("rate")) if isinstance(models, dict) else None
+        if h not in prior and rate is not None:
+            prior[h] = rate
+    return prior
+
+
+def _check_href(href: str | None) -> str | None:
+    """Only a relative link keeps the page self-contained when the run folder is moved."""
+    if href is None:
+        return None
+    parts = urlsplit(href)
+    if parts.scheme or parts.netloc or href.startswith("//"):
+        raise ValueError(f"drift_report_href must be a relative path inside the run folder, got {href!r}")
+    return href
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, computed; missing or null parts of the audit become None."""
+    if not isinstance(audit, Mapping):
+        raise ValueError(f"audit must be a mapping (the parsed audit.json), got {type(audit).__name__}")
+    parts = {k: _part(audit, k) for k in ("validation", "drift", "collapse", "performance", "decision",
+                                          "retrain", "predictions", "stale")}
+    status = str(audit.get("status") or "unknown")
+    evidence = (parts["collapse"] or {}).get("evidence") or {}
+    history = [r for r in audit.get("prediction_history") or [] if isinstance(r, dict)]
+    latest = (parts["predictions"] or {}).get("latest") or {}
+    horizons = _horizon_order([k for r in [*history, latest] for k in r if k != "date"])
+    prior = training_prior(evidence, parts["performance"])
+    return {
+        "audit": audit, "status": status, "synthetic": bool(audit.get("synthetic")),
+        "badges": [validation_badge(parts["validation"]), drift_badge(parts["drift"]),
+                   health_badge(parts["collapse"]), decision_badge(parts["decision"], parts["retrain"]),
+                   status_badge(status, parts["stale"], parts["predictions"])],
+        "failed_suites": failed_suites(parts["validation"]),
+        "stale_message": stale_message(audit, parts["stale"]),
+        "latest": latest, "latest_horizons": [h for h in horizons if _number(latest.get(h)) is not None],
+        "prior": prior,
+        "performance": parts["performance"], "horizon_views": performance_views(parts["performance"]),
+        "history_chart": history_chart(history, horizons, prior),
+        "history_legend": list(zip(horizons, HORIZON_COLOURS)), "history_len": len(history),
+        "history_last": max((str(r["date"])[:10] for r in history if r.get("date")), default=None),
+        "drift": parts["drift"], "drift_rows": drift_rows((parts["drift"] or {}).get("per_feature") or {}),
+        "drift_window": drift_window(parts["drift"] or {}),
+        "drift_report_href": _check_href(drift_report_href),
+        "collapse": parts["collapse"], "evidence": evidence,
+        "evidence_horizons": _horizon_order(evidence.get("pred_std") or {}),
+        "shifts": top_shifts(evidence.get("feature_shift_std") or {}),
+        "decision": parts["decision"], "retrain": parts["retrain"],
+        "alerts": [a for a in audit.get("alerts") or [] if isinstance(a, dict)],
+        "timings": timing_rows(audit.get("timings")),
+    }
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    """Built on first render, not at import; autoescape because messages quote raw data."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(fmt=fmt, pct=pct, sig=sig, line=_line,
+                       compact=lambda v: json.dumps(v, sort_keys=True, default=str))
+    return env
+
+
+def render_audit_html(audit: Mapping[str, Any], drift_report_href: str | None = None) -> str:
+    """The audit as a self-contained HTML page (inline CSS and SVG, no script, nothing fetched).
+
+    Args:
+        audit: the parsed ``audit.json`` of one nightly run; any section may be missing or null.
+        drift_report_href: relative link to the Evidently drift report in the same run folder.
+    """
+    return _environment().get_template(TEMPLATE).render(**audit_context(audit, drift_report_href))
+
+
+def write_audit_html(audit: Mapping[str, Any], path: Path, drift_report_href: str | None = None) -> Path:
+    """Render and write atomically, so a reader never opens half a report."""
+    return atomic_write_text(Path(path), render_audit_html(audit, drift_report_href))
