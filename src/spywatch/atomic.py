@@ -40,6 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: published files are for every reader
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -49,6 +50,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
