@@ -1,0 +1,507 @@
+"""Input and prediction drift against the training reference, with Evidently, calibrated on history.
+
+The original models collapsed because their inputs drifted 5-16x outside the training range and
+nothing watched. Here every night the last ``window`` sessions of the (stationary) model features
+are tested against the training-period rows, one Evidently test per feature.
+
+Why the method and threshold are set per feature, from ``drift_thresholds.json``: Evidently's
+default switches method with the reference size and a p-value test alarms on everything at our
+sample sizes; worse, slow features (vol_60, dist_sma_200, drawdown_252) wander across most of their
+range inside any 60-session window, so a threshold that suits ret_1 alarms on them every night.
+``bench/drift_calibration.py`` replays SPY history to pick, per feature, the method and the threshold
+that a genuinely in-distribution window crosses only rarely, and the dataset-level rule (at least
+``drift_share`` of the features drifted; a retrain additionally wants ``persistence_k`` consecutive
+drifted runs, see :func:`consecutive_drift_runs`).
+
+The champion's predictions get the same treatment against its validation predictions: a collapsed
+model piles its probabilities up at the prior, which moves their distribution even when the inputs
+look fine.
+
+Evidently is imported inside the functions that run it (it costs ~3 s to import).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spywatch.atomic import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = Path(__file__).with_name("drift_thresholds.json")
+# Evidently method name -> what its score is; decides how a threshold reads (never how it is applied:
+# the verdict is Evidently's own test result).
+SCORE_KIND = {"wasserstein": "distance", "ks": "p_value", "t_test": "p_value", "psi": "distance",
+              "jensenshannon": "distance", "hellinger": "distance", "kl_div": "distance",
+              "ed": "distance", "anderson": "p_value", "cramer_von_mises": "p_value"}
+MIN_CURRENT_ROWS = 20  # fewer sessions than this say nothing about a distribution
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class ColumnTest:
+    """One column's Evidently drift test: drifted when a distance >= threshold, or a p-value below it."""
+
+    column: str
+    method: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.method not in SCORE_KIND:
+            raise ValueError(f"drift method {self.method!r} for {self.column} is not one of {sorted(SCORE_KIND)}")
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ValueError(f"drift threshold for {self.column} must be a positive number, got {self.threshold}")
+
+    @property
+    def score_kind(self) -> str:
+        return SCORE_KIND[self.method]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """What the nightly drift check tests and when it calls the dataset drifted.
+
+    ``tests``: one per monitored feature (calibrated on history, see the module docstring).
+    ``drift_share``: the dataset drifts when at least this share of the features drift.
+    ``persistence_k``: consecutive drifted runs before drift alone justifies a retrain.
+    ``prediction_method`` / ``prediction_threshold``: the test for each prediction column
+    (probability per horizon); not calibrated on history (see drift_thresholds.json).
+    ``calibrated_window``: the window length the thresholds were calibrated for; thresholds of
+    p-value tests do not transfer to another length.
+    """
+
+    tests: tuple[ColumnTest, ...]
+    drift_share: float
+    window: int = 60
+    persistence_k: int = 3
+    prediction_method: str = "wasserstein"
+    prediction_threshold: float = 0.5
+    calibrated_window: int = 60
+    source: str = "defaults"
+
+    def __post_init__(self) -> None:
+        if not self.tests:
+            raise ValueError("a drift config needs at least one feature test")
+        names = [t.column for t in self.tests]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature tests in {names}")
+        if not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if self.window < MIN_CURRENT_ROWS:
+            raise ValueError(f"window must be at least {MIN_CURRENT_ROWS} sessions, got {self.window}")
+        if self.persistence_k < 1:
+            raise ValueError(f"persistence_k must be >= 1, got {self.persistence_k}")
+        ColumnTest("prediction", self.prediction_method, self.prediction_threshold)  # validates both
+
+    @property
+    def features(self) -> list[str]:
+        return [t.column for t in self.tests]
+
+    @property
+    def min_drifted(self) -> int:
+        """The fewest drifted features that make the dataset drifted."""
+        return math.ceil(self.drift_share * len(self.tests) - 1e-9)
+
+    def prediction_test(self, column: str) -> ColumnTest:
+        return ColumnTest(column, self.prediction_method, self.prediction_threshold)
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, window: int | None = None) -> DriftConfig:
+        """Read a thresholds file (default: the calibrated one shipped with the package)."""
+        path = Path(path) if path is not None else DEFAULT_THRESHOLDS
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"drift thresholds file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        return cls.from_dict(doc, window=window, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], *, window: int | None = None, source: str = "dict") -> DriftConfig:
+        try:
+            tests = tuple(ColumnTest(name, spec["method"], float(spec["threshold"]))
+                          for name, spec in doc["features"].items())
+            rule = doc["dataset_rule"]
+            calibrated = int(doc["window"])
+            config = cls(tests=tests, drift_share=float(rule["drift_share"]),
+                         window=int(window if window is not None else calibrated),
+                         persistence_k=int(rule.get("persistence_k", 3)),
+                         prediction_method=doc.get("prediction", {}).get("method", "wasserstein"),
+                         prediction_threshold=float(doc.get("prediction", {}).get("threshold", 0.5)),
+                         calibrated_window=calibrated, source=source)
+        except KeyError as exc:
+            raise ValueError(f"{source}: drift thresholds lack key {exc}") from None
+        if config.window != config.calibrated_window:
+            log.warning("drift window %d differs from the %d sessions the thresholds were calibrated for; "
+                        "expect more or fewer false alarms", config.window, config.calibrated_window)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window, "calibrated_window": self.calibrated_window, "source": self.source,
+                "dataset_rule": {"drift_share": self.drift_share, "min_drifted_features": self.min_drifted,
+                                 "persistence_k": self.persistence_k},
+                "features": {t.column: {"method": t.method, "threshold": t.threshold} for t in self.tests},
+                "prediction": {"method": self.prediction_method, "threshold": self.prediction_threshold}}
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Evidently's verdict on one column."""
+
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "threshold": self.threshold, "score": self.score,
+                "score_kind": SCORE_KIND[self.method], "drifted": self.drifted}
+
+
+@dataclass(frozen=True)
+class PredictionDrift(ColumnDrift):
+    """A prediction column's verdict plus the spread that shows a collapse (current std << reference std)."""
+
+    reference_mean: float = math.nan
+    current_mean: float = math.nan
+    reference_std: float = math.nan
+    current_std: float = math.nan
+
+    @property
+    def spread_ratio(self) -> float:
+        return self.current_std / self.reference_std if self.reference_std > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"reference_mean": self.reference_mean, "current_mean": self.current_mean,
+                                    "reference_std": self.reference_std, "current_std": self.current_std,
+                                    "spread_ratio": self.spread_ratio}
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """One night's drift check: the dataset verdict, per-feature verdicts, prediction drift, the windows."""
+
+    dataset_drift: bool
+    share: float
+    n_drifted: int
+    n_features: int
+    drift_share: float
+    per_feature: Mapping[str, ColumnDrift]
+    prediction_drift: Mapping[str, PredictionDrift] | None
+    reference_start: str
+    reference_end: str
+    current_start: str
+    current_end: str
+    n_reference: int
+    n_current: int
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [name for name, d in self.per_feature.items() if d.drifted]
+
+    @property
+    def predictions_drifted(self) -> bool:
+        return bool(self.prediction_drift) and any(d.drifted for d in self.prediction_drift.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset_drift": self.dataset_drift, "share": self.share, "n_drifted": self.n_drifted,
+                "n_features": self.n_features, "drift_share": self.drift_share,
+                "drifted_features": self.drifted_features,
+                "per_feature": {k: v.to_dict() for k, v in self.per_feature.items()},
+                "prediction_drift": (None if self.prediction_drift is None else
+                                     {k: v.to_dict() for k, v in self.prediction_drift.items()}),
+                "predictions_drifted": self.predictions_drifted,
+                "reference": {"start": self.reference_start, "end": self.reference_end, "rows": self.n_reference},
+                "current": {"start": self.current_start, "end": self.current_end, "rows": self.n_current},
+                "notes": list(self.notes)}
+
+    def summary(self) -> str:
+        """A few human lines for logs and the CLI."""
+        verdict = "DRIFT" if self.dataset_drift else "no drift"
+        lines = [f"{verdict}: {self.n_drifted}/{self.n_features} features drifted (share {self.share:.2f}, "
+                 f"rule >= {self.drift_share:.2f}); current {self.current_start}..{self.current_end} "
+                 f"({self.n_current} sessions) vs reference {self.reference_start}..{self.reference_end} "
+                 f"({self.n_reference} rows)"]
+        for name, d in self.per_feature.items():
+            mark = "DRIFT" if d.drifted else "ok"
+            lines.append(f"  {name:<18}{d.method:<12}{SCORE_KIND[d.method]:<9} score {d.score:<11.4g}"
+                         f"threshold {d.threshold:<11.4g}{mark}")
+        if self.prediction_drift:
+            for name, d in self.prediction_drift.items():
+                mark = "DRIFT" if d.drifted else "ok"
+                lines.append(f"  prediction {name:<7}{d.method:<12} score {d.score:<11.4g}threshold "
+                             f"{d.threshold:<8.4g}std {d.current_std:.4f} vs {d.reference_std:.4f} {mark}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """A result and the Evidently snapshots it was read from (for the HTML)."""
+
+    result: DriftResult
+    snapshot: Any  # evidently Snapshot of the feature report
+    prediction_snapshot: Any | None
+    config: DriftConfig
+
+
+@dataclass(frozen=True)
+class DriftArtifacts:
+    html: Path
+    json: Path
+    prediction_html: Path | None
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def reference_rows(features: pd.DataFrame, columns: Sequence[str], start: dt.date | str | None = None,
+                   end: dt.date | str | None = None) -> pd.DataFrame:
+    """Complete training-period rows of ``columns`` in [start, end] (the drift reference)."""
+    frame = _complete(features, columns)
+    frame = frame.loc[_between(frame.index, start, end)]
+    if frame.empty:
+        raise ValueError(f"no complete feature rows in the reference period {start or 'start'}..{end}")
+    return frame
+
+
+def current_window(features: pd.DataFrame, columns: Sequence[str], window: int,
+                   start: dt.date | str | None = None, end: dt.date | str | None = None) -> pd.DataFrame:
+    """The last ``window`` complete sessions in [start, end] (end defaults to the last row)."""
+    frame = _complete(features, columns)
+    frame = frame.loc[_between(frame.index, start, end)].iloc[-window:]
+    if len(frame) < MIN_CURRENT_ROWS:
+        raise ValueError(f"current window {start or 'start'}..{end or 'end'} has {len(frame)} complete sessions; "
+                         f"need at least {MIN_CURRENT_ROWS}")
+    return frame
+
+
+def _complete(features: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise ValueError(f"features lack drift column(s) {missing}")
+    return features.loc[:, list(columns)].dropna()
+
+
+def _between(index: pd.Index, start: dt.date | str | None, end: dt.date | str | None) -> np.ndarray:
+    mask = np.ones(len(index), dtype=bool)
+    if start is not None:
+        mask &= index >= pd.Timestamp(start)
+    if end is not None:
+        mask &= index <= pd.Timestamp(end)
+    return mask
+
+
+def _date(ts: Any) -> str:
+    return pd.Timestamp(ts).date().isoformat() if isinstance(ts, (pd.Timestamp, dt.date)) else str(ts)
+
+
+# ----------------------------------------------------------------------------- running Evidently
+
+
+def run_drift_report(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, *,
+                     reference_predictions: pd.DataFrame | None = None,
+                     current_predictions: pd.DataFrame | None = None) -> DriftReport:
+    """Run Evidently on the feature window (and the prediction window, when given) and read its verdicts.
+
+    Args:
+        reference: training-period feature rows (raw values; every config feature present, no NaN).
+        current: the current window's feature rows.
+        reference_predictions: the champion's validation probabilities, one column per horizon.
+        current_predictions: its probabilities over the current window, same columns.
+    """
+    columns = config.features
+    ref = _checked(reference, columns, "reference features", MIN_CURRENT_ROWS)
+    cur = _checked(current, columns, "current features", MIN_CURRENT_ROWS)
+    notes = []
+    if len(cur) != config.calibrated_window:
+        notes.append(f"current window has {len(cur)} sessions; thresholds were calibrated for "
+                     f"{config.calibrated_window}")
+    snapshot = _evidently_run(ref, cur, config.tests, config.drift_share)
+    per_feature, n_drifted, share, dataset_drift = _read_feature_verdicts(snapshot, config)
+    prediction_snapshot, prediction_drift = None, None
+    if (reference_predictions is None) != (current_predictions is None):
+        raise ValueError("prediction drift needs both reference_predictions and current_predictions")
+    if reference_predictions is not None:
+        prediction_snapshot, prediction_drift = _prediction_drift(reference_predictions, current_predictions, config)
+    result = DriftResult(
+        dataset_drift=dataset_drift, share=share, n_drifted=n_drifted, n_features=len(columns),
+        drift_share=config.drift_share, per_feature=per_feature, prediction_drift=prediction_drift,
+        reference_start=_date(ref.index[0]), reference_end=_date(ref.index[-1]),
+        current_start=_date(cur.index[0]), current_end=_date(cur.index[-1]),
+        n_reference=len(ref), n_current=len(cur), notes=tuple(notes))
+    return DriftReport(result=result, snapshot=snapshot, prediction_snapshot=prediction_snapshot, config=config)
+
+
+def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, *,
+                 reference_predictions: pd.DataFrame | None = None,
+                 current_predictions: pd.DataFrame | None = None) -> DriftResult:
+    """The verdicts only (see :func:`run_drift_report`)."""
+    return run_drift_report(reference, current, config, reference_predictions=reference_predictions,
+                            current_predictions=current_predictions).result
+
+
+def detect_prediction_drift(reference_predictions: pd.DataFrame, current_predictions: pd.DataFrame,
+                            config: DriftConfig) -> dict[str, PredictionDrift]:
+    """Prediction drift alone: the champion's probabilities over the current window against its
+    validation probabilities, one Evidently ValueDrift per shared column (horizon)."""
+    return _prediction_drift(reference_predictions, current_predictions, config)[1]
+
+
+def _checked(frame: pd.DataFrame, columns: Sequence[str], what: str, min_rows: int) -> pd.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}")
+    out = frame.loc[:, list(columns)].astype("float64")
+    bad = [c for c in columns if not np.isfinite(out[c].to_numpy()).all()]
+    if bad:
+        raise ValueError(f"{what} has NaN or infinite values in {bad}; pass complete rows")
+    if len(out) < min_rows:
+        raise ValueError(f"{what} has {len(out)} rows; need at least {min_rows} to test a distribution")
+    return out
+
+
+def _evidently_run(reference: pd.DataFrame, current: pd.DataFrame, tests: Sequence[ColumnTest],
+                   drift_share: float) -> Any:
+    """One Evidently Report: the drifted-columns count with its share test, one ValueDrift per column.
+
+    These are the metrics ``DataDriftPreset`` generates; listing them directly skips the preset's
+    summary table, which re-renders every column's plots a second time (~0.5 s of the 3 s budget).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    columns = [t.column for t in tests]
+    definition = DataDefinition(numerical_columns=columns)  # explicit: never inferred as categorical
+    count = DriftedColumnsCount(columns=columns, drift_share=drift_share,
+                                per_column_method={t.column: t.method for t in tests},
+                                per_column_threshold={t.column: t.threshold for t in tests})
+    report = Report([count, *(ValueDrift(column=t.column, method=t.method, threshold=t.threshold) for t in tests)],
+                    include_tests=True)
+    return report.run(current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
+                      reference_data=Dataset.from_pandas(reference.reset_index(drop=True),
+                                                         data_definition=definition))
+
+
+def _test_failed(doc: Mapping[str, Any]) -> dict[str, bool]:
+    """metric id -> whether its Evidently test failed (FAIL = drift detected)."""
+    return {t["metric_config"]["metric_id"]: str(t["status"]).upper().endswith("FAIL") for t in doc["tests"]}
+
+
+def _value_drift_verdicts(doc: Mapping[str, Any]) -> dict[str, tuple[str, float, float, bool]]:
+    """column -> (method, threshold, score, drifted) from a snapshot's ValueDrift metrics and their tests."""
+    failed = _test_failed(doc)
+    out = {}
+    for metric in doc["metrics"]:
+        cfg = metric["config"]
+        if not cfg["type"].endswith(":ValueDrift"):
+            continue
+        if metric["id"] not in failed:
+            raise RuntimeError(f"Evidently returned no drift test for column {cfg['column']}")
+        out[cfg["column"]] = (cfg["method"], float(cfg["threshold"]), float(metric["value"]), failed[metric["id"]])
+    return out
+
+
+def _read_feature_verdicts(snapshot: Any, config: DriftConfig) -> tuple[dict[str, ColumnDrift], int, float, bool]:
+    doc = snapshot.dict()
+    verdicts = _value_drift_verdicts(doc)
+    missing = [c for c in config.features if c not in verdicts]
+    if missing:
+        raise RuntimeError(f"Evidently returned no drift verdict for {missing}")
+    per_feature = {c: ColumnDrift(*verdicts[c]) for c in config.features}
+    counts = [m for m in doc["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
+    if len(counts) != 1:
+        raise RuntimeError(f"expected one DriftedColumnsCount in the Evidently report, found {len(counts)}")
+    n_drifted, share = int(counts[0]["value"]["count"]), float(counts[0]["value"]["share"])
+    if n_drifted != sum(d.drifted for d in per_feature.values()):
+        raise RuntimeError(f"Evidently's drifted count {n_drifted} disagrees with its per-column tests "
+                           f"{[c for c, d in per_feature.items() if d.drifted]}")
+    # the share test ("share < drift_share") fails when the dataset drifted
+    dataset_drift = _test_failed(doc).get(counts[0]["id"])
+    if dataset_drift is None:
+        raise RuntimeError("Evidently returned no test for the share of drifted columns")
+    return per_feature, n_drifted, share, dataset_drift
+
+
+def _prediction_drift(reference: pd.DataFrame, current: pd.DataFrame,
+                      config: DriftConfig) -> tuple[Any, dict[str, PredictionDrift]]:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    columns = [c for c in reference.columns if c in current.columns]
+    if not columns:
+        raise ValueError(f"prediction frames share no column: {list(reference.columns)} vs {list(current.columns)}")
+    ref = _checked(reference, columns, "reference predictions", MIN_CURRENT_ROWS)
+    cur = _checked(current, columns, "current predictions", MIN_CURRENT_ROWS)
+    for name, frame in (("reference", ref), ("current", cur)):
+        if ((frame < 0) | (frame > 1)).any().any():
+            raise ValueError(f"{name} predictions must be probabilities in [0, 1]")
+    tests = [config.prediction_test(c) for c in columns]
+    definition = DataDefinition(numerical_columns=columns)
+    report = Report([ValueDrift(column=t.column, method=t.method, threshold=t.threshold) for t in tests],
+                    include_tests=True)
+    snapshot = report.run(current_data=Dataset.from_pandas(cur.reset_index(drop=True), data_definition=definition),
+                          reference_data=Dataset.from_pandas(ref.reset_index(drop=True), data_definition=definition))
+    verdicts = _value_drift_verdicts(snapshot.dict())
+    out = {c: PredictionDrift(*verdicts[c], reference_mean=float(ref[c].mean()), current_mean=float(cur[c].mean()),
+                              reference_std=float(ref[c].std(ddof=0)), current_std=float(cur[c].std(ddof=0)))
+           for c in columns}
+    return snapshot, out
+
+
+# ----------------------------------------------------------------------------- saving and persistence
+
+
+def save_drift_report(report: DriftReport, out_dir: Path, stem: str = "drift") -> DriftArtifacts:
+    """Write ``{stem}.html`` (Evidently's self-contained report), ``{stem}_predictions.html`` when
+    predictions were tested, and ``{stem}.json`` (the summary), each atomically; JSON last, so a reader
+    that finds the JSON finds the HTML it names."""
+    out_dir = Path(out_dir)
+    html = atomic_write(out_dir / f"{stem}.html", lambda tmp: report.snapshot.save_html(str(tmp)))
+    prediction_html = None
+    if report.prediction_snapshot is not None:
+        prediction_html = atomic_write(out_dir / f"{stem}_predictions.html",
+                                       lambda tmp: report.prediction_snapshot.save_html(str(tmp)))
+    summary = report.result.to_dict() | {
+        "config": report.config.to_dict(),
+        "files": {"html": html.name, "prediction_html": prediction_html.name if prediction_html else None}}
+    path = atomic_write_json(out_dir / f"{stem}.json", summary)
+    return DriftArtifacts(html=html, json=path, prediction_html=prediction_html)
+
+
+def consecutive_drift_runs(flags: Sequence[bool]) -> int:
+    """How many runs at the end of ``flags`` (oldest first, tonight last) drifted in a row."""
+    count = 0
+    for flag in reversed(flags):
+        if not flag:
+            break
+        count += 1
+    return count
+
+
+def is_drift_persistent(flags: Sequence[bool], k: int) -> bool:
+    """True when the last ``k`` runs (``flags`` oldest first, tonight last) all drifted.
+
+    One drifted night is often a single wild session; a regime change keeps drifting night after
+    night, which is what should trigger a retrain.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return consecutive_drift_runs(flags) >= k
