@@ -64,7 +64,7 @@ def metrics_by_horizon(y: np.ndarray, p: np.ndarray, names: list[str]) -> dict[s
 
 @dataclass(frozen=True)
 class CollapsePolicy:
-    min_pred_std: float = 0.01  # probabilities spread less than this are "the same for every day"
+    min_pred_std: float = 0.005  # probabilities spread less than this are "the same for every day"
     prior_tolerance: float = 0.03  # |mean prediction - training prior| for "sits at the prior"
     chance_auc_band: float = 0.03  # |AUC - 0.5| below this is chance
     min_representation_std: float = 1e-3  # pooled vectors that no longer differ between samples

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch import sessions
+from spywatch.artifact import ArtifactError
 from spywatch.audit import CollapsePolicy, CollapseVerdict, check_collapse, metrics_by_horizon
 from spywatch.dataset import FeatureTable, build_table
 from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision, RetrainPolicy,
@@ -129,17 +130,19 @@ def validate_current_features(table: FeatureTable, champion: Champion, session: 
 
 def measure_drift(table: FeatureTable, champion: Champion, session: pd.Timestamp, window: int,
                   current_proba: pd.DataFrame | None):
-    """Evidently drift of the current window against the champion's training reference."""
-    from spywatch.drift import DriftConfig, compute_drift
+    """Evidently drift of the current window against the champion's training reference, and of its
+    recent predictions against its validation predictions. Returns a ``drift.DriftReport``."""
+    from spywatch.drift import DriftConfig, current_window, reference_rows, run_drift_report
 
     bundle = champion.bundle
+    config = DriftConfig.load(window=window)
     scaler = bundle.scaler
-    ref = table.features.loc[scaler.train_start:scaler.train_end, scaler.features].dropna()
-    cur = table.features.loc[:session, scaler.features].dropna().iloc[-window:]
+    ref = reference_rows(table.features, config.features, scaler.train_start, scaler.train_end)
+    cur = current_window(table.features, config.features, window, end=session)
     pred_ref = pd.DataFrame(bundle.metrics.get("validation_predictions") or {})
-    pred_cur = current_proba.iloc[-window:] if current_proba is not None else None
-    return compute_drift(ref, cur, DriftConfig(window=window), pred_reference=pred_ref if len(pred_ref) else None,
-                         pred_current=pred_cur)
+    pred_cur = current_proba.iloc[-window:] if current_proba is not None and len(pred_ref) else None
+    return run_drift_report(ref, cur, config, reference_predictions=pred_ref if pred_cur is not None else None,
+                            current_predictions=pred_cur)
 
 
 @dataclass
@@ -214,13 +217,9 @@ def _performance(table: FeatureTable, bundle, w, proba: pd.DataFrame, session: p
 
 def consecutive_drift(history: list[dict], session: str, drifted: bool) -> int:
     """Consecutive drifted runs ending tonight (tonight counted), from the drift history."""
-    flags = [h["dataset_drift"] for h in history if h["session"] < session] + [drifted]
-    count = 0
-    for flag in reversed(flags):
-        if not flag:
-            break
-        count += 1
-    return count
+    from spywatch.drift import consecutive_drift_runs
+
+    return consecutive_drift_runs([h["dataset_drift"] for h in history if h["session"] < session] + [drifted])
 
 
 def make_decision(drift_result, audit: PredictionAudit | None, champion: Champion | None, session: pd.Timestamp,
@@ -239,8 +238,14 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         if p and p.get("horizons"):
             perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
                                      {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"])
-    age = (session - pd.Timestamp(champion.bundle.metrics["periods"]["val"][1])).days
+    age = (session - model_session(champion.bundle)).days
     return decide(drift_signal, collapse, perf, float(age), policy)
+
+
+def model_session(bundle) -> pd.Timestamp:
+    """The session a model was trained at (its age counts from there, in data time, so replays age too)."""
+    trained = bundle.data.get("trained_session")
+    return pd.Timestamp(trained) if trained else pd.Timestamp(bundle.metrics["periods"]["val"][1])
 
 
 @dataclass
@@ -274,7 +279,7 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
     if cfg.max_epochs:
         train_cfg = replace(train_cfg, max_epochs=cfg.max_epochs)
     bundle = fit_bundle(table, FitSpec(train_end=str(train_end.date()), model=dict(cfg.model)), train_cfg,
-                        data=data_info)
+                        data={**data_info, "trained_session": str(session.date())})
     registry = ModelRegistry(models_root(root))
     version = registry.register(bundle.write_into, meta={"kind": "patchtst", "session": str(session.date()),
                                                          "train_end": str(train_end.date())})
@@ -392,9 +397,8 @@ class Night:
     table: FeatureTable | None = None
     champion: Champion | None = None
     predictions: PredictionAudit | None = None
-    drift: object | None = None  # DriftResult
+    drift: object | None = None  # drift.DriftReport (verdicts + Evidently snapshots)
     decision: RetrainDecision | None = None
-    files: dict = field(default_factory=dict)  # extra files for the session folder
     data_info: dict = field(default_factory=dict)
 
     @property
@@ -478,19 +482,19 @@ def stage_audit(night: Night) -> None:
     with _timed(night, "drift"):
         night.drift = measure_drift(night.table, night.champion, night.session, night.cfg.drift_window,
                                     night.predictions.proba)
-        night.files.update(_drift_files(night.drift))
-    night.audit["drift"] = night.drift.to_dict()
+    night.audit["drift"] = night.drift.result.to_dict()
     night.audit["collapse"] = night.predictions.collapse.to_dict()
     night.audit["performance"] = night.predictions.performance
 
 
 def stage_decide(night: Night) -> RetrainDecision:
     history = _read_drift_history(night.root)
-    night.decision = make_decision(night.drift, night.predictions, night.champion, night.session, history,
+    drift = night.drift.result if night.drift is not None else None
+    night.decision = make_decision(drift, night.predictions, night.champion, night.session, history,
                                    night.cfg.retrain_policy)
     night.audit["decision"] = night.decision.to_dict()
-    if night.drift is not None:
-        _write_drift_history(night.root, history, night.sid, night.drift.dataset_drift)
+    if drift is not None:
+        _write_drift_history(night.root, history, night.sid, drift.dataset_drift)
     return night.decision
 
 
@@ -531,8 +535,8 @@ def publish_night(night: Night) -> NightlyResult:
         night.audit["status"] = "published"
         night.audit["alerts"] = alerts_for(night.audit)
         night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        link = _publish(publisher, night.audit,
-                        {**night.files, "predictions.parquet": lambda p: rows.to_parquet(p, index=False)})
+        link = _publish(publisher, night.audit, {"predictions.parquet": lambda p: rows.to_parquet(p, index=False)},
+                        night.drift)
         publisher.upsert_predictions(rows)
         publisher.set_latest(night.sid, night.run_id, night.champion.version)
         atomic_write_json(night.root / "state" / "last_run.json",
@@ -550,7 +554,7 @@ def publish_failure(night: Night, reason: str) -> NightlyResult:
     night.audit["stale"] = publisher.mark_stale(night.sid, reason)
     night.audit["alerts"] = alerts_for(night.audit)
     night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    link = _publish(publisher, night.audit, {})
+    link = _publish(publisher, night.audit, {}, None)
     return NightlyResult(session=night.sid, status=night.audit["status"], audit=night.audit,
                          outputs={"audit": link / "audit.json", "report": link / "report.html",
                                   "latest": publisher.latest_path})
@@ -566,7 +570,13 @@ def run_nightly(cfg: PipelineConfig) -> NightlyResult:
     except ValidationFailed as exc:
         return publish_failure(night, f"raw_bars validation failed ({len(exc.result.failures)} check(s))")
     stage_features(night)
-    if stage_champion(night) is not None:
+    try:
+        stage_champion(night)
+    except ArtifactError as exc:
+        # A tampered or truncated champion is refused; the alias stays where it is for a human to act.
+        night.audit["champion_error"] = str(exc)
+        return publish_failure(night, f"champion model refused: {exc}")
+    if night.champion is not None:
         if not stage_validate_features(night):
             return publish_failure(night, "features validation failed")
         stage_audit(night)
@@ -589,27 +599,24 @@ def _update_dict(update: UpdateResult) -> dict:
             "revisions": len(update.revisions), "path": str(update.path)}
 
 
-def _drift_files(drift_result) -> dict:
-    from spywatch.drift import save_drift_report
-
-    def html(path: Path) -> None:
-        save_drift_report(drift_result, html_path=path, json_path=None)
-
-    def summary(path: Path) -> None:
-        save_drift_report(drift_result, html_path=None, json_path=path)
-
-    return {"drift.html": html, "drift.json": summary}
-
-
-def _publish(publisher: Publisher, audit: dict, files: dict) -> Path:
+def _publish(publisher: Publisher, audit: dict, files: dict, drift_report) -> Path:
+    """The session folder: ``files``, the Evidently drift reports, ``audit.json`` and ``report.html``."""
     import json
 
     from spywatch.report import render_audit_html
 
     audit_bytes = (json.dumps(audit, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
-    html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if "drift.html" in files else None)
+    html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_report else None)
+
+    def drift_files(folder: Path) -> None:
+        if drift_report is not None:
+            from spywatch.drift import save_drift_report
+
+            save_drift_report(drift_report, folder, stem="drift")
+
     return publisher.publish_session(audit["session"], audit["run_id"],
-                                     {**files, "audit.json": audit_bytes, "report.html": html.encode()})
+                                     {**files, "audit.json": audit_bytes, "report.html": html.encode()},
+                                     populate=drift_files)
 
 
 def _json_default(obj):

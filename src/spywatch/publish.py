@@ -59,8 +59,10 @@ class Publisher:
 
     # ----------------------------------------------------------------- writing
 
-    def publish_session(self, session: str, run_id: str, files: dict[str, bytes | Callable[[Path], None]]) -> Path:
-        """Write ``files`` as the complete output set of ``session`` and swap it in atomically."""
+    def publish_session(self, session: str, run_id: str, files: dict[str, bytes | Callable[[Path], None]],
+                        populate: Callable[[Path], None] | None = None) -> Path:
+        """Write ``files`` (and whatever ``populate(folder)`` writes) as the complete output set of
+        ``session``, then swap it in atomically."""
         self.runs.mkdir(parents=True, exist_ok=True)
         self.sessions.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f".{session}.", suffix=".tmp", dir=self.runs))
@@ -71,6 +73,9 @@ class Publisher:
                     target.write_bytes(source)
                 else:
                     source(target)
+            if populate is not None:
+                populate(build)
+            for target in build.iterdir():
                 with open(target, "rb") as fh:
                     os.fsync(fh.fileno())
             fsync_dir(build)

@@ -28,6 +28,9 @@ class TrainConfig:
     patience: int = 6  # epochs without a better validation loss before stopping
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to lr/20
     pos_weight: bool = False  # per-horizon neg/pos weight; helps AUC a little, un-calibrates probabilities
+    # Divide each horizon's loss by the entropy of its prior, so the rare h1 target (12% positives,
+    # the smallest loss) is not drowned by h3/h5; keeps probabilities calibrated, unlike pos_weight.
+    balance_horizons: bool = False
     loss: str = "bce_logits"  # "bce_logits" or "sigmoid_bce" (the original, numerically weaker choice)
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available, else CPU
@@ -138,7 +141,12 @@ def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: Tr
     if cfg.pos_weight:
         rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
         pos_weight = torch.tensor((1 - rate) / rate, dtype=torch.float32, device=device)
-    loss_fn = _loss(cfg.loss, pos_weight)
+    horizon_weight = None
+    if cfg.balance_horizons:
+        rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
+        entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+        horizon_weight = torch.tensor(entropy.mean() / entropy, dtype=torch.float32, device=device)
+    loss_fn = _loss(cfg.loss, pos_weight, horizon_weight)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
     sched = _schedule(opt, cfg, steps_per_epoch)
@@ -190,11 +198,20 @@ def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: Tr
                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
 
 
-def _loss(kind: str, pos_weight: torch.Tensor | None):
-    if kind == "bce_logits":
-        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    bce = nn.BCELoss()  # the original: sigmoid, then BCELoss (saturates and ignores pos_weight)
-    return lambda logits, y: bce(torch.sigmoid(logits), y)
+def _loss(kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tensor | None = None):
+    """Mean BCE over samples and horizons; horizons optionally re-weighted (weights average 1)."""
+    if kind == "sigmoid_bce":
+        bce = nn.BCELoss()  # the original: sigmoid, then BCELoss (saturates and ignores pos_weight)
+        return lambda logits, y: bce(torch.sigmoid(logits), y)
+    per_element = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        per_horizon = per_element(logits, y).mean(dim=0)  # (H,)
+        if horizon_weight is not None:
+            per_horizon = per_horizon * horizon_weight
+        return per_horizon.mean()
+
+    return loss
 
 
 def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):

@@ -1,0 +1,171 @@
+"""The nightly pipeline end to end (plain Python): first run trains and promotes, later runs predict
+and audit, re-runs are idempotent, bad data publishes nothing, a corrupted champion is refused,
+and a kill mid-publish never tears an output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spywatch.market_data import synthetic_bars
+from spywatch.pipeline import PipelineConfig, run_nightly
+from spywatch.publish import Publisher
+from spywatch.registry import ModelRegistry
+from spywatch.store import ParquetStore
+
+pytestmark = pytest.mark.slow
+
+TINY = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16}
+HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+
+
+def cfg(root: Path, as_of: str, source: str, **kw) -> PipelineConfig:
+    return PipelineConfig(source=source, root=root, as_of=as_of, model=TINY, max_epochs=6, **kw)
+
+
+def write_csv(path: Path, bars: pd.DataFrame) -> Path:
+    frame = bars.rename(columns={"open": "Open", "high": "High", "low": "Low", "close": "Close",
+                                 "adj_close": "Adj Close", "volume": "Volume"})
+    frame.index = frame.index.strftime("%Y-%m-%d")
+    frame.index.name = "Date"
+    frame.astype({"Volume": "int64"}).to_csv(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A root whose first nightly run (no champion yet) trained and promoted a model."""
+    base = tmp_path_factory.mktemp("pipeline")
+    data = write_csv(base / "bars.csv", synthetic_bars("2024-06-28", seed=11))
+    root = base / "root"
+    first = run_nightly(cfg(root, "2024-05-31", f"csv:{data}"))
+    return root, data, first
+
+
+@pytest.fixture
+def root(trained, tmp_path):
+    src, data, first = trained
+    copy = tmp_path / "root"
+    shutil.copytree(src, copy, symlinks=True)
+    return copy, data, first
+
+
+def test_first_run_trains_promotes_and_publishes(trained):
+    root, _, first = trained
+    a = first.audit
+    assert first.status == "published", first.summary()
+    assert [r["code"] for r in a["decision"]["reasons"]] == ["no_champion"]
+    assert a["retrain"]["promoted"] and a["retrain"]["gate"]["promote"]
+    registry = ModelRegistry(root / "models")
+    assert registry.champion == a["model_version"] == a["retrain"]["challenger"]
+    folder = Publisher(root).session_dir("2024-05-31")
+    names = {p.name for p in folder.iterdir()}
+    assert {"audit.json", "report.html", "predictions.parquet", "drift.html", "drift.json"} <= names
+    preds = pd.read_parquet(folder / "predictions.parquet")
+    assert sorted(preds["horizon"]) == ["h1", "h3", "h5"] and preds["probability"].between(0, 1).all()
+    assert json.loads((folder / "audit.json").read_text())["collapse"]["verdict"] in ("healthy", "collapsed",
+                                                                                      "inputs_out_of_range")
+
+
+def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root):
+    root, data, first = root
+    c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
+    night = run_nightly(c)
+    assert night.status == "published", night.summary()
+    a = night.audit
+    assert a["model_version"] == first.audit["model_version"] and a["retrain"] is None
+    assert a["validation"]["features"]["success"] and a["drift"] is not None
+    assert a["performance"] is not None and a["decision"] is not None
+    for reason in a["decision"]["reasons"]:  # every reason is recorded with its numbers
+        assert reason["message"] and isinstance(reason["values"], dict)
+    pub = Publisher(root)
+    before = pub.read_predictions()
+    again = run_nightly(c)
+    after = pub.read_predictions()
+    assert len(after) == len(before) == 6  # two sessions x three horizons: no duplicates
+    p1 = before[before.session == "2024-06-28"].set_index("horizon")["probability"]
+    p2 = after[after.session == "2024-06-28"].set_index("horizon")["probability"]
+    pd.testing.assert_series_equal(p1, p2)  # same data + same champion -> same probabilities
+    assert set(after[after.session == "2024-06-28"]["run_id"]) == {again.audit["run_id"]}
+    runs = [p for p in (root / "published" / ".runs").iterdir() if p.name.startswith("2024-06-28")]
+    assert len(runs) == 1  # the replaced run folder is gone
+    assert pub.latest()["session"] == "2024-06-28" and not pub.latest()["stale"]
+
+
+def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):
+    root, data, _ = root
+    bars = synthetic_bars("2024-06-28", seed=11)
+    bars.loc["2024-06-27", "high"] = bars.loc["2024-06-27", "low"] * 0.9  # High below Low
+    bad = write_csv(tmp_path / "bad.csv", bars)
+    store_before = ParquetStore(root).path("SPY").read_bytes()
+    preds_before = Publisher(root).read_predictions()
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{bad}"))
+    assert night.status == "validation_failed"
+    fails = night.audit["validation"]["raw_bars"]["failures"]
+    assert any("high" in line and "2024-06-27" in line for line in fails), fails
+    assert ParquetStore(root).path("SPY").read_bytes() == store_before  # store untouched
+    pd.testing.assert_frame_equal(Publisher(root).read_predictions(), preds_before)
+    latest = Publisher(root).latest()
+    assert latest["stale"] and latest["last_good_session"] == "2024-05-31" and latest["stale_since"] == "2024-06-28"
+    folder = Publisher(root).session_dir("2024-06-28")
+    assert not (folder / "predictions.parquet").exists()
+    audit = json.loads((folder / "audit.json").read_text())
+    assert audit["status"] == "validation_failed" and audit["alerts"][0]["event"] == "spywatch.validation.failed"
+
+
+def test_corrupted_champion_is_refused_and_reported(root):
+    root, data, first = root
+    version = first.audit["model_version"]
+    weights = root / "models" / "versions" / version / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}"))
+    assert night.status == "failed"
+    assert "weights.pt" in night.audit["champion_error"]
+    assert ModelRegistry(root / "models").champion == version  # the alias did not move
+    assert Publisher(root).latest()["stale"]
+
+
+KILLER = r"""
+import sys, pandas as pd
+from spywatch.publish import Publisher
+pub = Publisher(sys.argv[1])
+big = b"x" * 3_000_000
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    tag = str(i % 2).encode()
+    rows = pd.DataFrame({"session": "2024-06-28", "horizon": ["h1", "h3", "h5"], "probability": [i % 2] * 3,
+                         "model_version": "v", "data_hash": "d", "feature_hash": "f", "run_id": str(i),
+                         "synthetic": True})
+    pub.publish_session("2024-06-28", f"run{i}", {"a.bin": tag + big, "b.bin": tag + big, "audit.json": b"{}"})
+    pub.upsert_predictions(rows)
+"""
+
+
+def test_kill_mid_publish_leaves_complete_old_or_new(tmp_path):
+    pub = Publisher(tmp_path)
+    pub.publish_session("2024-06-28", "run0", {"a.bin": b"0" + b"x" * 3_000_000, "b.bin": b"0" + b"x" * 3_000_000,
+                                               "audit.json": b"{}"})
+    for delay in (0.3, 0.55, 0.8, 1.1, 1.6):
+        proc = subprocess.Popen([sys.executable, "-c", KILLER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ})
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        folder = pub.session_dir("2024-06-28")
+        a, b = (folder / "a.bin").read_bytes(), (folder / "b.bin").read_bytes()
+        assert a[:1] == b[:1] and len(a) == len(b) == 3_000_001  # one complete set, never a mix
+        preds = pub.read_predictions()
+        assert len(preds) in (0, 3) and preds["session"].is_unique is False or len(preds) <= 3
+        assert pub.published_sessions() == ["2024-06-28"]
