@@ -36,6 +36,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "fast_flatten": ({"head": "flatten"}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
     "fast_lb10": ({"lookback": 10, "patch_len": 2, "stride": 2}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
     "fast_l1": ({"n_layers": 1}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
+    "fast_skip": ({"head_skip": True}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
+    "fast_skip_bal": ({"head_skip": True}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3,
+                                            "balance_horizons": True}),
     "fast_bn": ({"norm": "batchnorm"}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
 }
 

@@ -39,6 +39,9 @@ class PatchTSTConfig:
     head: str = "channel_mix"  # "channel_mix": mean over patches, MLP across channels; "flatten"
     head_hidden: int = 64
     head_dropout: float = 0.3
+    # Also feed the last session's inputs (B, C) to the head beside the pooled patches: the
+    # current level of a bounded feature (today's volatility) is what a tree splits on.
+    head_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.patch_len < 1 or self.stride < 1 or self.patch_len > self.lookback:
@@ -176,12 +179,13 @@ class PatchTSTClassifier(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else nn.Identity()
+        skip = cfg.n_channels if cfg.head_skip else 0
         if cfg.head == "channel_mix":
-            rep = cfg.n_channels * cfg.d_model
+            rep = cfg.n_channels * cfg.d_model + skip
             self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(rep, cfg.head_hidden), nn.GELU(),
                                       nn.Dropout(cfg.head_dropout), nn.Linear(cfg.head_hidden, cfg.n_outputs))
         else:
-            rep = cfg.n_channels * n * cfg.d_model
+            rep = cfg.n_channels * n * cfg.d_model + skip
             self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(rep, cfg.n_outputs))
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,6 +215,8 @@ class PatchTSTClassifier(nn.Module):
             rep = z.mean(dim=2).reshape(B, C * D)  # (B, C*D)
         else:
             rep = z.reshape(B, C * N * D)  # (B, C*N*D)
+        if self.cfg.head_skip:
+            rep = torch.cat([rep, x[:, -1, :]], dim=1)  # (B, R + C)
         return PatchTSTOutput(logits=self.head(rep), attention=attention, representation=rep, patch_embedding=emb)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
