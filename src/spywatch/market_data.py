@@ -303,8 +303,14 @@ def _ar1(noise: np.ndarray, phi: float) -> np.ndarray:
 
 
 def source_from_spec(spec: str) -> MarketDataSource:
-    """``synthetic`` | ``synthetic:SEED`` | ``csv:PATH`` | ``yfinance``."""
+    """``synthetic`` | ``synthetic:SEED`` | ``csv:PATH`` | ``yfinance``, or a fault-injection
+    spec of :mod:`spywatch.faults` (``faulty:FAILS:INNER``, ``corrupt:KIND:INNER``,
+    ``synthetic-regime:FROM:MULT[:TREND[:SEED]]``)."""
     kind, _, arg = spec.partition(":")
+    from spywatch import faults  # imported here: faults builds on this module
+
+    if kind in faults.SPEC_KINDS:
+        return faults.source_from_fault_spec(spec)
     if kind == "synthetic":
         return SyntheticSource(seed=int(arg)) if arg else SyntheticSource()
     if kind == "csv":
@@ -313,4 +319,5 @@ def source_from_spec(spec: str) -> MarketDataSource:
         return CsvSource(Path(arg).expanduser().resolve())
     if kind == "yfinance":
         return YFinanceSource()
-    raise ValueError(f"unknown source {spec!r}; expected synthetic, csv:PATH or yfinance")
+    raise ValueError(f"unknown source {spec!r}; expected synthetic, csv:PATH, yfinance or a fault spec "
+                     f"({', '.join(faults.SPEC_KINDS)})")

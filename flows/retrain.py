@@ -1,0 +1,47 @@
+"""The ``retrain`` flow: train a challenger for one session, gate it against the champion on the
+same recent holdout, promote only through the gates, and leave the outcome where the nightly
+run reads it (``<root>/state/retrain/<session>.json``).
+
+Deployed on the ``gpu`` work pool: the challenger trains on CUDA when the worker has it
+(``device="auto"``), else on the CPU. The nightly flow runs it as a deployment
+(``retrain_mode="deployment"``) or in-process as a subflow (``retrain_mode="inline"``); both
+read the bars its nightly run fetched and validated from the shared root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.night import night_config, open_night, session_label
+from tasks.reporting import publish_retrain_artifacts
+from tasks.retrain import open_training_data, train_challenger, write_outcome
+
+
+def _run_name() -> str:
+    return f"retrain-{session_label(flow_run.parameters.get('as_of'))}"
+
+
+@flow(name="retrain", flow_run_name=_run_name, timeout_seconds=6 * 3600, log_prints=True)
+def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "SPY",
+            model: dict[str, int] | None = None, max_epochs: int | None = None, device: str = "auto",
+            request_id: str | None = None) -> dict:
+    """Train, gate, maybe promote; returns ``RetrainOutcome.to_dict()``.
+
+    Args:
+        as_of: the session whose nightly run asked for the retrain (its bars are in the store).
+        root: the shared store, registry and published outputs.
+        source: the nightly run's source spec (recorded as the data's provenance).
+        model, max_epochs: PatchTST overrides (tests use a tiny model).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        request_id: the nightly run's id, echoed in the outcome file.
+    """
+    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id)
+    night = open_night(cfg)
+    open_training_data(night)
+    outcome = train_challenger(night)
+    write_outcome(night, outcome, request_id)
+    publish_retrain_artifacts(night.sid, outcome, ticker)
+    return outcome

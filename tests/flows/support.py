@@ -1,0 +1,67 @@
+"""Shared constants and readers for the flow tests: runs read back through the Prefect API (what
+the UI shows) and the alerts the webhook listener received."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16}
+MAX_EPOCHS = 2
+CHAMPION_AS_OF = "2023-06-30"
+
+
+def alert_text(post: dict) -> str:
+    """Title and text of a notification POST (the block sends JSON {"title", "text", ...})."""
+    data = post["json"]
+    return f"{data.get('title', '')} {data.get('text', '')}" if isinstance(data, dict) else str(data)
+
+
+def flow_run(run_id: UUID):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def wait_for_run(run_id: UUID, done: Callable[[object], bool], timeout: float, what: str = "state"):
+    """Poll the run until ``done(state)``; fail with the last state seen."""
+    deadline = time.monotonic() + timeout
+    run = flow_run(run_id)
+    while time.monotonic() < deadline:
+        run = flow_run(run_id)
+        if run.state is not None and done(run.state):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run.name} ({run_id}) did not reach {what} within {timeout:.0f} s; "
+                         f"last state {run.state.type if run.state else None}: {run.state.message if run.state else ''}")
+
+
+def task_runs(run_id: UUID) -> dict[str, object]:
+    """Task runs of a flow run by name."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {r.name: r for r in runs}
+
+
+def task_run_states(task_run_id: UUID) -> list[str]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return [s.name for s in client.read_task_run_states(task_run_id)]
+
+
+def artifacts(run_id: UUID) -> dict[str, object]:
+    """Artifacts of a flow run by key."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return {a.key: a for a in found}
