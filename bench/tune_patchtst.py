@@ -26,7 +26,8 @@ SPLIT = Split(train_end="2021-12-31", val_start="2016-01-01", test_start="2022-0
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
     # name: (model overrides, train overrides)
-    "base": ({}, {}),
+    # "base": the first defaults (batch 256, lr 1e-3, 40 epochs, patience 6, no head skip)
+    "base": ({"head_skip": False}, {"max_epochs": 40, "patience": 6, "batch_size": 256, "lr": 1e-3}),
     "fast": ({}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
     "fast_bal": ({}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3, "balance_horizons": True}),
     "fast_posw": ({}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3, "pos_weight": True}),
@@ -39,6 +40,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "fast_skip": ({"head_skip": True}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
     "fast_skip_bal": ({"head_skip": True}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3,
                                             "balance_horizons": True}),
+    "fast_posw_drop1": ({"dropout": 0.1}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3,
+                                           "pos_weight": True}),
+    "fast_skip_posw": ({"head_skip": True}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3,
+                                             "pos_weight": True}),
     "fast_bn": ({"norm": "batchnorm"}, {"max_epochs": 25, "patience": 5, "batch_size": 512, "lr": 2e-3}),
 }
 
@@ -51,6 +56,7 @@ def main() -> None:
     inputs = model_inputs(table, "normalized", periods.fit[1])
     for name in sys.argv[1:]:
         model_o, train_o = VARIANTS[name]
+        model_o = {"head_skip": "skip" in name, **model_o}  # variants were run before head_skip became default
         lookback = model_o.get("lookback", 20)
         win = lambda span: make_windows(inputs.frame, table.targets, lookback, *span).labelled()  # noqa: E731
         fit_w, val_w, test_w = win(periods.fit), win(periods.val), win(periods.test)

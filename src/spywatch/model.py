@@ -41,7 +41,7 @@ class PatchTSTConfig:
     head_dropout: float = 0.3
     # Also feed the last session's inputs (B, C) to the head beside the pooled patches: the
     # current level of a bounded feature (today's volatility) is what a tree splits on.
-    head_skip: bool = False
+    head_skip: bool = True
 
     def __post_init__(self) -> None:
         if self.patch_len < 1 or self.stride < 1 or self.patch_len > self.lookback:

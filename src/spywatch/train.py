@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 40
-    batch_size: int = 256
-    lr: float = 1e-3
+    max_epochs: int = 25
+    batch_size: int = 512
+    lr: float = 2e-3
     weight_decay: float = 0.05
-    patience: int = 6  # epochs without a better validation loss before stopping
+    patience: int = 5  # epochs without a better validation loss before stopping
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to lr/20
     pos_weight: bool = False  # per-horizon neg/pos weight; helps AUC a little, un-calibrates probabilities
     # Divide each horizon's loss by the entropy of its prior, so the rare h1 target (12% positives,
