@@ -21,6 +21,7 @@ from spywatch.train import TrainConfig, Windows, inspect, make_windows, train_mo
     {"norm": "batchnorm"},
     {"revin": True},
     {"head": "flatten"},
+    {"head_skip": False},
     {"pad_end": False, "patch_len": 5, "stride": 5},
     {"lookback": 60, "patch_len": 8, "stride": 4, "d_model": 32, "n_heads": 4, "n_layers": 3},
 ])
@@ -33,7 +34,7 @@ def test_shapes(overrides):
     assert len(out.attention) == cfg.n_layers
     assert out.attention[0].shape == (5, 7, cfg.n_heads, cfg.n_patches, cfg.n_patches)
     assert torch.allclose(out.attention[0].sum(-1), torch.ones(()), atol=1e-5)  # rows are distributions
-    rep_dim = 7 * cfg.d_model * (cfg.n_patches if cfg.head == "flatten" else 1)
+    rep_dim = 7 * cfg.d_model * (cfg.n_patches if cfg.head == "flatten" else 1) + (7 if cfg.head_skip else 0)
     assert out.representation.shape == (5, rep_dim)
     assert out.patch_embedding.shape == (5, 7, cfg.n_patches, cfg.d_model)
     assert torch.equal(model(x), out.logits)
