@@ -1,24 +1,207 @@
-"""``spywatch run``: the nightly pipeline once, end to end, as plain Python."""
+"""``spywatch run``: the nightly pipeline once, end to end.
+
+By default it runs the Prefect ``nightly`` flow (``flows/nightly.py`` of this checkout) against
+a local Prefect server that it starts and stops itself (no server to start by hand): 127.0.0.1,
+a free port, ``PREFECT_HOME=<root>/prefect``, so the run history (flow and task runs, artifacts,
+events) stays with the outputs and the UI can show it later (``--ui`` keeps it up after the run).
+With ``PREFECT_API_URL`` set, the run goes to that server instead. ``--no-prefect`` runs
+``pipeline.run_nightly`` directly, as plain Python.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the nightly pipeline once (fetch, validate, features, ...)")
-    p.add_argument("--source", default="synthetic", help="synthetic | synthetic:SEED | csv:PATH | yfinance")
+    p = sub.add_parser("run", help="run the nightly pipeline once (the Prefect flow, on a local server)")
+    p.add_argument("--source", default="synthetic",
+                   help="synthetic | synthetic:SEED | csv:PATH | yfinance | a fault spec (faulty:N:INNER, ...)")
     p.add_argument("--as-of", default=None, help="session date to run for (default: the last settled session)")
     p.add_argument("--root", type=Path, default=Path("workspace"), help="store, models and published outputs")
     p.add_argument("--ticker", default="SPY")
+    p.add_argument("--retrain", choices=("inline", "never"), default="inline",
+                   help="inline: train here when the decision says so; never: only record the decision")
+    p.add_argument("--force", action="store_true", help="redo a session that is already published")
+    p.add_argument("--ui", action="store_true", help="keep the local Prefect server and its UI up after the run")
+    p.add_argument("--no-prefect", action="store_true", help="run pipeline.run_nightly directly, without Prefect")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    root = args.root.expanduser().resolve()
+    if args.no_prefect:
+        return _run_plain(args, root)
+    return _run_flow(args, root)
+
+
+def _run_plain(args: argparse.Namespace, root: Path) -> int:
     from spywatch.pipeline import PipelineConfig, run_nightly
 
-    result = run_nightly(PipelineConfig(source=args.source, root=args.root.resolve(), ticker=args.ticker,
-                                        as_of=args.as_of))
+    result = run_nightly(PipelineConfig(source=args.source, root=root, ticker=args.ticker, as_of=args.as_of,
+                                        retrain=args.retrain))
     print(result.summary())
     return 0 if result.ok else 1
+
+
+# ----------------------------------------------------------------------------- with Prefect
+
+
+def project_root() -> Path:
+    """The checkout holding ``flows/`` and ``prefect.yaml`` (``spywatch`` is installed from ``src/``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "flows" / "nightly.py").exists() and (parent / "prefect.yaml").exists():
+            return parent
+    raise FileNotFoundError(f"no flows/nightly.py above {here}: run from a checkout, or use --no-prefect")
+
+
+def _run_flow(args: argparse.Namespace, root: Path) -> int:
+    t0 = time.perf_counter()
+    repo = project_root()
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        # Started before Prefect is imported here (its settings come from the environment); it
+        # boots in its own process while this one does the heavy imports.
+        server = LocalServer.start(root / "prefect")
+    try:
+        _preload()
+        if server is not None:
+            server.wait_healthy()
+        t_ready = time.perf_counter()
+        from flows.nightly import nightly
+
+        state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
+                        retrain_mode=args.retrain, force=args.force, return_state=True)
+        t_done = time.perf_counter()
+        _drain_events()
+        _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
+        return 0 if state.is_completed() else 1
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _report(state, root: Path, server: LocalServer | None, start_s: float, flow_s: float, keep_ui: bool) -> None:  # noqa: ANN001
+    out = state.result(raise_on_failure=False) if state.is_completed() else None
+    print()
+    if isinstance(out, dict) and out.get("status") == "already_published":
+        print(f"session {out['session']} is already published under {root / 'published'} (--force redoes it)")
+    elif isinstance(out, dict) and out.get("outputs"):
+        print(_summary(out))
+    else:
+        print(f"spywatch nightly: {state.type.value}: {state.message}")
+    print(f"  wall time: {start_s + flow_s:.1f} s = Prefect start and imports {start_s:.1f} s + flow {flow_s:.1f} s")
+    run_id = state.state_details.flow_run_id
+    ui = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
+    if server is None:
+        print(f"  Prefect UI: {ui}/runs/flow-run/{run_id}")
+    elif keep_ui:
+        print(f"  Prefect UI: {ui}/runs/flow-run/{run_id}  (the server stays up until Ctrl-C)")
+        _wait_for_interrupt()
+    else:
+        print(f"  Prefect run history: {server.home} (the local server has stopped). To browse it:\n"
+              f"    PREFECT_HOME={server.home} prefect server start --host 127.0.0.1 --port 4200\n"
+              f"    then open http://127.0.0.1:4200/runs/flow-run/{run_id}   (or run with --ui)")
+
+
+class LocalServer:
+    """``prefect server start`` on a free 127.0.0.1 port with a project-local PREFECT_HOME, stopped
+    by its PID (its process group) when the run is over."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, home: Path, log: Path) -> None:
+        self.proc, self.url, self.home, self.log = proc, url, home, log
+
+    @classmethod
+    def start(cls, home: Path) -> LocalServer:
+        home.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/api"
+        os.environ.update({"PREFECT_HOME": str(home), "PREFECT_API_URL": url,
+                           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+        log = home / "server.log"
+        prefect = Path(sys.executable).with_name("prefect")
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                                     "--no-scheduler", "--no-late-runs", "--analytics-off"],
+                                    env=os.environ.copy(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return cls(proc, url, home, log)
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited {self.proc.returncode}; see {self.log}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                return
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=wait)
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _preload() -> None:
+    """What the stages import lazily (GX, Evidently, torch, scikit-learn, the NYSE calendar), paid
+    here while the server boots in its own process, instead of inside the tasks one by one."""
+    import evidently  # noqa: F401
+    import evidently.metrics  # noqa: F401
+    import great_expectations  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import torch  # noqa: F401
+
+    import flows.nightly  # noqa: F401  (the tasks and spywatch.pipeline)
+    from spywatch import sessions
+
+    sessions.nyse_sessions("2000-01-03", "2000-01-04")  # builds the XNYS calendar once
+
+
+def _drain_events() -> None:
+    """Deliver the run's events before the server goes away."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def _summary(out: dict) -> str:
+    from spywatch.pipeline import NightlyResult
+
+    outputs = {name: Path(path) for name, path in out["outputs"].items()}
+    audit = json.loads(outputs["audit"].read_text())
+    return NightlyResult(session=out["session"], status=out["status"], audit=audit, outputs=outputs).summary()
