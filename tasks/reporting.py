@@ -69,9 +69,9 @@ def summary_markdown(result: NightlyResult) -> str:
     badges = [report.validation_badge(a.get("validation") or None), report.drift_badge(a.get("drift")),
               report.health_badge(a.get("collapse")), report.decision_badge(a.get("decision"), a.get("retrain")),
               report.status_badge(result.status, a.get("stale"), a.get("predictions"))]
-    lines = [f"# {a.get('source', '')} nightly, session {result.session}: **{result.status.upper()}**"
-             + ("  _(synthetic data)_" if a.get("synthetic") else ""), "",
-             f"model `{a.get('model_version')}` · run `{a.get('run_id')}`", "",
+    lines = [f"# Nightly, session {result.session}: **{result.status.upper()}**", "",
+             f"source `{a.get('source', '?')}`" + (" **(synthetic data)**" if a.get("synthetic") else "")
+             + f" · model `{a.get('model_version')}` · run `{a.get('run_id')}`", "",
              "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {b.label} | **{b.value}** | {_cell(b.detail)} |" for b in badges]
     decision = a.get("decision") or {}
