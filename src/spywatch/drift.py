@@ -13,6 +13,16 @@ that a genuinely in-distribution window crosses only rarely, and the dataset-lev
 ``drift_share`` of the features drifted; a retrain additionally wants ``persistence_k`` consecutive
 drifted runs, see :func:`consecutive_drift_runs`).
 
+Why a second comparison, against the recent past (the *regime* check): the training reference spans
+calm years and crises alike, so a calm window whose moves have doubled still looks like an ordinary
+window of that history to every per-feature marginal test. Against the sessions just before it the
+same window has twice their volatility. When the caller passes those sessions (``recent``), a second
+Evidently report tests the volatility family of the window against them (``regime`` in
+``drift_thresholds.json``: per-feature method and threshold, and how many of the family must drift);
+the dataset drifts when the training rule *or* the regime rule fires. How far this goes, and where
+it stops (a market that genuinely doubles its volatility looks the same), is in
+``bench/results/drift_calibration.md``.
+
 The champion's predictions get the same treatment against its validation predictions: a collapsed
 model piles its probabilities up at the prior, which moves their distribution even when the inputs
 look fine.
@@ -43,7 +53,8 @@ DEFAULT_THRESHOLDS = Path(__file__).with_name("drift_thresholds.json")
 # the verdict is Evidently's own test result).
 SCORE_KIND = {"wasserstein": "distance", "ks": "p_value", "t_test": "p_value", "psi": "distance",
               "jensenshannon": "distance", "hellinger": "distance", "kl_div": "distance",
-              "ed": "distance", "anderson": "p_value", "cramer_von_mises": "p_value"}
+              "ed": "distance", "anderson": "p_value", "cramer_von_mises": "p_value",
+              "mannw": "p_value"}  # mannw is one-sided in Evidently: small p = current larger than reference
 MIN_CURRENT_ROWS = 20  # fewer sessions than this say nothing about a distribution
 
 
@@ -70,6 +81,51 @@ class ColumnTest:
 
 
 @dataclass(frozen=True)
+class RegimeRule:
+    """The current window against the ``recent_sessions`` sessions just before it.
+
+    ``tests``: the volatility family (one calibrated Evidently test per feature).
+    ``min_drifted``: the regime changed when at least this many of them drift.
+    """
+
+    tests: tuple[ColumnTest, ...]
+    min_drifted: int
+    recent_sessions: int
+
+    def __post_init__(self) -> None:
+        if not self.tests:
+            raise ValueError("a regime rule needs at least one feature test")
+        names = [t.column for t in self.tests]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate regime tests in {names}")
+        if not 1 <= self.min_drifted <= len(self.tests):
+            raise ValueError(f"regime min_drifted must be in 1..{len(self.tests)}, got {self.min_drifted}")
+        if self.recent_sessions < MIN_CURRENT_ROWS:
+            raise ValueError(f"regime recent_sessions must be at least {MIN_CURRENT_ROWS}, got {self.recent_sessions}")
+
+    @property
+    def features(self) -> list[str]:
+        return [t.column for t in self.tests]
+
+    @property
+    def drift_share(self) -> float:
+        """Evidently's share test for ``min_drifted`` (half a feature below it: no float edge)."""
+        return (self.min_drifted - 0.5) / len(self.tests)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RegimeRule:
+        return cls(tests=tuple(ColumnTest(name, spec["method"], float(spec["threshold"]))
+                               for name, spec in doc["features"].items()),
+                   min_drifted=int(doc["dataset_rule"]["min_drifted_features"]),
+                   recent_sessions=int(doc["recent_sessions"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recent_sessions": self.recent_sessions,
+                "dataset_rule": {"min_drifted_features": self.min_drifted, "drift_share": self.drift_share},
+                "features": {t.column: {"method": t.method, "threshold": t.threshold} for t in self.tests}}
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     """What the nightly drift check tests and when it calls the dataset drifted.
 
@@ -80,6 +136,7 @@ class DriftConfig:
     (probability per horizon); not calibrated on history (see drift_thresholds.json).
     ``calibrated_window``: the window length the thresholds were calibrated for; thresholds of
     p-value tests do not transfer to another length.
+    ``regime``: the comparison with the recent past (None: training reference only).
     """
 
     tests: tuple[ColumnTest, ...]
@@ -90,6 +147,7 @@ class DriftConfig:
     prediction_threshold: float = 0.5
     calibrated_window: int = 60
     source: str = "defaults"
+    regime: RegimeRule | None = None
 
     def __post_init__(self) -> None:
         if not self.tests:
@@ -104,10 +162,19 @@ class DriftConfig:
         if self.persistence_k < 1:
             raise ValueError(f"persistence_k must be >= 1, got {self.persistence_k}")
         ColumnTest("prediction", self.prediction_method, self.prediction_threshold)  # validates both
+        if self.regime is not None:
+            extra = [c for c in self.regime.features if c not in names]
+            if extra:
+                raise ValueError(f"regime tests {extra} are not among the monitored features")
 
     @property
     def features(self) -> list[str]:
         return [t.column for t in self.tests]
+
+    @property
+    def recent_sessions(self) -> int:
+        """Sessions before the current window the regime check wants (0: no regime check)."""
+        return self.regime.recent_sessions if self.regime is not None else 0
 
     @property
     def min_drifted(self) -> int:
@@ -141,7 +208,8 @@ class DriftConfig:
                          persistence_k=int(rule.get("persistence_k", 3)),
                          prediction_method=doc.get("prediction", {}).get("method", "wasserstein"),
                          prediction_threshold=float(doc.get("prediction", {}).get("threshold", 0.5)),
-                         calibrated_window=calibrated, source=source)
+                         calibrated_window=calibrated, source=source,
+                         regime=RegimeRule.from_dict(doc["regime"]) if doc.get("regime") else None)
         except KeyError as exc:
             raise ValueError(f"{source}: drift thresholds lack key {exc}") from None
         if config.window != config.calibrated_window:
@@ -154,7 +222,8 @@ class DriftConfig:
                 "dataset_rule": {"drift_share": self.drift_share, "min_drifted_features": self.min_drifted,
                                  "persistence_k": self.persistence_k},
                 "features": {t.column: {"method": t.method, "threshold": t.threshold} for t in self.tests},
-                "prediction": {"method": self.prediction_method, "threshold": self.prediction_threshold}}
+                "prediction": {"method": self.prediction_method, "threshold": self.prediction_threshold},
+                "regime": self.regime.to_dict() if self.regime is not None else None}
 
 
 # ----------------------------------------------------------------------------- results
@@ -194,8 +263,37 @@ class PredictionDrift(ColumnDrift):
 
 
 @dataclass(frozen=True)
+class RegimeDrift:
+    """The regime check's verdict: the volatility family of the window against the recent past."""
+
+    drifted: bool
+    n_drifted: int
+    n_features: int
+    min_drifted: int
+    per_feature: Mapping[str, ColumnDrift]
+    recent_start: str
+    recent_end: str
+    n_recent: int
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [name for name, d in self.per_feature.items() if d.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset_drift": self.drifted, "n_drifted": self.n_drifted, "n_features": self.n_features,
+                "min_drifted_features": self.min_drifted, "drifted_features": self.drifted_features,
+                "per_feature": {k: v.to_dict() for k, v in self.per_feature.items()},
+                "recent": {"start": self.recent_start, "end": self.recent_end, "rows": self.n_recent}}
+
+
+@dataclass(frozen=True)
 class DriftResult:
-    """One night's drift check: the dataset verdict, per-feature verdicts, prediction drift, the windows."""
+    """One night's drift check: the dataset verdict, per-feature verdicts, prediction drift, the windows.
+
+    ``dataset_drift`` is the training rule (``share`` of features drifted >= ``drift_share``, kept in
+    ``training_drift``) or the regime rule (``regime``, None when no recent sessions were tested).
+    ``share``, ``n_drifted`` and ``per_feature`` are always the training-reference figures.
+    """
 
     dataset_drift: bool
     share: float
@@ -211,10 +309,22 @@ class DriftResult:
     n_reference: int
     n_current: int
     notes: tuple[str, ...] = field(default=())
+    training_drift: bool | None = None  # None: same as dataset_drift (no regime check ran)
+    regime: RegimeDrift | None = None
 
     @property
     def drifted_features(self) -> list[str]:
         return [name for name, d in self.per_feature.items() if d.drifted]
+
+    @property
+    def regime_drift(self) -> bool:
+        return self.regime is not None and self.regime.drifted
+
+    @property
+    def reasons(self) -> list[str]:
+        """Which rules raised the dataset alarm: 'training', 'regime' (empty when quiet)."""
+        training = self.dataset_drift if self.training_drift is None else self.training_drift
+        return [name for name, fired in (("training", training), ("regime", self.regime_drift)) if fired]
 
     @property
     def predictions_drifted(self) -> bool:
@@ -230,7 +340,10 @@ class DriftResult:
                 "predictions_drifted": self.predictions_drifted,
                 "reference": {"start": self.reference_start, "end": self.reference_end, "rows": self.n_reference},
                 "current": {"start": self.current_start, "end": self.current_end, "rows": self.n_current},
-                "notes": list(self.notes)}
+                "notes": list(self.notes),
+                "training_drift": "training" in self.reasons, "regime_drift": self.regime_drift,
+                "drift_reasons": self.reasons,
+                "regime": self.regime.to_dict() if self.regime is not None else None}
 
     def summary(self) -> str:
         """A few human lines for logs and the CLI."""
@@ -239,10 +352,20 @@ class DriftResult:
                  f"rule >= {self.drift_share:.2f}); current {self.current_start}..{self.current_end} "
                  f"({self.n_current} sessions) vs reference {self.reference_start}..{self.reference_end} "
                  f"({self.n_reference} rows)"]
+        if self.regime is not None:
+            r = self.regime
+            lines.append(f"regime {'CHANGED' if r.drifted else 'steady'}: {r.n_drifted}/{r.n_features} volatility "
+                         f"features drifted vs the {r.n_recent} sessions before the window "
+                         f"({r.recent_start}..{r.recent_end}; rule >= {r.min_drifted})")
         for name, d in self.per_feature.items():
             mark = "DRIFT" if d.drifted else "ok"
             lines.append(f"  {name:<18}{d.method:<12}{SCORE_KIND[d.method]:<9} score {d.score:<11.4g}"
                          f"threshold {d.threshold:<11.4g}{mark}")
+        if self.regime is not None:
+            for name, d in self.regime.per_feature.items():
+                mark = "DRIFT" if d.drifted else "ok"
+                lines.append(f"  regime {name:<11}{d.method:<12}{SCORE_KIND[d.method]:<9} score {d.score:<11.4g}"
+                             f"threshold {d.threshold:<11.4g}{mark}")
         if self.prediction_drift:
             for name, d in self.prediction_drift.items():
                 mark = "DRIFT" if d.drifted else "ok"
@@ -260,6 +383,7 @@ class DriftReport:
     snapshot: Any  # evidently Snapshot of the feature report
     prediction_snapshot: Any | None
     config: DriftConfig
+    regime_snapshot: Any | None = None  # evidently Snapshot of the window vs the recent past
 
 
 @dataclass(frozen=True)
@@ -267,6 +391,7 @@ class DriftArtifacts:
     html: Path
     json: Path
     prediction_html: Path | None
+    regime_html: Path | None = None
 
 
 # ----------------------------------------------------------------------------- windows
@@ -290,6 +415,20 @@ def current_window(features: pd.DataFrame, columns: Sequence[str], window: int,
     if len(frame) < MIN_CURRENT_ROWS:
         raise ValueError(f"current window {start or 'start'}..{end or 'end'} has {len(frame)} complete sessions; "
                          f"need at least {MIN_CURRENT_ROWS}")
+    return frame
+
+
+def recent_rows(features: pd.DataFrame, columns: Sequence[str], current: pd.DataFrame, sessions: int) -> pd.DataFrame:
+    """The ``sessions`` complete rows just before the first session of ``current`` (the regime reference)."""
+    if sessions < MIN_CURRENT_ROWS:
+        raise ValueError(f"recent sessions must be at least {MIN_CURRENT_ROWS}, got {sessions}")
+    if current.empty:
+        raise ValueError("the current window is empty; nothing comes before it")
+    frame = _complete(features, columns)
+    frame = frame.loc[frame.index < current.index[0]].iloc[-sessions:]
+    if len(frame) < sessions:
+        raise ValueError(f"only {len(frame)} complete sessions before {_date(current.index[0])}; the regime check "
+                         f"needs {sessions}")
     return frame
 
 
@@ -317,6 +456,7 @@ def _date(ts: Any) -> str:
 
 
 def run_drift_report(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, *,
+                     recent: pd.DataFrame | None = None,
                      reference_predictions: pd.DataFrame | None = None,
                      current_predictions: pd.DataFrame | None = None) -> DriftReport:
     """Run Evidently on the feature window (and the prediction window, when given) and read its verdicts.
@@ -324,6 +464,9 @@ def run_drift_report(reference: pd.DataFrame, current: pd.DataFrame, config: Dri
     Args:
         reference: training-period feature rows (raw values; every config feature present, no NaN).
         current: the current window's feature rows.
+        recent: the sessions just before the current window (see :func:`recent_rows`); at least
+            ``config.recent_sessions`` rows, the last that many are used. Without it the regime
+            check does not run and only the training rule can raise the dataset alarm.
         reference_predictions: the champion's validation probabilities, one column per horizon.
         current_predictions: its probabilities over the current window, same columns.
     """
@@ -334,28 +477,62 @@ def run_drift_report(reference: pd.DataFrame, current: pd.DataFrame, config: Dri
     if len(cur) != config.calibrated_window:
         notes.append(f"current window has {len(cur)} sessions; thresholds were calibrated for "
                      f"{config.calibrated_window}")
-    snapshot = _evidently_run(ref, cur, config.tests, config.drift_share)
-    per_feature, n_drifted, share, dataset_drift = _read_feature_verdicts(snapshot, config)
-    prediction_snapshot, prediction_drift = None, None
     if (reference_predictions is None) != (current_predictions is None):
         raise ValueError("prediction drift needs both reference_predictions and current_predictions")
+    rec = None
+    if recent is not None and config.regime is None:
+        notes.append(f"recent sessions passed but {config.source} defines no regime rule; not tested")
+    elif recent is None and config.regime is not None:
+        notes.append("regime check not run: no recent sessions passed")
+    elif recent is not None:
+        rec = _checked_recent(recent, cur, config.regime)
+    snapshot = _evidently_run(ref, cur, config.tests, config.drift_share)
+    per_feature, n_drifted, share, training_drift = _read_verdicts(snapshot, config.features)
+    regime_snapshot, regime = None, None
+    if rec is not None:
+        regime_snapshot, regime = _regime_drift(rec, cur, config.regime)
+    prediction_snapshot, prediction_drift = None, None
     if reference_predictions is not None:
         prediction_snapshot, prediction_drift = _prediction_drift(reference_predictions, current_predictions, config)
     result = DriftResult(
-        dataset_drift=dataset_drift, share=share, n_drifted=n_drifted, n_features=len(columns),
-        drift_share=config.drift_share, per_feature=per_feature, prediction_drift=prediction_drift,
+        dataset_drift=training_drift or (regime is not None and regime.drifted), share=share,
+        n_drifted=n_drifted, n_features=len(columns), drift_share=config.drift_share, per_feature=per_feature,
+        prediction_drift=prediction_drift,
         reference_start=_date(ref.index[0]), reference_end=_date(ref.index[-1]),
         current_start=_date(cur.index[0]), current_end=_date(cur.index[-1]),
-        n_reference=len(ref), n_current=len(cur), notes=tuple(notes))
-    return DriftReport(result=result, snapshot=snapshot, prediction_snapshot=prediction_snapshot, config=config)
+        n_reference=len(ref), n_current=len(cur), notes=tuple(notes), training_drift=training_drift, regime=regime)
+    return DriftReport(result=result, snapshot=snapshot, prediction_snapshot=prediction_snapshot, config=config,
+                       regime_snapshot=regime_snapshot)
 
 
 def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, *,
+                 recent: pd.DataFrame | None = None,
                  reference_predictions: pd.DataFrame | None = None,
                  current_predictions: pd.DataFrame | None = None) -> DriftResult:
     """The verdicts only (see :func:`run_drift_report`)."""
-    return run_drift_report(reference, current, config, reference_predictions=reference_predictions,
+    return run_drift_report(reference, current, config, recent=recent, reference_predictions=reference_predictions,
                             current_predictions=current_predictions).result
+
+
+def _checked_recent(recent: pd.DataFrame, current: pd.DataFrame, rule: RegimeRule) -> pd.DataFrame:
+    """The last ``rule.recent_sessions`` complete rows of ``recent``; they must come before the window."""
+    rec = _checked(recent, rule.features, "recent features", rule.recent_sessions).iloc[-rule.recent_sessions:]
+    if isinstance(rec.index, pd.DatetimeIndex) and isinstance(current.index, pd.DatetimeIndex) \
+            and rec.index[-1] >= current.index[0]:
+        raise ValueError(f"recent sessions must end before the current window: recent ends {_date(rec.index[-1])}, "
+                         f"current starts {_date(current.index[0])}")
+    return rec
+
+
+def _regime_drift(rec: pd.DataFrame, cur: pd.DataFrame, rule: RegimeRule) -> tuple[Any, RegimeDrift]:
+    """The window's volatility family against the recent past (checked by :func:`_checked_recent`)."""
+    columns = rule.features
+    snapshot = _evidently_run(rec, cur.loc[:, columns], rule.tests, rule.drift_share)
+    per_feature, n_drifted, _, drifted = _read_verdicts(snapshot, columns)
+    return snapshot, RegimeDrift(drifted=drifted, n_drifted=n_drifted, n_features=len(columns),
+                                 min_drifted=rule.min_drifted, per_feature=per_feature,
+                                 recent_start=_date(rec.index[0]), recent_end=_date(rec.index[-1]),
+                                 n_recent=len(rec))
 
 
 def detect_prediction_drift(reference_predictions: pd.DataFrame, current_predictions: pd.DataFrame,
@@ -419,13 +596,14 @@ def _value_drift_verdicts(doc: Mapping[str, Any]) -> dict[str, tuple[str, float,
     return out
 
 
-def _read_feature_verdicts(snapshot: Any, config: DriftConfig) -> tuple[dict[str, ColumnDrift], int, float, bool]:
+def _read_verdicts(snapshot: Any, columns: Sequence[str]) -> tuple[dict[str, ColumnDrift], int, float, bool]:
+    """Per-column verdicts, Evidently's drifted count and share, and its share test (True = drifted)."""
     doc = snapshot.dict()
     verdicts = _value_drift_verdicts(doc)
-    missing = [c for c in config.features if c not in verdicts]
+    missing = [c for c in columns if c not in verdicts]
     if missing:
         raise RuntimeError(f"Evidently returned no drift verdict for {missing}")
-    per_feature = {c: ColumnDrift(*verdicts[c]) for c in config.features}
+    per_feature = {c: ColumnDrift(*verdicts[c]) for c in columns}
     counts = [m for m in doc["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
     if len(counts) != 1:
         raise RuntimeError(f"expected one DriftedColumnsCount in the Evidently report, found {len(counts)}")
@@ -471,19 +649,24 @@ def _prediction_drift(reference: pd.DataFrame, current: pd.DataFrame,
 
 def save_drift_report(report: DriftReport, out_dir: Path, stem: str = "drift") -> DriftArtifacts:
     """Write ``{stem}.html`` (Evidently's self-contained report), ``{stem}_predictions.html`` when
-    predictions were tested, and ``{stem}.json`` (the summary), each atomically; JSON last, so a reader
-    that finds the JSON finds the HTML it names."""
+    predictions were tested, ``{stem}_regime.html`` when the regime check ran, and ``{stem}.json``
+    (the summary), each atomically; JSON last, so a reader that finds the JSON finds the HTML it names."""
     out_dir = Path(out_dir)
     html = atomic_write(out_dir / f"{stem}.html", lambda tmp: report.snapshot.save_html(str(tmp)))
     prediction_html = None
     if report.prediction_snapshot is not None:
         prediction_html = atomic_write(out_dir / f"{stem}_predictions.html",
                                        lambda tmp: report.prediction_snapshot.save_html(str(tmp)))
+    regime_html = None
+    if report.regime_snapshot is not None:
+        regime_html = atomic_write(out_dir / f"{stem}_regime.html",
+                                   lambda tmp: report.regime_snapshot.save_html(str(tmp)))
     summary = report.result.to_dict() | {
         "config": report.config.to_dict(),
-        "files": {"html": html.name, "prediction_html": prediction_html.name if prediction_html else None}}
+        "files": {"html": html.name, "prediction_html": prediction_html.name if prediction_html else None,
+                  "regime_html": regime_html.name if regime_html else None}}
     path = atomic_write_json(out_dir / f"{stem}.json", summary)
-    return DriftArtifacts(html=html, json=path, prediction_html=prediction_html)
+    return DriftArtifacts(html=html, json=path, prediction_html=prediction_html, regime_html=regime_html)
 
 
 def consecutive_drift_runs(flags: Sequence[bool]) -> int:

@@ -5,7 +5,9 @@
 
 The current window is the last ``--window`` (default: the calibrated 60) complete sessions in
 [--current-start, --current-end]; the reference is every complete feature row in
-[--reference-start, --reference-end]. Exit status 0 either way: drift is a finding, not an error.
+[--reference-start, --reference-end]. When the thresholds file has a regime rule, the window is also
+tested against the sessions just before it (``drift_regime.html``); ``--no-regime`` skips that.
+Exit status 0 either way: drift is a finding, not an error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 def _cmd_drift(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from spywatch.drift import DriftConfig, current_window, reference_rows, run_drift_report, save_drift_report
+    from spywatch.drift import (DriftConfig, current_window, recent_rows, reference_rows, run_drift_report,
+                                save_drift_report)
     from spywatch.features import compute_features
     from spywatch.market_data import read_bars_csv
 
@@ -28,13 +31,15 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         raise ValueError(f"--current-start {args.current_start} must come after --reference-end {args.reference_end}")
     reference = reference_rows(features, config.features, args.reference_start, args.reference_end)
     current = current_window(features, config.features, config.window, args.current_start, args.current_end)
-    report = run_drift_report(reference, current, config)
+    recent = (recent_rows(features, config.features, current, config.recent_sessions)
+              if config.recent_sessions and not args.no_regime else None)
+    report = run_drift_report(reference, current, config, recent=recent)
     files = save_drift_report(report, args.out)
     if args.json:
         print(json.dumps(report.result.to_dict(), indent=2))
     else:
         print(report.result.summary())
-        print(f"wrote {files.html} and {files.json}")
+        print(f"wrote {', '.join(str(f) for f in (files.html, files.regime_html, files.json) if f)}")
     return 0
 
 
@@ -51,5 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", type=Path, default=None,
                    help="drift thresholds JSON (default: the calibrated one shipped with spywatch)")
     p.add_argument("--out", type=Path, default=Path("drift_report"), help="folder for drift.html and drift.json (default: ./drift_report)")
+    p.add_argument("--no-regime", action="store_true",
+                   help="test against the training reference only (skip the window vs the sessions before it)")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of the table")
     p.set_defaults(func=_cmd_drift)
