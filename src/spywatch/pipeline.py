@@ -132,7 +132,7 @@ def measure_drift(table: FeatureTable, champion: Champion, session: pd.Timestamp
                   current_proba: pd.DataFrame | None):
     """Evidently drift of the current window against the champion's training reference, and of its
     recent predictions against its validation predictions. Returns a ``drift.DriftReport``."""
-    from spywatch.drift import DriftConfig, current_window, reference_rows, run_drift_report
+    from spywatch.drift import DriftConfig, current_window, recent_rows, reference_rows, run_drift_report
 
     bundle = champion.bundle
     config = DriftConfig.load(window=window)
@@ -141,7 +141,15 @@ def measure_drift(table: FeatureTable, champion: Champion, session: pd.Timestamp
     cur = current_window(table.features, config.features, window, end=session)
     pred_ref = pd.DataFrame(bundle.metrics.get("validation_predictions") or {})
     pred_cur = current_proba.iloc[-window:] if current_proba is not None and len(pred_ref) else None
-    return run_drift_report(ref, cur, config, reference_predictions=pred_ref if pred_cur is not None else None,
+    # The regime check compares the window with the sessions just before it (a volatility regime
+    # change inside the training range); it needs a year of history before the window.
+    try:
+        recent = recent_rows(table.features, config.features, cur, config.recent_sessions)
+    except ValueError as exc:
+        log.warning("regime drift check skipped: %s", exc)
+        recent = None
+    return run_drift_report(ref, cur, config, recent=recent,
+                            reference_predictions=pred_ref if pred_cur is not None else None,
                             current_predictions=pred_cur)
 
 
