@@ -71,6 +71,7 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         sys.path.insert(0, str(repo))
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     server = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the server
     if not os.environ.get("PREFECT_API_URL"):
         # Started before Prefect is imported here (its settings come from the environment); it
         # boots in its own process while this one does the heavy imports.

@@ -65,3 +65,22 @@ def artifacts(run_id: UUID) -> dict[str, object]:
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     return {a.key: a for a in found}
+
+
+def kill_processes_using(marker: str) -> list[int]:
+    """Kill (by PID) processes of this user whose environment mentions ``marker`` (e.g. a test's
+    PREFECT_HOME): what a killed command may have left behind. Returns the PIDs."""
+    import os
+    import signal
+
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return killed

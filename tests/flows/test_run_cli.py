@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.support import REPO
+from tests.flows.support import REPO, kill_processes_using
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,13 @@ def _env() -> dict[str, str]:
 def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_root):
     from spywatch.publish import Publisher
 
-    out = subprocess.run([SPYWATCH, "run", "--source", "synthetic", "--as-of", "2023-07-31", "--root", str(fresh_root),
-                          "--retrain", "never"], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    try:
+        out = subprocess.run([SPYWATCH, "run", "--source", "synthetic", "--as-of", "2023-07-31", "--root",
+                              str(fresh_root), "--retrain", "never"], env=_env(), cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+    finally:  # the command stops its server itself; if it was killed, its server must not outlive the test
+        leftovers = kill_processes_using(f"PREFECT_HOME={fresh_root / 'prefect'}")
+    assert not leftovers, f"spywatch run left processes behind: {leftovers}"
 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
