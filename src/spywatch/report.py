@@ -465,7 +465,8 @@ def performance_views(performance: dict | None) -> list[HorizonPerformance]:
 
 
 # Evidently methods whose score is a p-value: drifted when it falls *below* the threshold
-P_VALUE_METHODS = frozenset({"ks", "t_test", "anderson", "cramer_von_mises", "chisquare", "z", "fisher_exact"})
+P_VALUE_METHODS = frozenset({"ks", "t_test", "anderson", "cramer_von_mises", "chisquare", "z", "fisher_exact",
+                             "mannw", "epps_singleton", "g_test", "empirical_mmd"})
 
 
 def sig(x: Any) -> str:
@@ -632,6 +633,7 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
         "history_legend": list(zip(horizons, HORIZON_COLOURS)), "history_len": len(history),
         "history_last": max((str(r["date"])[:10] for r in history if r.get("date")), default=None),
         "drift": parts["drift"], "drift_rows": drift_rows((parts["drift"] or {}).get("per_feature") or {}),
+        "regime_rows": drift_rows(((parts["drift"] or {}).get("regime") or {}).get("per_feature") or {}),
         "drift_window": drift_window(parts["drift"] or {}),
         "drift_report_href": _check_href(drift_report_href),
         "collapse": parts["collapse"], "evidence": evidence,

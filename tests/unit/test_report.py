@@ -341,3 +341,14 @@ def test_update_docs_screenshot(example_page, tmp_path):
     DOCS_PNG.parent.mkdir(exist_ok=True)
     shutil.copyfile(png, DOCS_PNG)
     assert png_size(DOCS_PNG)[0] == 1280
+
+
+def test_regime_check_is_rendered():
+    audit = json.loads(EXAMPLE.read_text())
+    audit["drift"]["regime"] = {
+        "dataset_drift": True, "n_drifted": 3, "n_features": 7, "min_drifted_features": 3,
+        "per_feature": {"vol_5": {"method": "t_test", "threshold": 1e-20, "score": 1e-30, "drifted": True},
+                        "gap": {"method": "wasserstein", "threshold": 0.9, "score": 0.2, "drifted": False}},
+        "recent": {"start": "2023-04-01", "end": "2024-03-28", "rows": 250}}
+    html = render_audit_html(audit, "drift.html")
+    assert "Regime check" in html and "regime change" in html and "3 of 7 drifted" in html
