@@ -106,7 +106,8 @@ class Publisher:
         current = self.read_predictions()
         if len(current):
             current = current[~current["session"].isin(set(rows["session"]))]
-        merged = pd.concat([current, rows.loc[:, list(PREDICTION_COLUMNS)]], ignore_index=True)
+        new = rows.loc[:, list(PREDICTION_COLUMNS)]
+        merged = pd.concat([current, new], ignore_index=True) if len(current) else new.copy()
         merged = merged.sort_values(["session", "horizon"]).reset_index(drop=True)
         return atomic_write(self.predictions_path, lambda tmp: merged.to_parquet(tmp, index=False))
 
