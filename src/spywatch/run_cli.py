@@ -103,6 +103,9 @@ def _report(state, root: Path, server: LocalServer | None, start_s: float, flow_
         print(_summary(out))
     else:
         print(f"spywatch nightly: {state.type.value}: {state.message}")
+        failure = _failure_summary(root, str(state.state_details.flow_run_id))
+        if failure:
+            print(failure)
     print(f"  wall time: {start_s + flow_s:.1f} s = Prefect start and imports {start_s:.1f} s + flow {flow_s:.1f} s")
     run_id = state.state_details.flow_run_id
     ui = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
@@ -198,6 +201,22 @@ def _wait_for_interrupt() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def _failure_summary(root: Path, run_id: str) -> str | None:
+    """The failure audit this run published (bad data), if any: which checks failed."""
+    from spywatch.pipeline import NightlyResult
+    from spywatch.publish import Publisher
+
+    publisher = Publisher(root)
+    for session in reversed(publisher.published_sessions()):
+        audit = publisher.read_audit(session)
+        if audit.get("run_id") == run_id:
+            folder = publisher.session_dir(session)
+            return NightlyResult(session=session, status=audit["status"], audit=audit,
+                                 outputs={"audit": folder / "audit.json", "report": folder / "report.html",
+                                          "latest": publisher.latest_path}).summary()
+    return None
 
 
 def _summary(out: dict) -> str:
