@@ -66,18 +66,25 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The one JSON form of everything spywatch writes: indented, sorted keys, trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return atomic_write_bytes(path, json_bytes(obj))
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars, dates and paths appear in metrics and summaries
+def json_default(obj: Any) -> Any:
+    """numpy scalars, dates, paths and sets appear in metrics, audits and summaries."""
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "isoformat"):
         return obj.isoformat()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch.artifact import verify_artifact, write_artifact
+from spywatch.atomic import json_bytes
 from spywatch.dataset import FeatureTable
 from spywatch.features import FEATURES, FeatureScaler
 from spywatch.targets import TargetConfig
@@ -72,13 +73,12 @@ class ModelBundle:
         config = {"model": self.model.cfg.to_dict(), "targets": {"horizons": list(self.targets.horizons),
                   "threshold": self.targets.threshold}, "train": self.train_config, "features": self.scaler.features,
                   "data": self.data}
-        dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n").encode()  # noqa: E731
         from spywatch.validation import build_features_suite
 
         # The features suite is generated from these training statistics and stored with the model.
-        return {"config.json": dump(config), "weights.pt": buf.getvalue(),
-                "scaler.json": dump(self.scaler.to_dict()), "metrics.json": dump(self.metrics),
-                "features_suite.json": dump(build_features_suite(self.scaler))}
+        return {"config.json": json_bytes(config), "weights.pt": buf.getvalue(),
+                "scaler.json": json_bytes(self.scaler.to_dict()), "metrics.json": json_bytes(self.metrics),
+                "features_suite.json": json_bytes(build_features_suite(self.scaler))}
 
     def write_into(self, folder: Path) -> None:
         """Populate an (empty, staged) artifact folder; the registry calls this."""
@@ -107,14 +107,6 @@ class ModelBundle:
                                         threshold=config["targets"]["threshold"]),
                    train_config=config["train"], metrics=json.loads((folder / "metrics.json").read_text()),
                    data=config.get("data", {}))
-
-
-def _default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    raise TypeError(type(obj).__name__)
 
 
 # ----------------------------------------------------------------------------- training a bundle

@@ -611,9 +611,10 @@ def _publish(publisher: Publisher, audit: dict, files: dict, drift_report) -> Pa
     """The session folder: ``files``, the Evidently drift reports, ``audit.json`` and ``report.html``."""
     import json
 
+    from spywatch.atomic import json_bytes
     from spywatch.report import render_audit_html
 
-    audit_bytes = (json.dumps(audit, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+    audit_bytes = json_bytes(audit)
     html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_report else None)
 
     def drift_files(folder: Path) -> None:
@@ -625,18 +626,6 @@ def _publish(publisher: Publisher, audit: dict, files: dict, drift_report) -> Pa
     return publisher.publish_session(audit["session"], audit["run_id"],
                                      {**files, "audit.json": audit_bytes, "report.html": html.encode()},
                                      populate=drift_files)
-
-
-def _json_default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _read_drift_history(root: Path) -> list[dict]:
