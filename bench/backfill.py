@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny test model, 2 epochs (a quick smoke run)")
     parser.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "backfill")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "backfill.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the steps an interrupted run recorded under --root (same settings)")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -49,19 +51,21 @@ def main() -> int:
     if not args.data.exists():
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
-    if args.root.exists():
+    if args.root.exists() and not args.resume:
         shutil.rmtree(args.root)  # a policy simulation starts with no model and no history
     cfg = PipelineConfig(source=f"csv:{args.data.resolve()}", root=args.root.resolve(), retrain="inline",
                          model=TINY if args.tiny else {}, max_epochs=2 if args.tiny else None)
     t0 = time.perf_counter()
-    table = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=args.root / "policy")
+    table = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=args.root / "policy", resume=args.resume)
     wall = time.perf_counter() - t0
     info = machine()
     load = os.getloadavg()
     header = [
         "# Backfill policy simulation (bench/backfill.py)", "",
         f"- ran: `python bench/backfill.py{' --tiny' if args.tiny else ''} --start {args.start} --end {args.end} "
-        f"--frequency {args.frequency}`, finished {info['date']}, **{wall / 60:.1f} min wall**",
+        f"--frequency {args.frequency}{' --resume' if args.resume else ''}`, finished {info['date']}, "
+        f"**{wall / 60:.1f} min wall**" + (" for the resumed part; the step rows give each night's seconds"
+                                          if args.resume else ""),
         f"- machine: {info['cpu']}, {info['host_cores']} cores (shared with other work; load average at the end "
         f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), torch {info.get('torch')}, CUDA {info.get('cuda')}; git {info.get('git')}",
         f"- data: `{args.data.name}` read in place as `csv:` source (real SPY, raw OHLC); the store starts empty, so "

@@ -77,6 +77,10 @@ class StepRecord:
     train_seconds: float | None = None
     error: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict) -> StepRecord:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
     def row(self) -> dict:
         out = asdict(self)
         out["reasons"] = ";".join(self.reasons)
@@ -304,11 +308,20 @@ def _f(x: float | None) -> str:
 
 
 def run_backfill(cfg, start: str, end: str, frequency: str = "monthly", out_dir: Path | None = None,
-                 rf_trees: int = 100) -> PolicyTable:
-    """Replay every step in order (plain Python; the ``backfill`` flow runs the same functions as tasks)."""
-    steps = []
+                 rf_trees: int = 100, resume: bool = False) -> PolicyTable:
+    """Replay every step in order (plain Python; the ``backfill`` flow runs the same functions as tasks).
+
+    ``resume``: keep the steps recorded in ``out_dir/policy.json`` by an interrupted run with the
+    same settings on the same root, and go on from the next session. A step cut short is simply
+    replayed: its fetch and publish are idempotent, and a challenger it may have registered
+    without a verdict stays an unused version.
+    """
     config = backfill_settings(cfg, start, end, frequency)
+    steps = resumed_steps(out_dir, config) if resume and out_dir is not None else []
+    done = {r.session for r in steps}
     for session in replay_sessions(start, end, frequency):
+        if session.date().isoformat() in done:
+            continue
         steps.append(replay_step(cfg, session))
         if out_dir is not None:  # progress on disk: a long backfill can be watched and its partial table read
             PolicyTable(steps, None, config).write(out_dir)
@@ -316,6 +329,18 @@ def run_backfill(cfg, start: str, end: str, frequency: str = "monthly", out_dir:
     if out_dir is not None:
         table.write(out_dir)
     return table
+
+
+def resumed_steps(out_dir: Path, config: dict) -> list[StepRecord]:
+    """Steps of an interrupted run; refuses a record written with other settings."""
+    path = Path(out_dir) / "policy.json"
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    if record.get("config") != json.loads(json.dumps(config, default=str)):
+        raise ValueError(f"{path} was written with settings {record.get('config')}, not {config}: "
+                         f"use a fresh root instead of resuming")
+    return [StepRecord.from_dict(d) for d in record["steps"]]
 
 
 def backfill_settings(cfg, start: str, end: str, frequency: str) -> dict:
