@@ -161,7 +161,8 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
         drift: tonight's drift signal, ``None`` when drift was not computed.
         collapse: collapse check on the champion's recent predictions, ``None`` without one.
         performance: champion vs Random Forest on recently matured labels, ``None`` without one.
-        model_age: champion age in days; ``None`` means there is no champion.
+        model_age: days since the champion was trained or last held against a challenger on a
+            recent holdout; ``None`` means there is no champion.
         policy: thresholds.
     """
     if model_age is not None and not (math.isfinite(model_age) and model_age >= 0):
@@ -252,7 +253,7 @@ def _age(model_age: float | None, policy: RetrainPolicy) -> list[Reason]:
         return []
     values = {"age_days": model_age, "max_age_days": policy.max_age_days}
     if model_age > policy.max_age_days:
-        return [Reason(ReasonCode.MAX_AGE, f"champion is {model_age:.1f} days old > max "
+        return [Reason(ReasonCode.MAX_AGE, f"champion trained or last confirmed {model_age:.1f} days ago > max "
                        f"{policy.max_age_days:g}", values)]
     return [Reason(ReasonCode.OK, f"champion age {model_age:.1f} days <= max {policy.max_age_days:g}", values)]
 

@@ -106,9 +106,10 @@ class Champion:
     version: str
     path: Path
     bundle: object  # ModelBundle
+    confirmed: pd.Timestamp | None = None  # last session it held against a challenger (registry history)
 
 
-def load_champion(root: Path) -> Champion | None:
+def load_champion(root: Path, promotion: PromotionPolicy = PromotionPolicy()) -> Champion | None:
     """The verified champion, or None when nothing has been promoted yet."""
     from spywatch.bundle import ModelBundle
 
@@ -117,7 +118,9 @@ def load_champion(root: Path) -> Champion | None:
         mv = registry.load_champion()
     except NoChampionError:
         return None
-    return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path))
+    confirmed = registry.last_confirmed(mv.version, promotion.auc_floor)
+    return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path),
+                    confirmed=pd.Timestamp(confirmed) if confirmed else None)
 
 
 def validate_current_features(table: FeatureTable, champion: Champion, session: pd.Timestamp, window: int,
@@ -246,14 +249,21 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         if p and p.get("horizons"):
             perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
                                      {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"])
-    age = (session - model_session(champion.bundle)).days
+    age = (session - age_start(champion)).days
     return decide(drift_signal, collapse, perf, float(age), policy)
 
 
 def model_session(bundle) -> pd.Timestamp:
-    """The session a model was trained at (its age counts from there, in data time, so replays age too)."""
+    """The session a model was trained at (in data time, so replays age too)."""
     trained = bundle.data.get("trained_session")
     return pd.Timestamp(trained) if trained else pd.Timestamp(bundle.metrics["periods"]["val"][1])
+
+
+def age_start(champion: Champion) -> pd.Timestamp:
+    """Where the champion's age counts from: its training, or the last night it held against a
+    challenger trained on fresher data (else a refused max-age retrain would fire every night)."""
+    trained = model_session(champion.bundle)
+    return max(trained, champion.confirmed) if champion.confirmed is not None else trained
 
 
 @dataclass
@@ -302,9 +312,10 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
         return ModelScore({h: m["auc"] for h, m in metrics.items()}, verdict.collapsed, window_name), metrics
 
     challenger_score, challenger_metrics = score(ModelBundle.load(registry.get(version).path))
-    champion = load_champion(root)
+    champion = load_champion(root, cfg.promotion)
     champion_score = score(champion.bundle)[0] if champion is not None else None
-    gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion)
+    gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion,
+                                      context={"session": str(session.date())})
     return RetrainOutcome(challenger=version, gate=gate, promoted=gate.promote,
                           window=[str(window[0].date()), str(window[1].date())],
                           challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"])
@@ -470,8 +481,12 @@ def stage_features(night: Night) -> None:
 
 def stage_champion(night: Night) -> Champion | None:
     with _timed(night, "load_champion"):
-        night.champion = load_champion(night.root)
+        night.champion = load_champion(night.root, night.cfg.promotion)
     night.audit["model_version"] = night.champion.version if night.champion else None
+    if night.champion is not None:
+        night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
+                                   "confirmed_session": (night.champion.confirmed.date().isoformat()
+                                                         if night.champion.confirmed is not None else None)}
     return night.champion
 
 

@@ -338,6 +338,21 @@ class ModelRegistry:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"{self.history_path}: malformed history ({exc})") from exc
 
+    def last_confirmed(self, version: str, auc_floor: float) -> str | None:
+        """The latest session at which ``version``, as champion, held against a challenger.
+
+        A refused promotion re-scored the champion on a fresh holdout; when that score was not
+        collapsed and cleared ``auc_floor``, the champion was confirmed on recent data then, so
+        its age can count from there instead of from its training.
+        """
+        sessions = []
+        for e in self.history():
+            champ = (e.reason.get("gate") or {}).get("details", {}).get("champion")
+            if (e.event == "refuse" and e.champion_before == version and e.reason.get("session") and champ
+                    and not champ["collapsed"] and champ["mean_auc"] >= auc_floor):
+                sessions.append(str(e.reason["session"]))
+        return max(sessions, default=None)
+
     def show(self, version: str) -> VersionInfo:
         """One version with its checksums verified; a failure is reported in ``problem``."""
         self._version_path(version)
@@ -351,11 +366,12 @@ class ModelRegistry:
             return self._promote_locked(version, dict(reason))
 
     def promote_if_better(self, version: str, challenger: ModelScore, champion: ModelScore | None,
-                          policy: PromotionPolicy) -> GateResult:
+                          policy: PromotionPolicy, context: Mapping[str, Any] | None = None) -> GateResult:
         """Run :func:`gate` and promote on a pass; a refusal is recorded in the history too.
 
         ``champion`` must score the current champion on the same window (``None`` only when the
         registry has no champion), so the comparison is never against a stale number.
+        ``context`` (e.g. the session the gate ran for) is kept beside the gate in the event.
         """
         with self._lock():
             self._reconcile_history()
@@ -364,7 +380,7 @@ class ModelRegistry:
                 raise ValueError(f"registry champion is {current}, but a champion score was "
                                  f"{'not ' if champion is None else ''}given")
             result = gate(challenger, champion, policy)
-            reason = {"gate": result.to_dict()}
+            reason = {**dict(context or {}), "gate": result.to_dict()}
             if result.promote:
                 self._promote_locked(version, reason)
             else:

@@ -103,7 +103,7 @@ def test_decay_is_not_judged_on_too_few_matured_labels():
 
 def test_old_model_retrains():
     reason = _only(_decide(model_age=91.5), ReasonCode.MAX_AGE)
-    assert reason.message == "champion is 91.5 days old > max 90"
+    assert reason.message == "champion trained or last confirmed 91.5 days ago > max 90"
     assert reason.values == {"age_days": 91.5, "max_age_days": 90}
     assert not _decide(model_age=90.0).retrain
 

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 
 from spywatch.market_data import synthetic_bars
+from spywatch.audit import CollapsePolicy
+from spywatch.decision import RetrainPolicy
 from spywatch.pipeline import PipelineConfig, run_nightly
 from spywatch.publish import Publisher
-from spywatch.registry import ModelRegistry
+from spywatch.registry import ModelRegistry, PromotionPolicy
 from spywatch.store import ParquetStore
 
 pytestmark = pytest.mark.slow
@@ -99,6 +101,23 @@ def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root):
     runs = [p for p in (root / "published" / ".runs").iterdir() if p.name.startswith("2024-06-28")]
     assert len(runs) == 1  # the replaced run folder is gone
     assert pub.latest()["session"] == "2024-06-28" and not pub.latest()["stale"]
+
+
+def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root):
+    root, data, first = root
+    never_promote = PromotionPolicy(min_improvement=0.99, auc_floor=0.0)
+    # the tiny test model may sit near the prior; this test is about age, so collapse cannot fire
+    never_collapsed = CollapsePolicy(min_pred_std=0.0, min_representation_std=0.0)
+    c = cfg(root, "2024-06-28", f"csv:{data}", retrain_policy=RetrainPolicy(max_age_days=20),
+            promotion=never_promote, collapse=never_collapsed)
+    night = run_nightly(c)
+    assert [r["code"] for r in night.audit["decision"]["reasons"]] == ["max_age"]
+    assert not night.audit["retrain"]["promoted"]
+    assert night.audit["model_version"] == first.audit["model_version"]
+    assert night.audit["champion"] == {"trained_session": "2024-05-31", "confirmed_session": "2024-06-28"}
+    again = run_nightly(c)  # confirmed tonight: age 0, so max_age does not fire again
+    assert again.audit["retrain"] is None
+    assert not [r for r in again.audit["decision"]["reasons"] if r["code"] == "max_age"]
 
 
 def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):
