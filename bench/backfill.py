@@ -4,6 +4,7 @@ runs, retrains, alarms, promotions, and the AUC of the published predictions aga
 Forest refitted at every step.
 
     .venv/bin/python bench/backfill.py                      # 2022-01 .. 2024-12, default model
+    .venv/bin/python bench/backfill.py --prefect            # the same, as the Prefect `backfill` flow
     .venv/bin/python bench/backfill.py --tiny --end 2022-06-30
 
 The data is read in place from shared/data/spy_daily.csv (``csv:PATH``; never copied into the
@@ -16,6 +17,7 @@ takes minutes on 2 cores: run it in the background.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -40,7 +42,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "backfill.md")
     parser.add_argument("--resume", action="store_true",
                         help="go on from the steps an interrupted run recorded under --root (same settings)")
+    parser.add_argument("--prefect", action="store_true",
+                        help="run the `backfill` flow on a local Prefect server started here (one task run per night)")
     args = parser.parse_args()
+    if args.prefect and args.resume:
+        parser.error("--resume replays in plain Python only")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
     from machine import machine
@@ -56,13 +62,19 @@ def main() -> int:
     cfg = PipelineConfig(source=f"csv:{args.data.resolve()}", root=args.root.resolve(), retrain="inline",
                          model=TINY if args.tiny else {}, max_epochs=2 if args.tiny else None)
     t0 = time.perf_counter()
-    table = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=args.root / "policy", resume=args.resume)
+    if args.prefect:
+        table, flow_run = _run_flow(cfg, args)
+    else:
+        table = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=args.root / "policy",
+                             resume=args.resume)
+        flow_run = None
     wall = time.perf_counter() - t0
     info = machine()
     load = os.getloadavg()
     header = [
         "# Backfill policy simulation (bench/backfill.py)", "",
-        f"- ran: `python bench/backfill.py{' --tiny' if args.tiny else ''} --start {args.start} --end {args.end} "
+        f"- ran: `python bench/backfill.py{' --tiny' if args.tiny else ''}{' --prefect' if args.prefect else ''} "
+        f"--start {args.start} --end {args.end} "
         f"--frequency {args.frequency}{' --resume' if args.resume else ''}`, finished {info['date']}, "
         f"**{wall / 60:.1f} min wall**" + (" for the resumed part; the step rows give each night's seconds"
                                           if args.resume else ""),
@@ -72,13 +84,53 @@ def main() -> int:
         "the first step fetches 1993..its session and trains the first champion (`no_champion`)",
         f"- model: {'the tiny test model, 2 epochs' if args.tiny else 'the default PatchTST and training config'}; "
         "policy: the pipeline defaults (`RetrainPolicy`, `PromotionPolicy`, `CollapsePolicy`, drift thresholds)",
-        "- each step is `pipeline.run_nightly` for that month's last session on the same root (what the `backfill` "
-        f"flow runs as tasks); per-step rows: `{_rel(args.root)}/policy/policy_steps.csv` (not committed)", "", ""]
+        "- each step is `pipeline.run_nightly` for that month's last session on the same root"
+        + (f", run as a `replay-night` task of the Prefect `backfill` flow (flow run {flow_run}: {flow_run.state_name}, "
+           "on a local `prefect server` started by the bench)" if flow_run else
+           " (what the `backfill` flow runs as tasks)")
+        + f"; per-step rows: `{_rel(args.root)}/policy/policy_steps.csv` (not committed)", "", ""]
     args.out.write_text("\n".join(header) + table.markdown().split("\n", 2)[2])
     args.out.with_suffix(".json").write_text(json.dumps({"machine": info, "wall_seconds": round(wall, 1),
                                                          **table.to_dict()}, indent=2, default=str) + "\n")
     print(f"wrote {args.out} and {args.out.with_suffix('.json')} ({wall / 60:.1f} min)")
     return 1 if table.counts["errors"] else 0
+
+
+def _run_flow(cfg, args):
+    """The ``backfill`` flow on a project-local Prefect server (stopped by PID, pass or fail)."""
+    from spywatch.backfill import PolicyScores, PolicyTable, StepRecord
+    from spywatch.run_cli import LocalServer, drain_events, project_root
+
+    sys.path.insert(0, str(project_root()))
+    server = LocalServer.start(args.root / "prefect")
+    try:
+        server.wait_healthy()
+        from prefect import get_client
+        from flows.backfill import backfill
+
+        state = backfill(root=str(cfg.root), start=dt.date.fromisoformat(args.start),
+                         end=dt.date.fromisoformat(args.end), source=cfg.source, frequency=args.frequency,
+                         model=dict(cfg.model) or None, max_epochs=cfg.max_epochs, out_dir=str(args.root / "policy"),
+                         return_state=True)
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(state.state_details.flow_run_id)
+        drain_events()
+    finally:
+        server.stop()
+    if not state.is_completed():
+        raise SystemExit(f"backfill flow run {run.name} ended {state.type.value}: {state.message}")
+    record = json.loads((args.root / "policy" / "policy.json").read_text())
+    steps = [StepRecord.from_dict(d) for d in record["steps"]]
+    table = PolicyTable(steps, PolicyScores(**record["scores"]), record["config"])
+    return table, _FlowRun(run.name, str(run.id), state.type.value)
+
+
+class _FlowRun:
+    def __init__(self, name: str, run_id: str, state_name: str) -> None:
+        self.name, self.run_id, self.state_name = name, run_id, state_name
+
+    def __str__(self) -> str:
+        return f"`{self.name}` {self.run_id}"
 
 
 def _rel(path: Path) -> str:

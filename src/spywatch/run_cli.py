@@ -86,7 +86,7 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
                         retrain_mode=args.retrain, force=args.force, return_state=True)
         t_done = time.perf_counter()
-        _drain_events()
+        drain_events()
         _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
         return 0 if state.is_completed() else 1
     finally:
@@ -188,11 +188,13 @@ def _preload() -> None:
     sessions.nyse_sessions("2000-01-03", "2000-01-04")  # builds the XNYS calendar once
 
 
-def _drain_events() -> None:
-    """Deliver the run's events before the server goes away."""
+def drain_events() -> None:
+    """Deliver the run's events and last log lines before the server goes away."""
     from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
 
     EventsWorker.drain_all(timeout=10)
+    APILogWorker.drain_all(timeout=10)
 
 
 def _wait_for_interrupt() -> None:
