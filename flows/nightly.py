@@ -6,6 +6,8 @@ How it ends:
 - bad data (raw bars or features fail validation): only the failure audit is published (the last
   good predictions stay, marked stale), ``spywatch.validation.failed`` is emitted, and the run
   ends **Failed** so that the failed-run automation fires as well.
+- the champion fails its checksums (tampered or truncated): the same, with the refusal in the
+  audit; the alias is left for a human to act on.
 - the fetch keeps failing (after 2 retries with backoff): the run ends Failed, nothing is
   published, latest.json is untouched; the failed-run automation is the alert.
 - the retrain fails: tonight's predictions are still published with the champion (it passed
@@ -23,7 +25,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.retrain import retrain
-from tasks.night import (ValidationFailed, already_published, audit_champion, build_features, decide,
+from tasks.night import (ArtifactError, ValidationFailed, already_published, audit_champion, build_features, decide,
                          fetch_and_validate, load_champion, night_config, open_night, publish, publish_failure,
                          record_retrain, session_label, validate_features)
 from tasks.reporting import emit_alerts, publish_artifacts
@@ -75,7 +77,11 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
     build_features(night)
 
     # Drift, predictions and the collapse audit, against the champion
-    if load_champion(night) is not None:
+    try:
+        champion = load_champion(night)
+    except ArtifactError as exc:
+        _reject(night, ticker, f"champion model refused: {exc}")
+    if champion is not None:
         if not validate_features(night):
             _reject(night, ticker, "features validation failed")
         audit_champion(night)
@@ -111,7 +117,8 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
 
 
 def _reject(night, ticker: str, reason: str) -> None:  # noqa: ANN001 (a Night)
-    """Publish the failure audit only, emit ``spywatch.validation.failed``, end the run Failed."""
+    """Publish the failure audit only, emit its alerts (``spywatch.validation.failed`` on bad data),
+    end the run Failed."""
     result = publish_failure(night, reason)
     publish_artifacts(result, ticker)
     emit_alerts(result, ticker)

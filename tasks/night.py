@@ -17,13 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from spywatch import pipeline
+from spywatch.artifact import ArtifactError
 from spywatch.decision import RetrainDecision
 from spywatch.market_data import MarketDataError
 from spywatch.pipeline import Night, NightlyResult, PipelineConfig
 from spywatch.publish import Publisher
 from spywatch.validation import ValidationFailed
 
-__all__ = ["MarketDataError", "ValidationFailed", "night_config", "session_label", "open_night", "already_published",
+__all__ = ["ArtifactError", "MarketDataError", "ValidationFailed", "night_config", "session_label", "open_night", "already_published",
            "fetch_and_validate", "build_features", "load_champion", "validate_features", "audit_champion",
            "decide", "record_retrain", "publish", "publish_failure"]
 

@@ -480,8 +480,14 @@ def stage_features(night: Night) -> None:
 
 
 def stage_champion(night: Night) -> Champion | None:
+    """Load and verify the champion; a tampered or truncated one raises ``ArtifactError``, recorded
+    in the audit (the alias stays where it is for a human to act)."""
     with _timed(night, "load_champion"):
-        night.champion = load_champion(night.root, night.cfg.promotion)
+        try:
+            night.champion = load_champion(night.root, night.cfg.promotion)
+        except ArtifactError as exc:
+            night.audit["champion_error"] = str(exc)
+            raise
     night.audit["model_version"] = night.champion.version if night.champion else None
     if night.champion is not None:
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
@@ -596,8 +602,6 @@ def run_nightly(cfg: PipelineConfig) -> NightlyResult:
     try:
         stage_champion(night)
     except ArtifactError as exc:
-        # A tampered or truncated champion is refused; the alias stays where it is for a human to act.
-        night.audit["champion_error"] = str(exc)
         return publish_failure(night, f"champion model refused: {exc}")
     if night.champion is not None:
         if not stage_validate_features(night):

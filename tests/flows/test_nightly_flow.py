@@ -106,3 +106,26 @@ def test_a_fetch_that_keeps_failing_publishes_nothing_and_alerts(prefect_server,
     assert publisher.predictions_path.read_bytes() == predictions_before
     alert = listener.wait_for(lambda p: "nightly-2023-08-31" in alert_text(p) and "Failed" in alert_text(p))
     assert "injected fetch failure" in alert_text(alert)
+
+
+def test_a_tampered_champion_is_refused_publishes_the_failure_audit_and_fails_the_run(prefect_server, fresh_root):
+    from spywatch.publish import Publisher
+    from spywatch.registry import ModelRegistry
+
+    registry = ModelRegistry(fresh_root / "models")
+    version = registry.champion
+    weights = registry.versions_dir / version / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    publisher = Publisher(fresh_root)
+    predictions_before = publisher.predictions_path.read_bytes()
+
+    state = run_nightly_flow(fresh_root, dt.date(2023, 7, 31), "synthetic")
+
+    assert state.is_failed()
+    assert "champion model refused" in state.message and "weights.pt" in state.message
+    assert task_runs(state.state_details.flow_run_id)["champion-2023-07-31"].state.is_failed()
+    audit = publisher.read_audit("2023-07-31")
+    assert audit["status"] == "failed" and audit["predictions"] is None
+    assert "weights.pt" in audit["champion_error"]
+    assert registry.champion == version  # the alias did not move
+    assert publisher.latest()["stale"] and publisher.predictions_path.read_bytes() == predictions_before
