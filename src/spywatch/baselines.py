@@ -6,7 +6,9 @@ AUC 0.68-0.82 this way, which showed that the signal exists).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,3 +52,130 @@ def fit_baselines(X: np.ndarray, y: np.ndarray, config: BaselineConfig = Baselin
         lr = make_pipeline(StandardScaler(), LogisticRegression(C=config.logistic_c, max_iter=2000))
         lrs.append(lr.fit(X, y[:, h]))
     return Baselines(random_forest=rfs, logistic=lrs, prior=y.mean(axis=0))
+
+
+# ----------------------------------------------------------------------------- stored as arrays
+#
+# The nightly decay check compares the champion with baselines fitted on the champion's own
+# training period: the same fit every night until the champion changes. They are kept as plain
+# arrays (``np.load(allow_pickle=False)``: nothing is unpickled) and predict with the exact
+# arithmetic of scikit-learn (float32 inputs against float64 thresholds, leaf class fractions
+# averaged over the trees; the logistic as its scaler and coefficients).
+
+
+@dataclass(frozen=True)
+class ForestArrays:
+    """A fitted binary random forest as node tables, (T, M) each, padded with leaves."""
+
+    left: np.ndarray  # child index, -1 at a leaf
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    p1: np.ndarray  # fraction of class 1 at the node
+
+    @classmethod
+    def from_sklearn(cls, forest) -> ForestArrays:  # noqa: ANN001 (RandomForestClassifier)
+        trees = [est.tree_ for est in forest.estimators_]
+        m = max(t.node_count for t in trees)
+        shape = (len(trees), m)
+        left, right = np.full(shape, -1, np.int64), np.full(shape, -1, np.int64)
+        feature, threshold, p1 = np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape)
+        ones = list(forest.classes_).index(1) if 1 in forest.classes_ else None
+        for i, t in enumerate(trees):
+            n = t.node_count
+            left[i, :n], right[i, :n] = t.children_left, t.children_right
+            feature[i, :n], threshold[i, :n] = np.maximum(t.feature, 0), t.threshold
+            value = t.value[:, 0, :]
+            p1[i, :n] = value[:, ones] / value.sum(axis=1) if ones is not None else 0.0
+        return cls(left, right, feature, threshold, p1)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """X: (N, C) -> (N, 2), as ``RandomForestClassifier.predict_proba``."""
+        x = np.asarray(X, dtype=np.float32).astype(np.float64)  # what the trees compare
+        trees = np.arange(self.left.shape[0])[:, None]
+        rows = np.arange(len(x))[None, :]
+        node = np.zeros((len(trees), len(x)), dtype=np.int64)
+        while True:
+            left = self.left[trees, node]
+            inner = left >= 0
+            if not inner.any():
+                break
+            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
+            node = np.where(inner, np.where(go_left, left, self.right[trees, node]), node)
+        p = self.p1[trees, node].mean(axis=0)
+        return np.column_stack([1.0 - p, p])
+
+
+@dataclass(frozen=True)
+class LogisticArrays:
+    """``make_pipeline(StandardScaler(), LogisticRegression())`` for one binary target."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def from_sklearn(cls, pipe) -> LogisticArrays:  # noqa: ANN001 (sklearn Pipeline)
+        scaler, lr = pipe[0], pipe[-1]
+        return cls(scaler.mean_.copy(), scaler.scale_.copy(), lr.coef_[0].copy(), float(lr.intercept_[0]))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        z = ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+        p = 1.0 / (1.0 + np.exp(-z))
+        return np.column_stack([1.0 - p, p])
+
+
+def save_baselines(base: Baselines, path: Path, key: str) -> None:
+    """Write fitted baselines as arrays (atomically); ``key`` says what they were fitted on."""
+    from spywatch.atomic import atomic_write
+
+    arrays: dict[str, np.ndarray] = {"key": np.array(key), "prior": np.asarray(base.prior, dtype=np.float64)}
+    for h, (rf, lr) in enumerate(zip(base.random_forest, base.logistic)):
+        f = rf if isinstance(rf, ForestArrays) else ForestArrays.from_sklearn(rf)
+        g = lr if isinstance(lr, LogisticArrays) else LogisticArrays.from_sklearn(lr)
+        arrays.update({f"rf{h}_{k}": getattr(f, k) for k in ("left", "right", "feature", "threshold", "p1")})
+        arrays.update({f"lr{h}_mean": g.mean, f"lr{h}_scale": g.scale, f"lr{h}_coef": g.coef,
+                       f"lr{h}_intercept": np.array(g.intercept)})
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+            np.savez(fh, **arrays)
+
+    atomic_write(Path(path), write)
+
+
+def load_baselines(path: Path, key: str) -> Baselines | None:
+    """Baselines saved under ``key``; None when the file is missing, unreadable or for another fit."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            n = len(z["prior"])
+            rfs = [ForestArrays(*(z[f"rf{h}_{k}"] for k in ("left", "right", "feature", "threshold", "p1")))
+                   for h in range(n)]
+            lrs = [LogisticArrays(z[f"lr{h}_mean"], z[f"lr{h}_scale"], z[f"lr{h}_coef"],
+                                  float(z[f"lr{h}_intercept"])) for h in range(n)]
+            return Baselines(random_forest=rfs, logistic=lrs, prior=z["prior"].copy())
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def fit_or_load_baselines(X: np.ndarray, y: np.ndarray, cache: Path | None, tag: str,
+                          config: BaselineConfig = BaselineConfig(), seed: int = 0) -> Baselines:
+    """``fit_baselines``, kept in ``cache`` under a key of (``tag``, the data, the config, the seed)."""
+    if cache is None:
+        return fit_baselines(X, y, config, seed)
+    import hashlib
+
+    import sklearn
+
+    h = hashlib.sha256(f"{tag}|{config}|{seed}|sklearn {sklearn.__version__}|{X.shape}|{y.shape}".encode())
+    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    key = h.hexdigest()
+    found = load_baselines(cache, key)
+    if found is not None:
+        return found
+    base = fit_baselines(X, y, config, seed)
+    save_baselines(base, cache, key)
+    return base

@@ -184,14 +184,15 @@ def predict_and_audit(table: FeatureTable, champion: Champion, session: pd.Times
 
     all_proba = pd.DataFrame(predict_proba(bundle.model, w.X), index=w.dates, columns=names)
     return PredictionAudit(proba=all_proba.iloc[recent], collapse=verdict,
-                           performance=_performance(table, bundle, w, all_proba, session, cfg),
+                           performance=_performance(table, bundle, champion.version, w, all_proba, session,
+                                                    cfg),
                            history=all_proba)
 
 
-def _performance(table: FeatureTable, bundle, w, proba: pd.DataFrame, session: pd.Timestamp,
+def _performance(table: FeatureTable, bundle, version: str, w, proba: pd.DataFrame, session: pd.Timestamp,
                  cfg: PipelineConfig) -> dict | None:
     """Champion vs Random Forest vs prior on labels matured after the champion's own data."""
-    from spywatch.baselines import BaselineConfig, fit_baselines
+    from spywatch.baselines import BaselineConfig, fit_or_load_baselines
     from spywatch.report import calibration_points, roc_points
 
     names = bundle.horizons
@@ -212,7 +213,9 @@ def _performance(table: FeatureTable, bundle, w, proba: pd.DataFrame, session: p
     p = proba.to_numpy()[keep]
     fit = bundle.metrics["periods"]["fit"]
     train_w = bundle.windows(table, fit[0], fit[1]).labelled()
-    base = fit_baselines(train_w.X[:, -1, :], train_w.y, BaselineConfig(rf_trees=100), seed=0)
+    # fitted on the champion's own training period: the same every night, so kept between nights
+    base = fit_or_load_baselines(train_w.X[:, -1, :], train_w.y, Path(cfg.root) / "cache" / "baselines.npz",
+                                 tag=version, config=BaselineConfig(rf_trees=100), seed=0)
     base_p = base.predict(w.X[keep][:, -1, :])
     champ = metrics_by_horizon(y, p, names)
     rf = metrics_by_horizon(y, base_p["random_forest"], names)
