@@ -69,6 +69,7 @@ def main() -> int:
                              resume=args.resume)
         flow_run = None
     wall = time.perf_counter() - t0
+    checks = _verify(cfg, table)
     info = machine()
     load = os.getloadavg()
     header = [
@@ -88,12 +89,49 @@ def main() -> int:
         + (f", run as a `replay-night` task of the Prefect `backfill` flow (flow run {flow_run}: {flow_run.state_name}, "
            "on a local `prefect server` started by the bench)" if flow_run else
            " (what the `backfill` flow runs as tasks)")
-        + f"; per-step rows: `{_rel(args.root)}/policy/policy_steps.csv` (not committed)", "", ""]
+        + f"; per-step rows: `{_rel(args.root)}/policy/policy_steps.csv` (not committed)",
+        *checks, "", ""]
     args.out.write_text("\n".join(header) + table.markdown().split("\n", 2)[2])
     args.out.with_suffix(".json").write_text(json.dumps({"machine": info, "wall_seconds": round(wall, 1),
                                                          **table.to_dict()}, indent=2, default=str) + "\n")
     print(f"wrote {args.out} and {args.out.with_suffix('.json')} ({wall / 60:.1f} min)")
     return 1 if table.counts["errors"] else 0
+
+
+def _verify(cfg, table) -> list[str]:
+    """Every published night's outputs read back; re-running the last night replaces its rows
+    (no duplicates) with the same probabilities and model version."""
+    from dataclasses import replace
+
+    from spywatch.backfill import check_outputs
+    from spywatch.pipeline import run_nightly
+    from spywatch.publish import Publisher
+
+    published = [r for r in table.steps if r.status == "published"]
+    problems = check_outputs(cfg.root, table.steps)
+    lines = [f"- outputs: {len(published)} published nights checked (`backfill.check_outputs`: audit, report, Evidently "
+             f"reports, one prediction row per horizon from the champion in force, in the folder and the cumulative "
+             f"table): " + ("all good" if not problems else f"**{len(problems)} problem(s)**: " + "; ".join(problems))]
+    if not published:
+        return lines
+    last = published[-1].session
+    publisher = Publisher(cfg.root)
+    before = publisher.read_predictions()
+    again = run_nightly(replace(cfg, as_of=last, retrain="never", run_id=f"rerun-{last}"))
+    after = publisher.read_predictions()
+    old = before[before.session == last].set_index("horizon").sort_index()
+    new = after[after.session == last].set_index("horizon").sort_index()
+    same = (len(after) == len(before) and old["probability"].equals(new["probability"])
+            and list(old["model_version"]) == list(new["model_version"]) and set(new["run_id"]) == {f"rerun-{last}"})
+    lines.append(f"- re-run of the last night ({last}, `retrain=never`, plain pipeline): {again.status}; cumulative "
+                 f"predictions {len(before)} -> {len(after)} rows; probabilities "
+                 f"{_probs(old)} -> {_probs(new)}, model "
+                 f"{sorted(set(new['model_version']))}: " + ("**replaced, identical**" if same else "**DIFFERENT**"))
+    return lines
+
+
+def _probs(rows) -> dict[str, float]:
+    return {h: round(float(p), 6) for h, p in rows["probability"].items()}
 
 
 def _run_flow(cfg, args):

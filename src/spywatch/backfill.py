@@ -217,6 +217,47 @@ def score_policy(root: Path, ticker: str, records: list[StepRecord], rf_trees: i
     return PolicyScores(published=pub_scores, walk_forward=wf_scores, walk_forward_window=window)
 
 
+# ----------------------------------------------------------------------------- the outputs
+
+
+def check_outputs(root: Path, records: list[StepRecord]) -> list[str]:
+    """Problems with what the replayed nights left under ``root/published`` (empty: all good).
+
+    Every published step has its session folder with an audit that parses and says so, a report,
+    the Evidently reports, and exactly one prediction row per horizon, from the champion in force
+    after that step, in the folder and in the cumulative table (no duplicates).
+    """
+    from spywatch.publish import Publisher
+
+    publisher = Publisher(root)
+    problems: list[str] = []
+    table = publisher.read_predictions()
+    for r in records:
+        if r.status != "published":
+            continue
+        folder = publisher.session_dir(r.session)
+        try:
+            audit = publisher.read_audit(r.session)
+            rows = pd.read_parquet(folder / "predictions.parquet")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{r.session}: outputs do not read back ({type(exc).__name__}: {exc})")
+            continue
+        if audit.get("status") != "published" or audit.get("session") != r.session:
+            problems.append(f"{r.session}: audit says status {audit.get('status')!r}, session {audit.get('session')!r}")
+        for name in ("report.html", "drift.html", "drift.json"):
+            path = folder / name
+            if not path.is_file() or path.stat().st_size == 0:
+                problems.append(f"{r.session}: {name} missing or empty")
+        cumulative = table[table["session"] == r.session] if len(table) else table
+        for label, frame in (("predictions.parquet", rows), ("cumulative predictions", cumulative)):
+            if len(frame) == 0 or not frame["horizon"].is_unique or not frame["probability"].between(0, 1).all():
+                problems.append(f"{r.session}: {label} has {len(frame)} rows, horizons {list(frame.get('horizon', []))}")
+            elif set(frame["model_version"]) != {r.champion_after}:
+                problems.append(f"{r.session}: {label} model {sorted(set(frame['model_version']))} "
+                                f"!= champion {r.champion_after}")
+    return problems
+
+
 # ----------------------------------------------------------------------------- the table
 
 

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_backfill_replays_month_ends_and_writes_the_policy_table(prefect_server, fresh_root, tmp_path):
     from flows.backfill import backfill
+    from spywatch.backfill import StepRecord, check_outputs
 
     out_dir = tmp_path / "policy"
     state = backfill(root=str(fresh_root), start=dt.date(2023, 7, 1), end=dt.date(2023, 8, 31), source="synthetic",
@@ -29,6 +30,14 @@ def test_backfill_replays_month_ends_and_writes_the_policy_table(prefect_server,
     steps = json.loads((out_dir / "policy.json").read_text())["steps"]
     assert [s["session"] for s in steps] == ["2023-07-31", "2023-08-31"]  # month-end sessions, in order
     assert all(s["champion_before"] == s["champion_after"] for s in steps)
+    records = [StepRecord.from_dict(s) for s in steps]
+    assert check_outputs(fresh_root, records) == []
+    (fresh_root / "published" / "sessions" / "2023-08-31" / "report.html").unlink()
+    records[0].champion_after = "not-the-model"
+    assert check_outputs(fresh_root, records) == [
+        "2023-07-31: predictions.parquet model ['" + steps[0]["champion_after"] + "'] != champion not-the-model",
+        "2023-07-31: cumulative predictions model ['" + steps[0]["champion_after"] + "'] != champion not-the-model",
+        "2023-08-31: report.html missing or empty"]
     walk = out["scores"]["walk_forward"]
     assert set(walk) == {"h1", "h3", "h5"}
     assert 15 <= walk["h5"]["n"] <= 23  # the sessions of August, predicted by the champion in force
