@@ -111,6 +111,10 @@ class RetrainPolicy:
     min_matured: int = 60
     # Retrain at this age even when every metric looks fine: markets move on.
     max_age_days: float = 90.0
+    # Trailing the Random Forest does not retrain a champion trained or confirmed (it held against
+    # a challenger on a fresh holdout) fewer days ago than this: a challenger on nearly the same
+    # data just failed to do better, and a nightly run would otherwise retrain every night.
+    decay_cooldown_days: float = 20.0
 
     def __post_init__(self) -> None:
         if self.drift_persistence_k < 1:
@@ -123,11 +127,13 @@ class RetrainPolicy:
             raise ValueError(f"min_matured must be >= 1, got {self.min_matured}")
         if not (self.max_age_days > 0):
             raise ValueError(f"max_age_days must be > 0, got {self.max_age_days}")
+        if not (math.isfinite(self.decay_cooldown_days) and self.decay_cooldown_days >= 0):
+            raise ValueError(f"decay_cooldown_days must be >= 0, got {self.decay_cooldown_days}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"drift_persistence_k": self.drift_persistence_k, "auc_floor": self.auc_floor,
                 "rf_margin": self.rf_margin, "min_matured": self.min_matured,
-                "max_age_days": self.max_age_days}
+                "max_age_days": self.max_age_days, "decay_cooldown_days": self.decay_cooldown_days}
 
 
 # --------------------------------------------------------------------------- output
@@ -171,7 +177,7 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
         _no_champion(model_age),
         *_collapse(collapse),
         *_drift(drift, policy),
-        *_decay(performance, policy),
+        *_decay(performance, model_age, policy),
         *_age(model_age, policy),
     ]
     found = [f for f in findings if f is not None]
@@ -209,7 +215,7 @@ def _drift(drift: DriftSignal | None, policy: RetrainPolicy) -> list[Reason]:
                    f"drifted share {drift.share:.2f}", values)]
 
 
-def _decay(perf: PerformanceSignal | None, policy: RetrainPolicy) -> list[Reason]:
+def _decay(perf: PerformanceSignal | None, model_age: float | None, policy: RetrainPolicy) -> list[Reason]:
     """Decay on the mean over horizons: one horizon's AUC on a few months of labels is too noisy."""
     if perf is None:
         return [Reason(ReasonCode.SKIPPED, "decay check: no performance on matured labels")]
@@ -233,7 +239,13 @@ def _decay(perf: PerformanceSignal | None, policy: RetrainPolicy) -> list[Reason
         rf = _mean(perf.rf_auc_by_horizon[h] for h in common)
         rf_values = {**values, "horizons": common, "champion_mean_auc": champ, "rf_mean_auc": rf,
                      "rf_auc_by_horizon": dict(perf.rf_auc_by_horizon), "rf_margin": policy.rf_margin}
-        if champ < rf - policy.rf_margin:
+        cooling = model_age is not None and model_age < policy.decay_cooldown_days
+        if champ < rf - policy.rf_margin and cooling:
+            out.append(Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} < Random Forest {rf:.4f}, but it was "
+                              f"trained or confirmed {model_age:.1f} days ago < cooldown "
+                              f"{policy.decay_cooldown_days:g}", {**rf_values, "age_days": model_age,
+                                                                  "decay_cooldown_days": policy.decay_cooldown_days}))
+        elif champ < rf - policy.rf_margin:
             out.append(Reason(ReasonCode.DECAY_BASELINE, f"champion mean AUC {champ:.4f} < Random Forest "
                               f"{rf:.4f} - margin {policy.rf_margin:.4f} on {perf.n_matured} matured labels",
                               rf_values))

@@ -16,7 +16,8 @@ from spywatch.decision import (
     decide,
 )
 
-POLICY = RetrainPolicy(drift_persistence_k=3, auc_floor=0.52, rf_margin=0.0, min_matured=60, max_age_days=90)
+POLICY = RetrainPolicy(drift_persistence_k=3, auc_floor=0.52, rf_margin=0.0, min_matured=60, max_age_days=90,
+                       decay_cooldown_days=5)
 
 QUIET_DRIFT = DriftSignal(dataset_drift=False, share=0.1, consecutive_runs=0)
 HEALTHY = CollapseSignal(collapsed=False, verdict="healthy", cause=None)
@@ -87,6 +88,19 @@ def test_decay_below_the_random_forest_baseline():
     assert reason.values["rf_mean_auc"] == pytest.approx(0.57)
 
 
+def test_trailing_the_random_forest_waits_out_the_cooldown_after_training_or_confirmation():
+    perf = PerformanceSignal({"h1": 0.55, "h3": 0.55, "h5": 0.55}, {"h1": 0.58, "h3": 0.57, "h5": 0.56}, 90)
+    policy = RetrainPolicy(decay_cooldown_days=20)
+    held = _decide(performance=perf, model_age=19.0, policy=policy)
+    assert not held.retrain
+    note = [n for n in held.notes if n.values.get("decay_cooldown_days") == 20][0]
+    assert note.message == ("champion mean AUC 0.5500 < Random Forest 0.5700, but it was trained or confirmed "
+                            "19.0 days ago < cooldown 20")
+    assert _only(_decide(performance=perf, model_age=20.0, policy=policy), ReasonCode.DECAY_BASELINE)
+    floor = PerformanceSignal({"h1": 0.45}, {"h1": 0.55}, 90)  # below the floor is never held back
+    assert ReasonCode.DECAY_FLOOR in _decide(performance=floor, model_age=1.0, policy=policy).codes
+
+
 def test_random_forest_margin_tolerates_small_gaps():
     perf = PerformanceSignal({"h1": 0.55}, {"h1": 0.56}, 90)
     policy = RetrainPolicy(rf_margin=0.02, min_matured=60)
@@ -141,6 +155,7 @@ def test_decide_is_pure():
     (lambda: PerformanceSignal({}, {}, -1), "n_matured"),
     (lambda: RetrainPolicy(drift_persistence_k=0), "drift_persistence_k"),
     (lambda: RetrainPolicy(max_age_days=0), "max_age_days"),
+    (lambda: RetrainPolicy(decay_cooldown_days=-1), "decay_cooldown_days"),
     (lambda: RetrainPolicy(min_matured=0), "min_matured"),
     (lambda: decide(None, None, None, -1.0, POLICY), "model_age"),
 ])
