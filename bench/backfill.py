@@ -61,6 +61,7 @@ def main() -> int:
         shutil.rmtree(args.root)  # a policy simulation starts with no model and no history
     cfg = PipelineConfig(source=f"csv:{args.data.resolve()}", root=args.root.resolve(), retrain="inline",
                          model=TINY if args.tiny else {}, max_epochs=2 if args.tiny else None)
+    code = machine().get("git")  # the code that runs (HEAD may move during a long run)
     t0 = time.perf_counter()
     if args.prefect:
         table, flow_run = _run_flow(cfg, args)
@@ -80,7 +81,7 @@ def main() -> int:
         f"**{wall / 60:.1f} min wall**" + (" for the resumed part; the step rows give each night's seconds"
                                           if args.resume else ""),
         f"- machine: {info['cpu']}, {info['host_cores']} cores (shared with other work; load average at the end "
-        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), torch {info.get('torch')}, CUDA {info.get('cuda')}; git {info.get('git')}",
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), torch {info.get('torch')}, CUDA {info.get('cuda')}; git {code} at the start",
         f"- data: `{args.data.name}` read in place as `csv:` source (real SPY, raw OHLC); the store starts empty, so "
         "the first step fetches 1993..its session and trains the first champion (`no_champion`)",
         f"- model: {'the tiny test model, 2 epochs' if args.tiny else 'the default PatchTST and training config'}; "
