@@ -120,26 +120,33 @@ def _night(source: str, root: Path, as_of: str, retrain: str, label: str, env: d
 
 WHERE_THE_TIME_GOES = """## Where the time of a warm night goes, and what was cut
 
-From the table and a cProfile of one warm night (load ~1, bench/out root):
+Measured on the machine above (an idle 2.1 GHz Xeon: `import evidently` alone takes 6.9 s here, a
+warm `prefect server start` 5.5 s to healthy) by timing the pieces apart and a cProfile of the
+stages run in-process:
 
-- **Start, ~7 s, on the imports' critical path, not the server's.** `spywatch run` starts
-  `prefect server start` (about 3.5 s to healthy) as a process of its own *first*, then imports
-  what the stages would import lazily (Evidently ~3 s, Great Expectations ~2 s, torch ~1 s,
-  scikit-learn, the flow and pipeline modules, the NYSE calendar) while it boots. Before, the flow
-  was called directly: Prefect imported its server package in-process and waited for its
-  temporary server at the first call, and each library was imported inside the first task
-  needing it, one after the other (the naive row).
-- **Flow, 7-11 s:** stages ~5.3 s (`predict_audit` ~2.5 s, of which ~1.7 s refit the Random
-  Forest and logistic baselines on the champion's training period: the same fit every night
-  for a given champion; `drift` ~1.2 s; `validate_features` ~0.8 s; fetch + raw-bars validation
-  ~0.4 s), publishing ~0.5 s (HTML audit, Evidently HTML, parquet), and Prefect's bookkeeping
-  ~2-3 s (API calls of 12 task runs, 4 artifacts and the events ~1.2 s; Prefect walking the
-  `Night` object passed to each task for upstream futures ~0.05 s per task call, ~0.5 s a night).
-- **Outside the process' own clock, ~2-3 s:** interpreter start and the CLI's imports (~1 s),
-  and stopping the server (SIGINT, ~1.5 s, waited for so that nothing outlives the command).
-- **Not cut, and why:** the nightly baseline refit lives in `pipeline._performance` (not this
-  bench's code): fitting the baselines once per champion would save ~1.7 s a night;
-  `opaque()`-wrapping the night at every task call would save ~0.5 s but clutter the flow.
+- **Start, ~12-14 s, on the imports' critical path.** `spywatch run` starts `prefect server start`
+  as a process of its own *first*, then imports what the stages need (Evidently ~3.9 s of which
+  ~3.1 s is `evidently.descriptors`, pulled in by `import evidently` itself; Great Expectations
+  ~2.1 s; torch ~1.5 s; Prefect ~1.1 s; pandas, scikit-learn and nltk through Evidently) while it
+  boots; the server's boot runs on the other core. Before, the flow was called directly and each
+  library was imported inside the first task needing it, one after the other (the naive row).
+- **Flow, ~11 s:** stages ~6.5 s: Evidently ~2.8 s (three `Report.run`: the window against the
+  training reference, against its recent past, and the predictions), Great Expectations ~2.5 s
+  (`validate_features` ~1.5 s for 102 expectations, most of it GX building each expectation's
+  metric graph, and the raw-bars suite inside `fetch_validate` ~1 s), `predict_audit` ~0.6 s;
+  publishing ~0.8 s (HTML audit, Evidently HTML, parquet); and Prefect's bookkeeping ~4 s (about
+  0.3 s of API calls per task run, 12 task runs, 4 artifacts and the events).
+- **Outside the process' own clock, ~3 s:** interpreter start and the CLI's imports, and
+  stopping the server (SIGINT, ~1 s, waited for so that nothing outlives the command).
+- **Cut:** the Random Forest and logistic decay baselines are fitted on the champion's training
+  period once per champion and kept as arrays in `<root>/cache/baselines.npz` (`predict_audit`
+  2.5 s -> 0.6 s); libraries load while the server boots instead of inside the tasks (the naive
+  row: 44.5 s).
+- **Not cut, and why:** what is left is the libraries' own import and run time (Evidently, Great
+  Expectations) and Prefect's per-task API calls; fewer task runs would hide the stages the UI
+  shows. On the AMD EPYC machine of the previous recording (2026-11-24, before the baselines
+  cache) the same nights took 18.1 / 21.8 / 21.6 s with the start at ~7 s and the flow 7-11 s; on
+  this slower machine the 20 s goal is not met.
 """
 
 
@@ -152,7 +159,7 @@ def _markdown(r: dict, args: argparse.Namespace) -> str:
                      "retrain", "publish"] else 99)
     lines = ["# Nightly run timing (`spywatch run`, Prefect included)", "",
              f"- ran: `python bench/nightly_timing.py{' --tiny' if args.tiny else ''}`, {m['date']}; git {m.get('git')}",
-             f"- machine: {m['cpu']}, {m['host_cores']} cores, shared with other work (load average at the end "
+             f"- machine: {m['cpu']}, {m['host_cores']} cores (load average at the end "
              f"{r['load_average_end'][0]:.1f}/{r['load_average_end'][1]:.1f}/{r['load_average_end'][2]:.1f}); "
              f"torch {m.get('torch')}, CUDA {m.get('cuda')}",
              f"- data: real SPY (`csv:` {args.data.name}, read in place); model: {r['model']} PatchTST",
