@@ -106,7 +106,7 @@ class Champion:
     version: str
     path: Path
     bundle: object  # ModelBundle
-    confirmed: pd.Timestamp | None = None  # last session it held against a challenger (registry history)
+    confirmations: tuple[pd.Timestamp, ...] = ()  # sessions it held against a challenger (registry history)
 
 
 def load_champion(root: Path, promotion: PromotionPolicy = PromotionPolicy()) -> Champion | None:
@@ -118,9 +118,8 @@ def load_champion(root: Path, promotion: PromotionPolicy = PromotionPolicy()) ->
         mv = registry.load_champion()
     except NoChampionError:
         return None
-    confirmed = registry.last_confirmed(mv.version, promotion.auc_floor)
-    return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path),
-                    confirmed=pd.Timestamp(confirmed) if confirmed else None)
+    confirmations = tuple(pd.Timestamp(s) for s in registry.confirmations(mv.version, promotion.auc_floor))
+    return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path), confirmations=confirmations)
 
 
 def validate_current_features(table: FeatureTable, champion: Champion, session: pd.Timestamp, window: int,
@@ -252,7 +251,8 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         if p and p.get("horizons"):
             perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
                                      {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"])
-    age = (session - age_start(champion)).days
+    # a session re-run after the champion was trained or confirmed later counts it as new (age 0)
+    age = max(0, (session - age_start(champion, session)).days)
     return decide(drift_signal, collapse, perf, float(age), policy)
 
 
@@ -262,11 +262,11 @@ def model_session(bundle) -> pd.Timestamp:
     return pd.Timestamp(trained) if trained else pd.Timestamp(bundle.metrics["periods"]["val"][1])
 
 
-def age_start(champion: Champion) -> pd.Timestamp:
-    """Where the champion's age counts from: its training, or the last night it held against a
-    challenger trained on fresher data (else a refused max-age retrain would fire every night)."""
-    trained = model_session(champion.bundle)
-    return max(trained, champion.confirmed) if champion.confirmed is not None else trained
+def age_start(champion: Champion, session: pd.Timestamp) -> pd.Timestamp:
+    """Where the champion's age counts from at ``session``: its training, or the last night up to
+    ``session`` it held against a challenger trained on fresher data (else a refused max-age
+    retrain would fire every night)."""
+    return max([model_session(champion.bundle), *(c for c in champion.confirmations if c <= session)])
 
 
 @dataclass
@@ -493,9 +493,9 @@ def stage_champion(night: Night) -> Champion | None:
             raise
     night.audit["model_version"] = night.champion.version if night.champion else None
     if night.champion is not None:
+        confirmed = [c for c in night.champion.confirmations if c <= night.session]
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
-                                   "confirmed_session": (night.champion.confirmed.date().isoformat()
-                                                         if night.champion.confirmed is not None else None)}
+                                   "confirmed_session": confirmed[-1].date().isoformat() if confirmed else None}
     return night.champion
 
 

@@ -338,20 +338,20 @@ class ModelRegistry:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"{self.history_path}: malformed history ({exc})") from exc
 
-    def last_confirmed(self, version: str, auc_floor: float) -> str | None:
-        """The latest session at which ``version``, as champion, held against a challenger.
+    def confirmations(self, version: str, auc_floor: float) -> builtins.list[str]:
+        """The sessions at which ``version``, as champion, held against a challenger (sorted).
 
         A refused promotion re-scored the champion on a fresh holdout; when that score was not
         collapsed and cleared ``auc_floor``, the champion was confirmed on recent data then, so
         its age can count from there instead of from its training.
         """
-        sessions = []
+        sessions = set()
         for e in self.history():
             champ = (e.reason.get("gate") or {}).get("details", {}).get("champion")
             if (e.event == "refuse" and e.champion_before == version and e.reason.get("session") and champ
                     and not champ["collapsed"] and champ["mean_auc"] >= auc_floor):
-                sessions.append(str(e.reason["session"]))
-        return max(sessions, default=None)
+                sessions.add(str(e.reason["session"]))
+        return sorted(sessions)
 
     def show(self, version: str) -> VersionInfo:
         """One version with its checksums verified; a failure is reported in ``problem``."""

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -118,6 +119,11 @@ def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root)
     again = run_nightly(c)  # confirmed tonight: age 0, so max_age does not fire again
     assert again.audit["retrain"] is None
     assert not [r for r in again.audit["decision"]["reasons"] if r["code"] == "max_age"]
+    earlier = run_nightly(replace(c, as_of="2024-05-31"))  # a past session re-run: the later confirmation
+    assert earlier.status == "published", earlier.summary()  # does not count, and the age is never negative
+    assert earlier.audit["champion"] == {"trained_session": "2024-05-31", "confirmed_session": None}
+    age = [n for n in earlier.audit["decision"]["notes"] if "age_days" in n["values"]][0]["values"]["age_days"]
+    assert age == 0.0
 
 
 def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):

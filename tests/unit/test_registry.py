@@ -238,18 +238,18 @@ def test_a_champion_that_holds_its_ground_is_confirmed_at_that_session(two):
     reg, v1, v2 = two
     v3 = reg.register(_writer("three"), version="v3")
     v4 = reg.register(_writer("four"), version="v4")
-    assert reg.last_confirmed(v1, POLICY.auc_floor) is None
+    assert reg.confirmations(v1, POLICY.auc_floor) == []
     reg.promote_if_better(v2, _score(0.54, 0.54, 0.54), _score(0.56, 0.56, 0.56), POLICY,
                           context={"session": "2022-08-31"})
     assert reg.history()[-1].reason["session"] == "2022-08-31"
-    assert reg.last_confirmed(v1, POLICY.auc_floor) == "2022-08-31"
+    assert reg.confirmations(v1, POLICY.auc_floor) == ["2022-08-31"]
     # refusals that say nothing good about the champion do not confirm it
     reg.promote_if_better(v3, _score(0.7, 0.7, 0.7, collapsed=True), _score(0.51, 0.51, 0.51), POLICY,
                           context={"session": "2022-09-30"})
     reg.promote_if_better(v4, _score(0.50, 0.50, 0.50), _score(0.55, 0.55, 0.55, collapsed=True), POLICY,
                           context={"session": "2022-10-31"})
-    assert reg.last_confirmed(v1, POLICY.auc_floor) == "2022-08-31"
-    assert reg.last_confirmed(v2, POLICY.auc_floor) is None  # a refused challenger is never confirmed
+    assert reg.confirmations(v1, POLICY.auc_floor) == ["2022-08-31"]
+    assert reg.confirmations(v2, POLICY.auc_floor) == []  # a refused challenger is never confirmed
 
 
 def test_better_challenger_moves_the_alias(two):
