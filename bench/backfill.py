@@ -113,6 +113,7 @@ def _verify(cfg, table) -> list[str]:
     lines = [f"- outputs: {len(published)} published nights checked (`backfill.check_outputs`: audit, report, Evidently "
              f"reports, one prediction row per horizon from the champion in force, in the folder and the cumulative "
              f"table): " + ("all good" if not problems else f"**{len(problems)} problem(s)**: " + "; ".join(problems))]
+    lines.append(_gates(cfg.root))
     if not published:
         return lines
     last = published[-1].session
@@ -129,6 +130,20 @@ def _verify(cfg, table) -> list[str]:
                  f"{_probs(old)} -> {_probs(new)}, model "
                  f"{sorted(set(new['model_version']))}: " + ("**replaced, identical**" if same else "**DIFFERENT**"))
     return lines
+
+
+def _gates(root: Path) -> str:
+    """Every alias move of the replay went through the gates: each promote event carries its checks."""
+    from spywatch.pipeline import models_root
+    from spywatch.registry import ModelRegistry
+
+    history = ModelRegistry(models_root(root)).history()
+    promotes = [e for e in history if e.event == "promote"]
+    passed = [e for e in promotes
+              if (g := e.reason.get("gate")) and g["promote"] and all(g["details"]["checks"].values())]
+    return (f"- gates: {len(promotes)} promotions in the registry history, {len(passed)} with every gate check passed "
+            f"(floor, not collapsed, and the margin over the champion where one existed); "
+            f"{sum(e.event == 'refuse' for e in history)} challengers refused")
 
 
 def _probs(rows) -> dict[str, float]:

@@ -262,11 +262,18 @@ def model_session(bundle) -> pd.Timestamp:
     return pd.Timestamp(trained) if trained else pd.Timestamp(bundle.metrics["periods"]["val"][1])
 
 
+def last_confirmation(champion: Champion, session: pd.Timestamp) -> pd.Timestamp | None:
+    """The last night up to ``session`` the champion held against a challenger, if any."""
+    earlier = [c for c in champion.confirmations if c <= session]
+    return max(earlier) if earlier else None
+
+
 def age_start(champion: Champion, session: pd.Timestamp) -> pd.Timestamp:
-    """Where the champion's age counts from at ``session``: its training, or the last night up to
-    ``session`` it held against a challenger trained on fresher data (else a refused max-age
-    retrain would fire every night)."""
-    return max([model_session(champion.bundle), *(c for c in champion.confirmations if c <= session)])
+    """Where the champion's age counts from at ``session``: its training, or the last night it held
+    against a challenger trained on fresher data (else a refused max-age retrain would fire every night)."""
+    confirmed = last_confirmation(champion, session)
+    trained = model_session(champion.bundle)
+    return trained if confirmed is None else max(trained, confirmed)
 
 
 @dataclass
@@ -493,9 +500,9 @@ def stage_champion(night: Night) -> Champion | None:
             raise
     night.audit["model_version"] = night.champion.version if night.champion else None
     if night.champion is not None:
-        confirmed = [c for c in night.champion.confirmations if c <= night.session]
+        confirmed = last_confirmation(night.champion, night.session)
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
-                                   "confirmed_session": confirmed[-1].date().isoformat() if confirmed else None}
+                                   "confirmed_session": confirmed.date().isoformat() if confirmed else None}
     return night.champion
 
 
