@@ -24,8 +24,8 @@ from spywatch.pipeline import Night, NightlyResult, PipelineConfig
 from spywatch.publish import Publisher
 from spywatch.validation import ValidationFailed
 
-__all__ = ["ArtifactError", "MarketDataError", "ValidationFailed", "night_config", "session_label", "open_night", "already_published",
-           "fetch_and_validate", "build_features", "load_champion", "validate_features", "audit_champion",
+__all__ = ["ArtifactError", "MarketDataError", "ValidationFailed", "night_config", "session_label", "open_night",
+           "already_published", "fetch_and_validate", "build_features", "load_champion", "validate_features", "audit_champion",
            "decide", "record_retrain", "publish", "publish_failure"]
 
 TAGS = ("spywatch", "nightly")

@@ -127,16 +127,16 @@ class LogisticArrays:
 
 
 def save_baselines(base: Baselines, path: Path, key: str) -> None:
-    """Write fitted baselines as arrays (atomically); ``key`` says what they were fitted on."""
+    """Write baselines fitted by scikit-learn as arrays (atomically); ``key`` says what they were fitted on."""
     from spywatch.atomic import atomic_write
 
     arrays: dict[str, np.ndarray] = {"key": np.array(key), "prior": np.asarray(base.prior, dtype=np.float64)}
     for h, (rf, lr) in enumerate(zip(base.random_forest, base.logistic)):
-        f = rf if isinstance(rf, ForestArrays) else ForestArrays.from_sklearn(rf)
-        g = lr if isinstance(lr, LogisticArrays) else LogisticArrays.from_sklearn(lr)
+        f, g = ForestArrays.from_sklearn(rf), LogisticArrays.from_sklearn(lr)
         arrays.update({f"rf{h}_{k}": getattr(f, k) for k in ("left", "right", "feature", "threshold", "p1")})
         arrays.update({f"lr{h}_mean": g.mean, f"lr{h}_scale": g.scale, f"lr{h}_coef": g.coef,
                        f"lr{h}_intercept": np.array(g.intercept)})
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez(fh, **arrays)

@@ -144,9 +144,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 def _drain_events() -> None:
     """Send what this process has emitted before the server goes away."""
     try:
-        from prefect.events.worker import EventsWorker
+        from spywatch.run_cli import drain_events
 
-        EventsWorker.drain_all(timeout=10)
+        drain_events()
     except Exception:  # best effort at teardown  # noqa: BLE001
         pass
 
