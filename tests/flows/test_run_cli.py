@@ -5,12 +5,14 @@ the champion fixture runs.)"""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.flows.conftest import PREFECT, _wait_healthy, free_port, prefect_env, stop_process
 from tests.flows.support import REPO, kill_processes_using
 
 pytestmark = pytest.mark.integration
@@ -43,3 +45,40 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
     assert Publisher(fresh_root).read_audit("2023-07-31")["status"] == "published"
     assert (fresh_root / "prefect" / "server.log").exists()  # its history stays with the outputs
 
+
+    # The command stops its server quickly (SIGKILL once the server has said it stopped, no
+    # interpreter teardown of its own): the run's history must all be there when the server is
+    # started again on the same PREFECT_HOME: final states, artifacts, and the last events.
+    run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", text).group(1)
+    history = _read_history(fresh_root / "prefect", run_id)
+    assert history["flow_state"] == "COMPLETED", history
+    assert history["task_states"] and set(history["task_states"]) == {"COMPLETED"}, history
+    assert {"spywatch-spy-summary", "spywatch-spy-audit-report"} <= set(history["artifact_keys"]), history
+    assert {"prefect.flow-run.Running", "prefect.flow-run.Completed", "prefect.task-run.Completed"} <= set(
+        history["events"]), history
+
+
+def _read_history(home: Path, run_id: str) -> dict:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = home / "reread.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                                 "--no-services"], env=prefect_env(home, None), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(url, proc, log)
+        flow_run = httpx.get(f"{url}/flow_runs/{run_id}").json()
+        ids = {"any_": [run_id]}
+        tasks = httpx.post(f"{url}/task_runs/filter", json={"flow_runs": {"id": ids}}).json()
+        arts = httpx.post(f"{url}/artifacts/filter", json={"artifacts": {"flow_run_id": ids}}).json()
+        events = httpx.post(f"{url}/events/filter", json={
+            "filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                       "occurred": {"since": flow_run["created"]}}, "limit": 50}).json()
+        return {"flow_state": flow_run["state_type"], "task_states": [t["state_type"] for t in tasks],
+                "artifact_keys": [a["key"] for a in arts if a.get("key")],
+                "events": sorted({e["event"] for e in events["events"]})}
+    finally:
+        stop_process(proc)
