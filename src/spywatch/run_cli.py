@@ -77,7 +77,7 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         # boots in its own process while this one does the heavy imports.
         server = LocalServer.start(root / "prefect")
     try:
-        _preload()
+        _preload_without_gc()
         if server is not None:
             server.wait_healthy()
         t_ready = time.perf_counter()
@@ -202,6 +202,23 @@ class LocalServer:
                 return fh.read()
         except FileNotFoundError:
             return b""
+
+
+def _preload_without_gc() -> None:
+    """``_preload`` with the cyclic garbage collector off. The imports leave about a million
+    objects tracked by the collector, of which it would free some 16 thousand (1.5 %), and its
+    full collections walk all of them again as they pile up (measured on 2 cores, the same imports
+    in alternating pairs: 7.9-10.9 s with the collector off, 9.5-12.7 s with it on; one full
+    collection afterwards takes 0.9 s). ``gc.freeze`` then moves them out of the collector's way
+    for the rest of the night, and the collector is back on for what the flow allocates."""
+    import gc
+
+    gc.disable()
+    try:
+        _preload()
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _preload() -> None:
