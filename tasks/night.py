@@ -4,6 +4,15 @@ Each task takes the night's state (``pipeline.Night``) and calls one stage funct
 records what it did in ``night.audit``. Tasks run in the flow's process and thread, so the
 stages share one ``Night`` object; none of them is cached (``NO_CACHE``): they read and write
 the store, the registry and the published folder, and tonight's data may still be revised.
+
+No tags on these tasks but the fetch's ``market-data`` (an operator can cap concurrent provider
+calls with ``prefect concurrency-limit create market-data 1``). Each tagged task run asks the
+server for its tags' concurrency slots before it starts: a round trip per task run, and on the
+SQLite server that request meets the writes of the run's own events. With a tag on every task,
+three nights in six of a ``bench/nightly_timing.py`` run (and one in six of a later series) got a
+503 from a locked database on the first tagged task and retried after the client's 2 s back-off;
+with the fetch's tag alone, none in six. The runs are labelled by their flow and deployment
+instead (``prefect.yaml``: ``spywatch``, ``nightly``).
 """
 
 from __future__ import annotations
@@ -27,9 +36,6 @@ from spywatch.validation import ValidationFailed
 __all__ = ["ArtifactError", "MarketDataError", "ValidationFailed", "night_config", "session_label", "open_night",
            "already_published", "fetch_and_validate", "build_features", "load_champion", "validate_features", "audit_champion",
            "decide", "record_retrain", "publish", "publish_failure"]
-
-TAGS = ("spywatch", "nightly")
-
 
 def night_config(root: str, as_of: dt.date | None, source: str, ticker: str, model: dict[str, int] | None,
                  max_epochs: int | None, device: str, run_id: str | None, retrain: str = "never") -> PipelineConfig:
@@ -62,13 +68,12 @@ def retry_only_market_data_errors(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="open-night", task_run_name="open-{cfg.as_of}", cache_policy=NO_CACHE, tags=TAGS)
+@task(name="open-night", task_run_name="open-{cfg.as_of}", cache_policy=NO_CACHE)
 def open_night(cfg: PipelineConfig) -> Night:
     return pipeline.start_night(cfg)
 
 
-@task(name="already-published", task_run_name="already-published-{night.sid}", cache_policy=NO_CACHE,
-      tags=TAGS)
+@task(name="already-published", task_run_name="already-published-{night.sid}", cache_policy=NO_CACHE)
 def already_published(night: Night) -> bool:
     """A Late run after a worker outage finds its session done and stops (idempotent by session)."""
     publisher = Publisher(night.root)
@@ -79,20 +84,18 @@ def already_published(night: Night) -> bool:
 
 @task(name="fetch-and-validate", task_run_name="fetch-{night.sid}", cache_policy=NO_CACHE,  # never cache a fetch
       retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
-      retry_condition_fn=retry_only_market_data_errors, timeout_seconds=600, tags=(*TAGS, "market-data"))
+      retry_condition_fn=retry_only_market_data_errors, timeout_seconds=600, tags=("market-data",))
 def fetch_and_validate(night: Night) -> None:
     """New bars into the store, checked by the raw-bars suite first (``ValidationFailed``: store untouched)."""
     pipeline.stage_fetch(night)
 
 
-@task(name="build-features", task_run_name="features-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=300,
-      tags=TAGS)
+@task(name="build-features", task_run_name="features-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=300)
 def build_features(night: Night) -> None:
     pipeline.stage_features(night)
 
 
-@task(name="load-champion", task_run_name="champion-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=120,
-      tags=TAGS)
+@task(name="load-champion", task_run_name="champion-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=120)
 def load_champion(night: Night) -> str | None:
     """The champion's version (verified on load), or None before the first promotion."""
     champion = pipeline.stage_champion(night)
@@ -100,38 +103,36 @@ def load_champion(night: Night) -> str | None:
 
 
 @task(name="validate-features", task_run_name="validate-features-{night.sid}", cache_policy=NO_CACHE,
-      timeout_seconds=300, tags=TAGS)
+      timeout_seconds=300)
 def validate_features(night: Night) -> bool:
     return pipeline.stage_validate_features(night)
 
 
-@task(name="audit-champion", task_run_name="audit-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=900,
-      tags=TAGS)
+@task(name="audit-champion", task_run_name="audit-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=900)
 def audit_champion(night: Night) -> None:
     """Predict with the champion, the collapse and decay audit, and Evidently drift."""
     pipeline.stage_audit(night)
 
 
-@task(name="decide", task_run_name="decide-{night.sid}", cache_policy=NO_CACHE, tags=TAGS)
+@task(name="decide", task_run_name="decide-{night.sid}", cache_policy=NO_CACHE)
 def decide(night: Night) -> RetrainDecision:
     return pipeline.stage_decide(night)
 
 
 @task(name="record-retrain", task_run_name="record-retrain-{night.sid}", cache_policy=NO_CACHE,
-      timeout_seconds=900, tags=TAGS)
+      timeout_seconds=900)
 def record_retrain(night: Night, outcome: dict) -> None:
     """Record the retrain's outcome; a promoted challenger re-runs the audit as the new champion."""
     pipeline.record_retrain(night, outcome)
 
 
-@task(name="publish", task_run_name="publish-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=300,
-      tags=(*TAGS, "publish"))
+@task(name="publish", task_run_name="publish-{night.sid}", cache_policy=NO_CACHE, timeout_seconds=300)
 def publish(night: Night) -> NightlyResult:
     return pipeline.publish_night(night)
 
 
 @task(name="publish-failure", task_run_name="publish-failure-{night.sid}", cache_policy=NO_CACHE,
-      timeout_seconds=300, tags=(*TAGS, "publish"))
+      timeout_seconds=300)
 def publish_failure(night: Night, reason: str) -> NightlyResult:
     """Only the failure audit: the last good predictions stay in place, marked stale."""
     return pipeline.publish_failure(night, reason)

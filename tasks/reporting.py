@@ -20,14 +20,14 @@ from prefect.events import emit_event
 
 from spywatch.pipeline import NightlyResult
 
-TAGS = ("spywatch", "report")
+TAGS = ("spywatch", "report")  # the retrain flow's tasks only (see tasks.night on tags)
 
 
 def model_resource(ticker: str) -> dict[str, str]:
     return {"prefect.resource.id": f"spywatch.model.{ticker.upper()}", "prefect.resource.name": f"{ticker} classifier"}
 
 
-@task(name="publish-artifacts", task_run_name="artifacts-{result.session}", cache_policy=NO_CACHE, tags=TAGS)
+@task(name="publish-artifacts", task_run_name="artifacts-{result.session}", cache_policy=NO_CACHE)
 def publish_artifacts(result: NightlyResult, ticker: str) -> list[str]:
     """Summary, metrics table and report links for the run page; returns the artifact keys."""
     key = f"spywatch-{ticker.lower()}"
@@ -48,7 +48,7 @@ def publish_artifacts(result: NightlyResult, ticker: str) -> list[str]:
     return keys
 
 
-@task(name="emit-alerts", task_run_name="alerts-{result.session}", cache_policy=NO_CACHE, tags=TAGS)
+@task(name="emit-alerts", task_run_name="alerts-{result.session}", cache_policy=NO_CACHE)
 def emit_alerts(result: NightlyResult, ticker: str) -> list[str]:
     """One Prefect event per alert in the audit; the automations turn them into notifications."""
     sent = []
