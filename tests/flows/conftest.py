@@ -104,16 +104,10 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
 
     base = tmp_path_factory.mktemp("prefect")
     home = base / "home"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(home, None)
     log = base / "server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, cwd=base, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_server(home, log, cwd=base)
     server = PrefectServer(url=url, home=home, env=prefect_env(home, url), log=log)
     try:
-        _wait_healthy(url, proc, log)
         with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home,
                                          PREFECT_LOCAL_STORAGE_PATH: home / "storage",
                                          PREFECT_SERVER_ANALYTICS_ENABLED: False}):
@@ -123,6 +117,23 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
         for worker in reversed(server.processes):  # workers first, then the server
             stop_process(worker)
         stop_process(proc)
+
+
+def start_server(home: Path, log: Path, *options: str, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` on a free 127.0.0.1 port with ``PREFECT_HOME=home``, healthy; returns
+    the process (in a group of its own, for ``stop_process``) and its API URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), *options],
+                                env=prefect_env(home, None), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_healthy(url, proc, log)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, url
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:

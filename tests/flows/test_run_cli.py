@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import PREFECT, _wait_healthy, free_port, prefect_env, stop_process
+from tests.flows.conftest import start_server, stop_process
 from tests.flows.support import REPO, kill_processes_using
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,6 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
     assert Publisher(fresh_root).read_audit("2023-07-31")["status"] == "published"
     assert (fresh_root / "prefect" / "server.log").exists()  # its history stays with the outputs
 
-
     # The command stops its server quickly (SIGKILL once the server has said it stopped, no
     # interpreter teardown of its own): the run's history must all be there when the server is
     # started again on the same PREFECT_HOME: final states, artifacts, and the last events.
@@ -61,15 +60,8 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
 def _read_history(home: Path, run_id: str) -> dict:
     import httpx
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    log = home / "reread.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                 "--no-services"], env=prefect_env(home, None), stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_server(home, home / "reread.log", "--no-services")
     try:
-        _wait_healthy(url, proc, log)
         flow_run = httpx.get(f"{url}/flow_runs/{run_id}").json()
         ids = {"any_": [run_id]}
         tasks = httpx.post(f"{url}/task_runs/filter", json={"flow_runs": {"id": ids}}).json()
