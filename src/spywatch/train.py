@@ -7,14 +7,14 @@ import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from spywatch.model import PatchTSTClassifier, PatchTSTConfig, attention_entropy_ratio
+from spywatch.model import PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, attention_entropy_ratio
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: TrainConfig) -> TrainResult:
-    """Fit with AdamW, warm-up + cosine schedule and early stopping on validation loss.
+def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig) -> TrainResult:
+    """Fit with AdamW and a warm-up + cosine schedule.
 
-    Returns the model at its best validation epoch, on the CPU, in eval mode.
+    With validation windows: early stopping on validation loss, and the model at its best
+    validation epoch is returned. With ``val=None``: exactly ``cfg.max_epochs`` epochs (the
+    schedule ends there), and the final model is returned. On the CPU, in eval mode.
     """
-    train, val = train.labelled(), val.labelled()
-    if len(train) < cfg.batch_size or len(val) == 0:
-        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), val={len(val)}")
+    train = train.labelled()
+    val = val.labelled() if val is not None else None
+    if len(train) < cfg.batch_size or (val is not None and len(val) == 0):
+        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), "
+                         f"val={None if val is None else len(val)}")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":
@@ -152,7 +156,8 @@ def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: Tr
     sched = _schedule(opt, cfg, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
-    Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
+    if val is not None:
+        Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     best, best_state, best_epoch, bad = float("inf"), None, 0, 0
     history: list[dict] = []
@@ -176,12 +181,14 @@ def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: Tr
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        val_loss = evaluate_loss(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp)
+        val_loss = evaluate_loss(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp) if val is not None else None
         history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss,
                         "lr": sched.get_last_lr()[0]})
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{total / len(train):.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best - 1e-5:
+            bar.set_postfix(train=f"{total / len(train):.4f}", val=f"{val_loss or float('nan'):.4f}")
+        if val_loss is None:  # fixed epochs: the last one is the model
+            best_epoch = epoch
+        elif val_loss < best - 1e-5:
             best, best_epoch, bad = val_loss, epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
@@ -194,8 +201,28 @@ def train_model(train: Windows, val: Windows, model_cfg: PatchTSTConfig, cfg: Tr
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, best_val_loss=best, seconds=seconds,
+    return TrainResult(model=model, history=history, best_epoch=best_epoch,
+                       best_val_loss=best if val is not None else float("nan"), seconds=seconds,
                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
+
+
+@dataclass
+class EnsembleResult:
+    model: PatchTSTEnsemble
+    members: list[TrainResult]
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.seconds for m in self.members)
+
+
+def train_ensemble(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
+                   n_members: int) -> EnsembleResult:
+    """``n_members`` models on the same windows, seeds ``cfg.seed``, ``cfg.seed + 1``, ..."""
+    if n_members < 1:
+        raise ValueError(f"n_members must be >= 1, got {n_members}")
+    results = [train_model(train, val, model_cfg, replace(cfg, seed=cfg.seed + i)) for i in range(n_members)]
+    return EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in results]), members=results)
 
 
 def _loss(kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tensor | None = None):
@@ -251,34 +278,60 @@ def evaluate_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn, b
 
 @dataclass(frozen=True)
 class Inspection:
-    """What the collapse audit needs from the model's internals on a set of windows."""
+    """What the collapse audit needs from the model's internals on a set of windows.
+
+    For an ensemble: ``proba`` is the members' mean, ``member_proba`` each member's, and the
+    internal signals are averaged over members.
+    """
 
     proba: np.ndarray  # (N, H)
     attention_entropy_ratio: float  # 1.0 = uniform attention
-    representation_std: float  # mean over dims of the std across samples of the pooled vector
+    # Mean over dims of the std across samples of the encoder's pooled output (without the head's
+    # skip inputs, which differ between samples whatever the encoder does); for an ensemble the
+    # lowest member's, so one member whose encoder went dead is not hidden by the others.
+    representation_std: float
     pos_to_content_ratio: float  # positional-encoding norm / patch-embedding norm
+    member_proba: np.ndarray | None = None  # (K, N, H)
+
+
+def members_of(model) -> list[PatchTSTClassifier]:
+    return list(model.members) if isinstance(model, PatchTSTEnsemble) else [model]
 
 
 @torch.no_grad()
-def predict_proba(model: PatchTSTClassifier, X: np.ndarray, batch: int = 1024) -> np.ndarray:
+def predict_members(model, X: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Each member's probabilities, (K, N, H); a single model counts as one member."""
     model.eval()
-    out = [torch.sigmoid(model(torch.from_numpy(X[i:i + batch]))).numpy() for i in range(0, len(X), batch)]
-    return np.concatenate(out) if out else np.empty((0, model.cfg.n_outputs), "float32")
+    out = []
+    for member in members_of(model):
+        parts = [torch.sigmoid(member(torch.from_numpy(X[i:i + batch]))).numpy() for i in range(0, len(X), batch)]
+        out.append(np.concatenate(parts) if parts else np.empty((0, member.cfg.n_outputs), "float32"))
+    return np.stack(out)
+
+
+def predict_proba(model, X: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Probabilities (N, H): the members' mean for an ensemble."""
+    return predict_members(model, X, batch).mean(axis=0)
 
 
 @torch.no_grad()
-def inspect(model: PatchTSTClassifier, X: np.ndarray, batch: int = 1024) -> Inspection:
+def inspect(model, X: np.ndarray, batch: int = 1024) -> Inspection:
     model.eval()
-    probs, reps, ents = [], [], []
-    for i in range(0, len(X), batch):
-        xb = torch.from_numpy(X[i:i + batch])
-        out = model.forward_with_details(xb, need_weights=True)
-        probs.append(torch.sigmoid(out.logits).numpy())
-        reps.append(out.representation.numpy())
-        ents.append((attention_entropy_ratio(out.attention), len(xb)))
-    rep = np.concatenate(reps)
-    ent = sum(e * n for e, n in ents) / max(1, sum(n for _, n in ents))
+    member_probs, reps, ents, ratios = [], [], [], []
     sample = torch.from_numpy(X[: min(len(X), 512)])
-    return Inspection(proba=np.concatenate(probs), attention_entropy_ratio=float(ent),
-                      representation_std=float(rep.std(axis=0).mean()),
-                      pos_to_content_ratio=model.pos_to_content_ratio(sample))
+    for member in members_of(model):
+        probs, rep, ent = [], [], []
+        for i in range(0, len(X), batch):
+            xb = torch.from_numpy(X[i:i + batch])
+            out = member.forward_with_details(xb, need_weights=True)
+            probs.append(torch.sigmoid(out.logits).numpy())
+            rep.append(out.encoder_representation.numpy())
+            ent.append((attention_entropy_ratio(out.attention), len(xb)))
+        member_probs.append(np.concatenate(probs))
+        reps.append(float(np.concatenate(rep).std(axis=0).mean()))
+        ents.append(sum(e * n for e, n in ent) / max(1, sum(n for _, n in ent)))
+        ratios.append(member.pos_to_content_ratio(sample))
+    stacked = np.stack(member_probs)
+    return Inspection(proba=stacked.mean(axis=0), attention_entropy_ratio=float(np.mean(ents)),
+                      representation_std=float(np.min(reps)), pos_to_content_ratio=float(np.mean(ratios)),
+                      member_proba=stacked)
