@@ -4,8 +4,11 @@ Split (the issue's): fit to 2015-12-31, validation 2016-2021 (early stopping), t
 2022-01-01..2024-12-31, embargo of 5 sessions (the longest horizon) before each boundary.
 Runs the normalised features with N seeds, then the raw inputs of the original study
 (Close, MACD, ATR, RSI, Volume, unscaled) once, and writes bench/results/evaluate.{json,md}.
+PatchTST is the ensemble of its seeds; every AUC carries a block-bootstrap interval, and the
+ensemble is compared with each baseline (RF, logistic, volatility-only logistic) on the same
+test sessions, paired.
 
-    .venv/bin/python bench/evaluate_patchtst.py [--seeds 3] [--device auto]
+    .venv/bin/python bench/evaluate_patchtst.py [--seeds 3] [--device auto] [--boot 2000]
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--raw-seeds", type=int, default=1)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--boot", type=int, default=2000, help="block-bootstrap resamples")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "evaluate")
     args = ap.parse_args()
     bars = read_bars_csv(DATA)
-    base = EvalConfig()
+    base = EvalConfig(n_boot=args.boot)
     base = replace(base, train=replace(base.train, device=args.device))
     normal = evaluate(bars, SPLIT, replace(base, seeds=args.seeds))
     raw = evaluate(bars, SPLIT, replace(base, seeds=args.raw_seeds, features="raw"))
@@ -53,7 +57,11 @@ def main() -> None:
           f"- ran: `{result['command']}` on {result['machine']['date']}",
           f"- machine: {result['machine']['cpu']}, {result['machine']['host_cores']} cores, torch {result['machine'].get('torch')}, device {normal['device']}",
           f"- split: fit {normal['periods']['fit']}, val {normal['periods']['val']}, test {normal['periods']['test']}, embargo {normal['periods']['embargo_sessions']} sessions",
-          f"- samples: {normal['samples']}", "",
+          f"- samples: {normal['samples']}",
+          f"- intervals: {round(100 * normal['bootstrap']['level'])}% circular block bootstrap over test sessions, "
+          f"{normal['bootstrap']['n_boot']} resamples, blocks of {normal['bootstrap']['block']} sessions; "
+          f"PatchTST = the mean of its {args.seeds} seeds' probabilities; vol_logistic = logistic regression on "
+          f"{', '.join(normal['vol_features'])} only", "",
           "## Normalised features", "", "```", format_report(normal), "```", "",
           "## Raw inputs (the original study's: Close, MACD, ATR, RSI, Volume unscaled)", "", "```",
           format_report(raw), "```", "",

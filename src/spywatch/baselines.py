@@ -40,18 +40,25 @@ class Baselines:
 def fit_baselines(X: np.ndarray, y: np.ndarray, config: BaselineConfig = BaselineConfig(), seed: int = 0) -> Baselines:
     """X: (N, C) features at t; y: (N, H) labels."""
     from sklearn.ensemble import RandomForestClassifier
+
+    rfs = [RandomForestClassifier(n_estimators=config.rf_trees, min_samples_leaf=config.rf_min_leaf,
+                                  max_features=config.rf_max_features, n_jobs=config.n_jobs,
+                                  random_state=seed).fit(X, y[:, h]) for h in range(y.shape[1])]
+    return Baselines(random_forest=rfs, logistic=fit_logistic(X, y, config), prior=y.mean(axis=0))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, config: BaselineConfig = BaselineConfig()) -> list:
+    """One scaled logistic regression per horizon; X: (N, C), y: (N, H).
+
+    The recipe of ``fit_baselines``'s logistic, and of ``evaluate``'s volatility-only reference,
+    so that the two differ in their inputs only.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    rfs, lrs = [], []
-    for h in range(y.shape[1]):
-        rf = RandomForestClassifier(n_estimators=config.rf_trees, min_samples_leaf=config.rf_min_leaf,
-                                    max_features=config.rf_max_features, n_jobs=config.n_jobs, random_state=seed)
-        rfs.append(rf.fit(X, y[:, h]))
-        lr = make_pipeline(StandardScaler(), LogisticRegression(C=config.logistic_c, max_iter=2000))
-        lrs.append(lr.fit(X, y[:, h]))
-    return Baselines(random_forest=rfs, logistic=lrs, prior=y.mean(axis=0))
+    return [make_pipeline(StandardScaler(), LogisticRegression(C=config.logistic_c, max_iter=2000)).fit(X, y[:, h])
+            for h in range(y.shape[1])]
 
 
 # ----------------------------------------------------------------------------- stored as arrays

@@ -1,4 +1,4 @@
-"""``spywatch evaluate``: out-of-time PatchTST vs baselines, with the collapse audit."""
+"""``spywatch evaluate``: out-of-time PatchTST ensemble vs baselines, with intervals and the collapse audit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="train PatchTST and baselines, evaluate out of time, audit for collapse")
+    p = sub.add_parser("evaluate", help="train PatchTST and baselines, evaluate out of time with paired "
+                       "bootstrap comparisons, audit for collapse")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--train-end", required=True, help="end of the training span (fit + validation)")
     p.add_argument("--test-start", required=True)
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None, help="max epochs (default: the training config's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--boot", type=int, default=2000, metavar="N",
+                   help="block-bootstrap resamples for the AUC intervals and the paired comparisons")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=_run)
@@ -30,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     from spywatch.evaluate import EvalConfig, Split, evaluate, format_report
     from spywatch.market_data import read_bars_csv
 
-    cfg = EvalConfig(features=args.features, seeds=args.seeds)
+    cfg = EvalConfig(features=args.features, seeds=args.seeds, n_boot=args.boot)
     train = replace(cfg.train, device=args.device, progress=args.progress)
     if args.epochs:
         train = replace(train, max_epochs=args.epochs)
