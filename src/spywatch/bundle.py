@@ -26,7 +26,7 @@ FILES = ("config.json", "weights.pt", "scaler.json", "metrics.json", "features_s
 
 @dataclass
 class ModelBundle:
-    model: object  # PatchTSTClassifier (torch imported lazily)
+    model: object  # PatchTSTEnsemble (torch imported lazily)
     scaler: FeatureScaler
     targets: TargetConfig
     train_config: dict
@@ -57,11 +57,22 @@ class ModelBundle:
         return make_windows(self.inputs(table), table.targets, self.lookback, start, end)
 
     def predict(self, table: FeatureTable, start=None, end=None) -> pd.DataFrame:
-        """Probabilities per session in [start, end]: columns = horizons, index = session dates."""
+        """Probabilities per session in [start, end] (the members' mean): columns = horizons, index = dates."""
         from spywatch.train import predict_proba
 
         w = self.windows(table, start, end)
         return pd.DataFrame(predict_proba(self.model, w.X), index=w.dates, columns=self.horizons)
+
+    @property
+    def periods(self) -> dict:
+        """``fit``, ``val`` (None without early stopping) and ``holdout`` spans as [first, last] ISO dates."""
+        return self.metrics["periods"]
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """The last session whose label the model or its selection has seen (fit, validation, holdout)."""
+        spans = [self.periods.get(k) for k in ("fit", "val", "holdout")]
+        return max(pd.Timestamp(s[1]) for s in spans if s)
 
     # ----------------------------------------------------------------- persistence
 
@@ -70,7 +81,7 @@ class ModelBundle:
 
         buf = io.BytesIO()
         torch.save(self.model.state_dict(), buf)
-        config = {"model": self.model.cfg.to_dict(), "targets": {"horizons": list(self.targets.horizons),
+        config = {"model": self.model.cfg.to_dict(), "ensemble": {"members": len(self.model)}, "targets": {"horizons": list(self.targets.horizons),
                   "threshold": self.targets.threshold}, "train": self.train_config, "features": self.scaler.features,
                   "data": self.data}
         from spywatch.validation import build_features_suite
@@ -93,14 +104,21 @@ class ModelBundle:
         """Verify every checksum first, then load; a tampered or truncated file is refused."""
         import torch
 
-        from spywatch.model import PatchTSTClassifier, PatchTSTConfig
+        from spywatch.model import PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble
 
         folder = Path(folder)
         verify_artifact(folder, required=FILES)
         config = json.loads((folder / "config.json").read_text())
-        model = PatchTSTClassifier(PatchTSTConfig(**config["model"]))
+        cfg = PatchTSTConfig(**config["model"])
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        if "ensemble" in config:
+            model = PatchTSTEnsemble(cfg, int(config["ensemble"]["members"]))
+        else:  # a single model saved before ensembles: an ensemble of one
+            single = PatchTSTClassifier(cfg)
+            single.load_state_dict(state)
+            model, state = PatchTSTEnsemble.of([single]), None
+        if state is not None:
+            model.load_state_dict(state)
         model.eval()
         return cls(model=model, scaler=FeatureScaler.load(folder / "scaler.json"),
                    targets=TargetConfig(horizons=tuple(config["targets"]["horizons"]),
@@ -111,58 +129,127 @@ class ModelBundle:
 
 # ----------------------------------------------------------------------------- training a bundle
 
+RECIPES = ("full", "recent_val", "legacy")
+
 
 @dataclass(frozen=True)
 class FitSpec:
-    """What to train on: sessions up to ``train_end``; validation is the last ``val_fraction``."""
+    """What a model learns from.
+
+    ``train_end`` is the last session whose window and label may be fitted; the pipeline puts it
+    an embargo (the longest horizon) before the holdout the challenger is judged on. Recipes:
+
+    - ``full``: fit on every labelled session up to ``train_end`` for exactly ``epochs`` epochs
+      (the cosine schedule ends there); no validation span, so the newest data is learned from.
+    - ``recent_val``: early stopping on the last ``val_sessions`` sessions up to ``train_end``;
+      the fit span ends an embargo before them.
+    - ``legacy``: early stopping on the last 20% of the history (about six years): the recipe
+      before Step 6, kept to replay the old policy.
+    """
 
     train_end: str
     train_start: str | None = None
-    val_fraction: float = 0.2
+    recipe: str = "full"
+    epochs: int = 12  # the "full" recipe's fixed epoch count (bench/results/fit_window.md)
+    val_sessions: int = 250
+    members: int = 1
     lookback: int = 20
+    holdout: tuple[str, str] | None = None  # scored after fitting; its predictions are the drift reference
     model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r}; expected one of {RECIPES}")
+        if self.epochs < 1 or self.members < 1 or self.val_sessions < 20:
+            raise ValueError(f"epochs={self.epochs}, members={self.members}, val_sessions={self.val_sessions}: "
+                             f"need epochs >= 1, members >= 1, val_sessions >= 20")
+
+
+@dataclass(frozen=True)
+class FitPeriods:
+    fit: tuple[pd.Timestamp, pd.Timestamp]
+    val: tuple[pd.Timestamp, pd.Timestamp] | None
+    holdout: tuple[pd.Timestamp, pd.Timestamp] | None
+    embargo: int
+
+    def to_dict(self) -> dict:
+        d = lambda span: None if span is None else [span[0].date().isoformat(), span[1].date().isoformat()]  # noqa: E731
+        return {"fit": d(self.fit), "val": d(self.val), "holdout": d(self.holdout), "embargo_sessions": self.embargo}
+
+
+def fit_periods(index: pd.DatetimeIndex, first_valid: pd.Timestamp, spec: FitSpec, embargo: int) -> FitPeriods:
+    """Session-exact spans for ``spec``; an embargo of ``embargo`` sessions separates fit from validation."""
+    end = pd.Timestamp(spec.train_end)
+    sessions = index[(index >= first_valid) & (index <= end)]
+    if spec.train_start:
+        sessions = sessions[sessions >= pd.Timestamp(spec.train_start)]
+    if len(sessions) < 500:
+        raise ValueError(f"only {len(sessions)} usable sessions up to train end {spec.train_end}; need 500")
+    holdout = None
+    if spec.holdout is not None:
+        lo, hi = (pd.Timestamp(x) for x in spec.holdout)
+        gap = int(index.searchsorted(lo)) - int(index.searchsorted(sessions[-1])) - 1
+        if gap < embargo:
+            raise ValueError(f"holdout {lo.date()}..{hi.date()} starts {gap} sessions after train end "
+                             f"{sessions[-1].date()}; the embargo is {embargo}")
+        holdout = (lo, hi)
+    if spec.recipe == "full":
+        return FitPeriods(fit=(sessions[0], sessions[-1]), val=None, holdout=holdout, embargo=embargo)
+    n_val = spec.val_sessions if spec.recipe == "recent_val" else int(len(sessions) * 0.2)
+    val_pos = len(sessions) - n_val
+    if val_pos - embargo < 250:
+        raise ValueError(f"{len(sessions)} sessions leave too little to fit before {n_val} validation sessions")
+    return FitPeriods(fit=(sessions[0], sessions[val_pos - 1 - embargo]), val=(sessions[val_pos], sessions[-1]),
+                      holdout=holdout, embargo=embargo)
 
 
 def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict | None = None) -> ModelBundle:
-    """Fit scaler + PatchTST on the training span with an embargo before validation."""
-    from spywatch.evaluate import Split, resolve_periods
+    """Fit the scaler on the fit span, then ``spec.members`` PatchTST members; score the holdout if given."""
+    from spywatch.audit import metrics_by_horizon
     from spywatch.model import PatchTSTConfig
-    from spywatch.train import TrainConfig, make_windows, train_model
+    from spywatch.train import TrainConfig, make_windows, predict_members, train_ensemble
 
     train_config = train_config or TrainConfig()
+    if spec.recipe == "full":
+        train_config = replace(train_config, max_epochs=spec.epochs)
     first_valid = table.features.dropna().index[0]
-    idx = table.index
-    # A dummy test start one session after train end lets resolve_periods place the embargoes.
-    after = idx[idx > pd.Timestamp(spec.train_end)]
-    test_start = after[0] if len(after) else pd.Timestamp(spec.train_end) + pd.Timedelta(days=1)
-    padded = idx.append(pd.DatetimeIndex([test_start])) if not len(after) else idx
-    train_sessions = idx[(idx >= first_valid) & (idx <= pd.Timestamp(spec.train_end))]
-    val_start = train_sessions[int(len(train_sessions) * (1 - spec.val_fraction))]
-    periods = resolve_periods(padded, Split(train_end=spec.train_end, test_start=str(test_start.date()),
-                                            val_start=str(val_start.date()), train_start=spec.train_start),
-                              table.targets_config.max_horizon, first_valid)
-    scaler = FeatureScaler.fit(table.features.loc[first_valid:periods.fit[1], list(FEATURES)])
+    periods = fit_periods(table.index, first_valid, spec, table.targets_config.max_horizon)
+    scaler = FeatureScaler.fit(table.features.loc[periods.fit[0]:periods.fit[1], list(FEATURES)])
     inputs = scaler.transform(table.features.loc[:, list(FEATURES)])
-    fit_w = make_windows(inputs, table.targets, spec.lookback, *periods.fit).labelled()
-    val_w = make_windows(inputs, table.targets, spec.lookback, *periods.val).labelled()
+    win = lambda span: make_windows(inputs, table.targets, spec.lookback, *span).labelled()  # noqa: E731
+    fit_w = win(periods.fit)
+    val_w = win(periods.val) if periods.val is not None else None
     cfg = PatchTSTConfig(n_channels=len(FEATURES), n_outputs=len(table.targets_config.horizons),
                          lookback=spec.lookback, **spec.model)
-    result = train_model(fit_w, val_w, cfg, train_config)
-    from spywatch.train import predict_proba
-
-    val_proba = predict_proba(result.model, val_w.X)
-    from spywatch.audit import metrics_by_horizon
-
+    result = train_ensemble(fit_w, val_w, cfg, train_config, spec.members)
     names = table.targets_config.names
-    metrics = {
+    first = result.members[0]
+    metrics: dict = {
         "train_prior": {h: float(fit_w.y[:, j].mean()) for j, h in enumerate(names)},
-        "validation": metrics_by_horizon(val_w.y, val_proba, names),
-        # kept so that drift of the champion's predictions can be measured against them
-        "validation_predictions": {h: [round(float(p), 5) for p in val_proba[:, j]] for j, h in enumerate(names)},
-        "periods": periods.to_dict(), "samples": {"fit": len(fit_w), "val": len(val_w)},
-        "train_seconds": result.seconds, "best_epoch": result.best_epoch, "epochs": len(result.history),
-        "best_val_loss": result.best_val_loss, "device": result.device, "peak_rss_mb": result.peak_rss_mb,
-        "peak_gpu_mb": result.peak_gpu_mb, "n_params": result.n_params, "history": result.history,
+        "periods": periods.to_dict(), "recipe": spec.recipe,
+        "samples": {"fit": len(fit_w), "val": len(val_w) if val_w is not None else 0},
+        "train_seconds": result.seconds, "device": first.device, "peak_rss_mb": max(m.peak_rss_mb for m in result.members),
+        "peak_gpu_mb": first.peak_gpu_mb, "n_params": first.n_params * len(result.members),
+        "members": [{"seed": train_config.seed + i, "best_epoch": m.best_epoch, "epochs": len(m.history),
+                     "best_val_loss": m.best_val_loss, "train_seconds": m.seconds, "history": m.history}
+                    for i, m in enumerate(result.members)],
+        # the first member's curve, kept under the keys the report reads
+        "best_epoch": first.best_epoch, "epochs": len(first.history), "history": first.history,
+        "best_val_loss": first.best_val_loss,
     }
+    # Reference predictions for the drift of the champion's outputs: out-of-sample ones (holdout,
+    # else validation), never the fitted sessions, where a model is more confident than it will be.
+    for key, span, w in (("validation", periods.val, val_w),
+                         ("holdout", periods.holdout, win(periods.holdout) if periods.holdout else None)):
+        if w is None or len(w) == 0:
+            continue
+        members = predict_members(result.model, w.X)  # (K, N, H)
+        proba = members.mean(axis=0)
+        metrics[key] = metrics_by_horizon(w.y, proba, names)
+        metrics[f"{key}_member_auc"] = [{h: m["auc"] for h, m in metrics_by_horizon(w.y, p, names).items()}
+                                        for p in members]
+        metrics["validation_predictions"] = {h: [round(float(p), 5) for p in proba[:, j]] for j, h in enumerate(names)}
+        metrics["reference_predictions"] = key
     return ModelBundle(model=result.model, scaler=scaler, targets=table.targets_config,
-                       train_config=replace(train_config).to_dict(), metrics=metrics, data=dict(data or {}))
+                       train_config=replace(train_config).to_dict(), metrics=metrics,
+                       data={**dict(data or {}), "members": spec.members})

@@ -70,57 +70,105 @@ class CollapseSignal:
 
 @dataclass(frozen=True)
 class PerformanceSignal:
-    """Champion and Random Forest AUC per horizon on labels matured in a recent window."""
+    """The champion against the Random Forest on labels matured since it was selected.
+
+    ``loss_diff`` is the per-session log-loss difference champion - Random Forest (mean over
+    horizons), in session order from the start of the decay window: the sequential decay test
+    runs on it. AUCs are for the floor and for people; a horizon whose window holds one class
+    only has no AUC and is left out with a note (``skipped``), never a crash.
+    """
 
     auc_by_horizon: Mapping[str, float]
     rf_auc_by_horizon: Mapping[str, float]
     n_matured: int
+    loss_diff: tuple[float, ...] = ()
+    sessions: tuple[str, ...] = ()  # ISO dates of ``loss_diff``
+    skipped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_matured < 0:
             raise ValueError(f"n_matured must be >= 0, got {self.n_matured}")
+        if len(self.sessions) != len(self.loss_diff):
+            raise ValueError(f"{len(self.loss_diff)} loss differences for {len(self.sessions)} sessions")
+        if not all(math.isfinite(float(d)) for d in self.loss_diff):
+            raise ValueError("loss_diff holds a non-finite value")
+        skipped = list(self.skipped)
+        champ = _aucs("champion", self.auc_by_horizon, skipped)
+        rf = _aucs("random forest", self.rf_auc_by_horizon, skipped)
         # plain floats (not numpy scalars) so reasons serialise to JSON as they stand
-        object.__setattr__(self, "auc_by_horizon", _aucs("champion", self.auc_by_horizon))
-        object.__setattr__(self, "rf_auc_by_horizon", _aucs("random forest", self.rf_auc_by_horizon))
+        object.__setattr__(self, "auc_by_horizon", champ)
+        object.__setattr__(self, "rf_auc_by_horizon", rf)
+        object.__setattr__(self, "loss_diff", tuple(float(d) for d in self.loss_diff))
+        object.__setattr__(self, "skipped", tuple(dict.fromkeys(skipped)))
 
 
-def _aucs(model: str, aucs: Mapping[str, float]) -> dict[str, float]:
+def _aucs(model: str, aucs: Mapping[str, float], skipped: list[str]) -> dict[str, float]:
+    """Finite AUCs in [0, 1]; NaN (one class in the window) goes to ``skipped``; anything else raises."""
     out = {}
     for h, value in aucs.items():
         try:
             auc = float(value)
         except (TypeError, ValueError):
-            auc = math.nan
-        if not (math.isfinite(auc) and 0.0 <= auc <= 1.0):
+            raise ValueError(f"{model} AUC for horizon {h} must be a number in [0, 1], got {value!r}") from None
+        if math.isnan(auc):
+            skipped.append(str(h))
+            continue
+        if not (0.0 <= auc <= 1.0):
             raise ValueError(f"{model} AUC for horizon {h} must be in [0, 1], got {value!r}")
         out[str(h)] = auc
     return out
 
 
+DECAY_TESTS = ("cusum", "mean_auc")
+TRIGGERS = ("collapse", "drift", "decay", "max_age")
+
+
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """Thresholds of the retrain decision."""
+    """Thresholds of the retrain decision (``bench/results/decay_calibration.md`` for the decay test)."""
 
-    # Consecutive drifted runs before drift alone retrains: one noisy night should not.
+    # Which findings may retrain (a champion-less root always trains its first model).
+    triggers: tuple[str, ...] = TRIGGERS
+    # Consecutive drifted runs (counted since the champion was promoted) before drift retrains.
     drift_persistence_k: int = 3
+    # Drift does not retrain a champion trained or confirmed fewer days ago than this: a fresh
+    # model already learned from the drifted sessions, and retraining again learns nothing new.
+    drift_cooldown_days: float = 30.0
     # Mean champion AUC below this on matured labels is decay (0.5 is a coin flip).
     auc_floor: float = 0.52
-    # Champion mean AUC this far below the Random Forest baseline is decay.
-    rf_margin: float = 0.0
-    # Below this many matured labels an AUC is too noisy to act on.
+    # "cusum": one-sided CUSUM on the per-session log-loss difference champion - Random Forest,
+    # S_t = max(0, S_{t-1} + d_t - allowance), alarm when S_t >= threshold. Sequential, so checking
+    # it every night does not inflate its false-alarm rate. "mean_auc": the rule before Step 6
+    # (mean AUC below the Random Forest's by rf_margin).
+    decay_test: str = "cusum"
+    cusum_allowance: float = 0.01  # nats per session a champion may trail the Random Forest for free
+    cusum_threshold: float = 2.0  # nats of accumulated excess loss
+    rf_margin: float = 0.0  # "mean_auc" only
+    # Below this many matured labels an AUC is too noisy to act on (the floor and "mean_auc").
     min_matured: int = 60
     # Retrain at this age even when every metric looks fine: markets move on.
-    max_age_days: float = 90.0
-    # Trailing the Random Forest does not retrain a champion trained or confirmed (it held against
-    # a challenger on a fresh holdout) fewer days ago than this: a challenger on nearly the same
-    # data just failed to do better, and a nightly run would otherwise retrain every night.
+    max_age_days: float = 365.0
+    # "mean_auc" only: trailing the Random Forest does not retrain a champion trained or confirmed
+    # fewer days ago than this (the CUSUM restarts at a confirmation instead).
     decay_cooldown_days: float = 20.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "triggers", tuple(self.triggers))
+        bad = [t for t in self.triggers if t not in TRIGGERS]
+        if bad:
+            raise ValueError(f"triggers {bad} unknown; expected a subset of {TRIGGERS}")
         if self.drift_persistence_k < 1:
             raise ValueError(f"drift_persistence_k must be >= 1, got {self.drift_persistence_k}")
+        if not (math.isfinite(self.drift_cooldown_days) and self.drift_cooldown_days >= 0):
+            raise ValueError(f"drift_cooldown_days must be >= 0, got {self.drift_cooldown_days}")
         if not (0.0 <= self.auc_floor <= 1.0):
             raise ValueError(f"auc_floor must be in [0, 1], got {self.auc_floor}")
+        if self.decay_test not in DECAY_TESTS:
+            raise ValueError(f"decay_test={self.decay_test!r}; expected one of {DECAY_TESTS}")
+        if not (math.isfinite(self.cusum_allowance) and self.cusum_allowance >= 0):
+            raise ValueError(f"cusum_allowance must be >= 0, got {self.cusum_allowance}")
+        if not (math.isfinite(self.cusum_threshold) and self.cusum_threshold > 0):
+            raise ValueError(f"cusum_threshold must be > 0, got {self.cusum_threshold}")
         if not (math.isfinite(self.rf_margin) and self.rf_margin >= 0):
             raise ValueError(f"rf_margin must be >= 0, got {self.rf_margin}")
         if self.min_matured < 1:
@@ -131,9 +179,36 @@ class RetrainPolicy:
             raise ValueError(f"decay_cooldown_days must be >= 0, got {self.decay_cooldown_days}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"drift_persistence_k": self.drift_persistence_k, "auc_floor": self.auc_floor,
-                "rf_margin": self.rf_margin, "min_matured": self.min_matured,
-                "max_age_days": self.max_age_days, "decay_cooldown_days": self.decay_cooldown_days}
+        return {"triggers": list(self.triggers), "drift_persistence_k": self.drift_persistence_k,
+                "drift_cooldown_days": self.drift_cooldown_days, "auc_floor": self.auc_floor,
+                "decay_test": self.decay_test, "cusum_allowance": self.cusum_allowance,
+                "cusum_threshold": self.cusum_threshold, "rf_margin": self.rf_margin,
+                "min_matured": self.min_matured, "max_age_days": self.max_age_days,
+                "decay_cooldown_days": self.decay_cooldown_days}
+
+
+@dataclass(frozen=True)
+class Cusum:
+    """The one-sided CUSUM path over a decay window and where it first crossed its threshold."""
+
+    statistic: float  # S at the last session
+    peak: float  # max S over the window
+    first_alarm: int | None  # index of the first session with S >= threshold
+
+    @property
+    def alarm(self) -> bool:
+        return self.first_alarm is not None
+
+
+def cusum(diffs: Iterable[float], allowance: float, threshold: float) -> Cusum:
+    """S_0 = 0, S_t = max(0, S_{t-1} + d_t - allowance); the first t with S_t >= threshold alarms."""
+    s, peak, first = 0.0, 0.0, None
+    for t, d in enumerate(diffs):
+        s = max(0.0, s + float(d) - allowance)
+        peak = max(peak, s)
+        if first is None and s >= threshold:
+            first = t
+    return Cusum(statistic=s, peak=peak, first_alarm=first)
 
 
 # --------------------------------------------------------------------------- output
@@ -164,26 +239,39 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
     """Should tonight's run retrain? Pure: same inputs, same decision.
 
     Args:
-        drift: tonight's drift signal, ``None`` when drift was not computed.
+        drift: tonight's drift signal (drifted runs counted since the champion's promotion),
+            ``None`` when drift was not computed.
         collapse: collapse check on the champion's recent predictions, ``None`` without one.
-        performance: champion vs Random Forest on recently matured labels, ``None`` without one.
+        performance: champion vs Random Forest on labels matured since the champion was selected
+            (or last confirmed), ``None`` without one.
         model_age: days since the champion was trained or last held against a challenger on a
             recent holdout; ``None`` means there is no champion.
-        policy: thresholds.
+        policy: thresholds, and which findings may retrain.
     """
     if model_age is not None and not (math.isfinite(model_age) and model_age >= 0):
         raise ValueError(f"model_age must be >= 0 days or None, got {model_age}")
     findings = [
         _no_champion(model_age),
         *_collapse(collapse),
-        *_drift(drift, policy),
+        *_drift(drift, model_age, policy),
         *_decay(performance, model_age, policy),
         *_age(model_age, policy),
     ]
     found = [f for f in findings if f is not None]
-    reasons = tuple(f for f in found if f.code not in (ReasonCode.OK, ReasonCode.SKIPPED))
-    notes = tuple(f for f in found if f.code in (ReasonCode.OK, ReasonCode.SKIPPED))
-    return RetrainDecision(retrain=bool(reasons), reasons=reasons, notes=notes, policy=policy)
+    reasons, notes = [], []
+    for f in found:
+        if f.code in (ReasonCode.OK, ReasonCode.SKIPPED):
+            notes.append(f)
+        elif f.code != ReasonCode.NO_CHAMPION and _TRIGGER[f.code] not in policy.triggers:
+            notes.append(Reason(ReasonCode.SKIPPED, f"{f.message} (policy does not retrain on "
+                                f"{_TRIGGER[f.code]})", f.values))
+        else:
+            reasons.append(f)
+    return RetrainDecision(retrain=bool(reasons), reasons=tuple(reasons), notes=tuple(notes), policy=policy)
+
+
+_TRIGGER = {ReasonCode.COLLAPSE: "collapse", ReasonCode.DRIFT: "drift", ReasonCode.DECAY_FLOOR: "decay",
+            ReasonCode.DECAY_BASELINE: "decay", ReasonCode.MAX_AGE: "max_age"}
 
 
 def _no_champion(model_age: float | None) -> Reason | None:
@@ -202,62 +290,93 @@ def _collapse(collapse: CollapseSignal | None) -> list[Reason]:
     return [Reason(ReasonCode.OK, f"collapse check: {collapse.verdict}", values)]
 
 
-def _drift(drift: DriftSignal | None, policy: RetrainPolicy) -> list[Reason]:
+def _drift(drift: DriftSignal | None, model_age: float | None, policy: RetrainPolicy) -> list[Reason]:
     if drift is None:
         return [Reason(ReasonCode.SKIPPED, "drift check not available")]
     k = policy.drift_persistence_k
     values = {"dataset_drift": drift.dataset_drift, "share": drift.share,
               "consecutive_runs": drift.consecutive_runs, "k": k}
-    if drift.consecutive_runs >= k:
-        return [Reason(ReasonCode.DRIFT, f"drift persisted {drift.consecutive_runs} consecutive runs "
-                       f"(>= k={k}); drifted share {drift.share:.2f}", values)]
-    return [Reason(ReasonCode.OK, f"drift in {drift.consecutive_runs} consecutive run(s) < k={k}; "
-                   f"drifted share {drift.share:.2f}", values)]
+    if drift.consecutive_runs < k:
+        return [Reason(ReasonCode.OK, f"drift in {drift.consecutive_runs} consecutive run(s) < k={k}; "
+                       f"drifted share {drift.share:.2f}", values)]
+    if model_age is not None and model_age < policy.drift_cooldown_days:
+        return [Reason(ReasonCode.OK, f"drift persisted {drift.consecutive_runs} runs (>= k={k}), but the champion "
+                       f"was trained or confirmed {model_age:.1f} days ago < drift cooldown "
+                       f"{policy.drift_cooldown_days:g}", {**values, "age_days": model_age,
+                                                          "drift_cooldown_days": policy.drift_cooldown_days})]
+    return [Reason(ReasonCode.DRIFT, f"drift persisted {drift.consecutive_runs} consecutive runs "
+                   f"(>= k={k}); drifted share {drift.share:.2f}", values)]
 
 
 def _decay(perf: PerformanceSignal | None, model_age: float | None, policy: RetrainPolicy) -> list[Reason]:
-    """Decay on the mean over horizons: one horizon's AUC on a few months of labels is too noisy."""
+    """The floor on mean AUC, and the champion against the Random Forest (CUSUM or mean AUC)."""
     if perf is None:
-        return [Reason(ReasonCode.SKIPPED, "decay check: no performance on matured labels")]
+        return [Reason(ReasonCode.SKIPPED, "decay check: no labels matured since the champion was selected")]
+    out = [Reason(ReasonCode.SKIPPED, f"horizon {h}: one class only in the decay window, no AUC",
+                  {"horizon": h}) for h in perf.skipped]
+    if policy.decay_test == "cusum":
+        out.extend(_decay_cusum(perf, policy))
     if perf.n_matured < policy.min_matured:
-        return [Reason(ReasonCode.SKIPPED, f"decay check skipped: {perf.n_matured} matured labels "
-                       f"< {policy.min_matured}", {"n_matured": perf.n_matured,
-                                                   "min_matured": policy.min_matured})]
+        return out + [Reason(ReasonCode.SKIPPED, f"AUC checks skipped: {perf.n_matured} matured labels "
+                             f"< {policy.min_matured}", {"n_matured": perf.n_matured,
+                                                         "min_matured": policy.min_matured})]
     if not perf.auc_by_horizon:
-        return [Reason(ReasonCode.SKIPPED, "decay check skipped: no champion AUC")]
+        return out + [Reason(ReasonCode.SKIPPED, "AUC checks skipped: no horizon with both classes")]
     auc = _mean(perf.auc_by_horizon.values())
     values: dict[str, Any] = {"mean_auc": auc, "auc_by_horizon": dict(perf.auc_by_horizon),
                               "n_matured": perf.n_matured}
-    out = []
     if auc < policy.auc_floor:
         out.append(Reason(ReasonCode.DECAY_FLOOR, f"champion mean AUC {auc:.4f} < floor "
                           f"{policy.auc_floor:.4f} on {perf.n_matured} matured labels",
                           {**values, "floor": policy.auc_floor}))
-    common = sorted(set(perf.auc_by_horizon) & set(perf.rf_auc_by_horizon))
-    if common:
-        champ = _mean(perf.auc_by_horizon[h] for h in common)
-        rf = _mean(perf.rf_auc_by_horizon[h] for h in common)
-        rf_values = {**values, "horizons": common, "champion_mean_auc": champ, "rf_mean_auc": rf,
-                     "rf_auc_by_horizon": dict(perf.rf_auc_by_horizon), "rf_margin": policy.rf_margin}
-        cooling = model_age is not None and model_age < policy.decay_cooldown_days
-        if champ < rf - policy.rf_margin and cooling:
-            out.append(Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} < Random Forest {rf:.4f}, but it was "
-                              f"trained or confirmed {model_age:.1f} days ago < cooldown "
-                              f"{policy.decay_cooldown_days:g}", {**rf_values, "age_days": model_age,
-                                                                  "decay_cooldown_days": policy.decay_cooldown_days}))
-        elif champ < rf - policy.rf_margin:
-            out.append(Reason(ReasonCode.DECAY_BASELINE, f"champion mean AUC {champ:.4f} < Random Forest "
-                              f"{rf:.4f} - margin {policy.rf_margin:.4f} on {perf.n_matured} matured labels",
-                              rf_values))
-        else:
-            out.append(Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} vs Random Forest {rf:.4f}",
-                              rf_values))
     else:
-        out.append(Reason(ReasonCode.SKIPPED, "Random Forest comparison skipped: no common horizons"))
-    if auc >= policy.auc_floor:
         out.append(Reason(ReasonCode.OK, f"champion mean AUC {auc:.4f} >= floor {policy.auc_floor:.4f}",
                           {**values, "floor": policy.auc_floor}))
+    if policy.decay_test == "mean_auc":
+        out.extend(_decay_mean_auc(perf, model_age, policy, values))
     return out
+
+
+def _decay_cusum(perf: PerformanceSignal, policy: RetrainPolicy) -> list[Reason]:
+    if not perf.loss_diff:
+        return [Reason(ReasonCode.SKIPPED, "CUSUM decay test: no matured session in the window yet")]
+    path = cusum(perf.loss_diff, policy.cusum_allowance, policy.cusum_threshold)
+    values: dict[str, Any] = {"test": "cusum", "statistic": path.statistic, "peak": path.peak,
+                              "threshold": policy.cusum_threshold, "allowance": policy.cusum_allowance,
+                              "n_sessions": len(perf.loss_diff),
+                              "window": [perf.sessions[0], perf.sessions[-1]] if perf.sessions else None,
+                              "mean_loss_diff": _mean(perf.loss_diff)}
+    if path.alarm:
+        at = perf.sessions[path.first_alarm] if perf.sessions else str(path.first_alarm)
+        values["first_alarm"] = at
+        return [Reason(ReasonCode.DECAY_BASELINE, f"champion trails the Random Forest: CUSUM of the log-loss excess "
+                       f"reached {path.peak:.2f} >= {policy.cusum_threshold:g} nats (first at {at}; mean excess "
+                       f"{values['mean_loss_diff']:+.4f} nats/session over {len(perf.loss_diff)} sessions)", values)]
+    return [Reason(ReasonCode.OK, f"CUSUM of the log-loss excess over the Random Forest {path.statistic:.2f} "
+                   f"(peak {path.peak:.2f}) < {policy.cusum_threshold:g} nats over {len(perf.loss_diff)} sessions",
+                   values)]
+
+
+def _decay_mean_auc(perf: PerformanceSignal, model_age: float | None, policy: RetrainPolicy,
+                    values: dict[str, Any]) -> list[Reason]:
+    """The rule before Step 6: mean AUC below the Random Forest's, held back by a cooldown."""
+    common = sorted(set(perf.auc_by_horizon) & set(perf.rf_auc_by_horizon))
+    if not common:
+        return [Reason(ReasonCode.SKIPPED, "Random Forest comparison skipped: no common horizons")]
+    champ = _mean(perf.auc_by_horizon[h] for h in common)
+    rf = _mean(perf.rf_auc_by_horizon[h] for h in common)
+    rf_values = {**values, "horizons": common, "champion_mean_auc": champ, "rf_mean_auc": rf,
+                 "rf_auc_by_horizon": dict(perf.rf_auc_by_horizon), "rf_margin": policy.rf_margin}
+    cooling = model_age is not None and model_age < policy.decay_cooldown_days
+    if champ < rf - policy.rf_margin and cooling:
+        return [Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} < Random Forest {rf:.4f}, but it was "
+                       f"trained or confirmed {model_age:.1f} days ago < cooldown "
+                       f"{policy.decay_cooldown_days:g}", {**rf_values, "age_days": model_age,
+                                                           "decay_cooldown_days": policy.decay_cooldown_days})]
+    if champ < rf - policy.rf_margin:
+        return [Reason(ReasonCode.DECAY_BASELINE, f"champion mean AUC {champ:.4f} < Random Forest "
+                       f"{rf:.4f} - margin {policy.rf_margin:.4f} on {perf.n_matured} matured labels", rf_values)]
+    return [Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} vs Random Forest {rf:.4f}", rf_values)]
 
 
 def _age(model_age: float | None, policy: RetrainPolicy) -> list[Reason]:

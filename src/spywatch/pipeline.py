@@ -25,6 +25,7 @@ from spywatch.dataset import FeatureTable, build_table
 from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision, RetrainPolicy,
                                decide)
 from spywatch.market_data import MarketDataSource, source_from_spec
+from spywatch.policy import FitSettings, policy_named
 from spywatch.publish import Publisher
 from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy
 from spywatch.store import ParquetStore, UpdateResult
@@ -47,20 +48,36 @@ class PipelineConfig:
     ticker: str = "SPY"
     as_of: str | None = None  # None: the last settled NYSE session
     drift_window: int = 60  # sessions of current features compared with the training reference
-    performance_window: int = 250  # sessions of matured labels for the decay check
-    holdout: int = 120  # recent matured sessions on which challenger and champion are compared
+    performance_window: int = 250  # sessions of matured labels shown in the report
+    # The decay test reads every matured label since the champion was selected (or confirmed), up
+    # to this many sessions: the CUSUM is a running sum, so its window must not slide.
+    decay_window_max: int = 1000
     retrain: str = "inline"  # "inline": train here when the decision says so; "never": only record it
     model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
     max_epochs: int | None = None  # training override (tests, quick runs)
     device: str = "auto"
+    policy: str = "default"  # the name the three settings below came from (recorded in the audit)
     retrain_policy: RetrainPolicy = RetrainPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
+    fit: FitSettings = FitSettings()
     collapse: CollapsePolicy = CollapsePolicy()
     run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.retrain not in ("inline", "never"):
             raise ValueError(f"retrain={self.retrain!r}; expected 'inline' or 'never'")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"max_epochs={self.max_epochs}; expected >= 1")
+
+    @classmethod
+    def for_policy(cls, name: str, **kwargs) -> PipelineConfig:
+        """A config whose retrain, promotion and fit settings are the named policy's."""
+        p = policy_named(name)
+        return cls(policy=p.name, retrain_policy=p.retrain, promotion=p.promotion, fit=p.fit, **kwargs)
+
+    @property
+    def holdout(self) -> int:
+        return self.fit.holdout
 
     def session(self) -> pd.Timestamp:
         if self.as_of is None:
@@ -157,8 +174,10 @@ def measure_drift(table: FeatureTable, champion: Champion, session: pd.Timestamp
 
 @dataclass
 class PredictionAudit:
-    proba: pd.DataFrame  # session x horizon, the recent window (last row = tonight)
+    proba: pd.DataFrame  # session x horizon, the recent window (last row = tonight), members' mean
+    spread: pd.DataFrame  # the members' standard deviation, same shape as ``proba``
     collapse: CollapseVerdict
+    members: list[dict]  # per member: prediction std and mean per horizon on the recent window
     performance: dict | None  # metrics on matured labels vs baselines, or None when too few
     history: pd.DataFrame  # probabilities over the performance window, for the report
 
@@ -166,11 +185,12 @@ class PredictionAudit:
 def predict_and_audit(table: FeatureTable, champion: Champion, session: pd.Timestamp, cfg: PipelineConfig
                       ) -> PredictionAudit:
     """Champion predictions for the recent window, the collapse check, and decay on matured labels."""
-    from spywatch.train import inspect
+    from spywatch.train import inspect, predict_members
 
     bundle = champion.bundle
     names = bundle.horizons
-    start = table.index[max(0, table.index.get_loc(session) - max(cfg.drift_window, cfg.performance_window) - 10)]
+    pos = table.index.get_loc(session)
+    start = table.index[max(0, pos - max(cfg.drift_window, cfg.performance_window, cfg.decay_window_max) - 10)]
     w = bundle.windows(table, start, session)
     if len(w) == 0 or w.dates[-1] != session:
         raise ValueError(f"no complete feature window ends at session {session.date()}")
@@ -179,43 +199,65 @@ def predict_and_audit(table: FeatureTable, champion: Champion, session: pd.Times
     shift = bundle.scaler.shift_std(table.features.loc[w.dates[recent][0]:session])
     verdict = check_collapse(ins.proba, names, bundle.prior, w.y[recent], ins.attention_entropy_ratio,
                              ins.representation_std, ins.pos_to_content_ratio, shift, cfg.collapse)
-    from spywatch.train import predict_proba
+    members = [{"member": k, "pred_std": {h: float(p[:, j].std()) for j, h in enumerate(names)},
+                "pred_mean": {h: float(p[:, j].mean()) for j, h in enumerate(names)}}
+               for k, p in enumerate(ins.member_proba)]
+    each = predict_members(bundle.model, w.X)  # (K, N, H)
+    all_proba = pd.DataFrame(each.mean(axis=0), index=w.dates, columns=names)
+    spread = pd.DataFrame(each.std(axis=0), index=w.dates, columns=names)
+    return PredictionAudit(proba=all_proba.iloc[recent], spread=spread.iloc[recent], collapse=verdict, members=members,
+                           performance=_performance(table, champion, w, all_proba, session, cfg),
+                           history=all_proba.iloc[-cfg.performance_window:])
 
-    all_proba = pd.DataFrame(predict_proba(bundle.model, w.X), index=w.dates, columns=names)
-    return PredictionAudit(proba=all_proba.iloc[recent], collapse=verdict,
-                           performance=_performance(table, bundle, champion.version, w, all_proba, session,
-                                                    cfg),
-                           history=all_proba)
+
+def decay_window_start(table: FeatureTable, champion: Champion, session: pd.Timestamp) -> pd.Timestamp:
+    """The first session of the decay window: after the holdout the champion was selected on (its
+    labels matured by the night it was trained), and after the last night it held against a
+    challenger (the test restarts there: the champion was just shown to be as good as a fresh model)."""
+    bundle = champion.bundle
+    h = bundle.targets.max_horizon
+    end = bundle.data_end
+    pos = int(table.index.searchsorted(end, side="right")) + h  # an embargo after the model's data
+    starts = [table.index[pos] if pos < len(table.index) else end + pd.Timedelta(days=1),
+              model_session(bundle) + pd.Timedelta(days=1)]
+    confirmed = last_confirmation(champion, session)
+    if confirmed is not None:
+        starts.append(confirmed + pd.Timedelta(days=1))
+    first = int(table.index.searchsorted(max(starts)))  # the first session on or after
+    return table.index[first] if first < len(table.index) else max(starts)
 
 
-def _performance(table: FeatureTable, bundle, version: str, w, proba: pd.DataFrame, session: pd.Timestamp,
+def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame, session: pd.Timestamp,
                  cfg: PipelineConfig) -> dict | None:
-    """Champion vs Random Forest vs prior on labels matured after the champion's own data."""
+    """Champion vs Random Forest vs prior on labels matured in the decay window (see decay_window_start)."""
     from spywatch.baselines import BaselineConfig, fit_or_load_baselines
+    from spywatch.comparison import session_log_loss
     from spywatch.report import calibration_points, roc_points
 
+    bundle = champion.bundle
     names = bundle.horizons
-    model_data_end = pd.Timestamp(bundle.metrics["periods"]["val"][1])
     horizon = bundle.targets.max_horizon
-    # Out of time for the champion: after its data plus an embargo, and labels matured by tonight.
-    pos_end = table.index.get_loc(session) - horizon
-    pos_model = table.index.get_loc(model_data_end) + horizon + 1 if model_data_end in table.index else 0
-    pos_start = max(pos_model, pos_end - cfg.performance_window + 1)
-    if pos_end < pos_start:
+    pos_end = table.index.get_loc(session) - horizon  # labels matured by tonight
+    if pos_end < 0:
         return None
-    lo, hi = table.index[pos_start], table.index[pos_end]
+    lo, hi = decay_window_start(table, champion, session), table.index[pos_end]
+    lo = max(lo, table.index[max(0, pos_end - cfg.decay_window_max + 1)])
+    if hi < lo:
+        return None
     keep = (w.dates >= lo) & (w.dates <= hi) & ~np.isnan(w.y).any(axis=1)
     n = int(keep.sum())
+    window = [lo.date().isoformat(), hi.date().isoformat()]
     if n < 20:
-        return {"window": [lo.date().isoformat(), hi.date().isoformat()], "n": n, "horizons": None}
+        return {"window": window, "n": n, "horizons": None, "loss_diff": [], "sessions": []}
     y = w.y[keep]
     p = proba.to_numpy()[keep]
-    fit = bundle.metrics["periods"]["fit"]
+    fit = bundle.periods["fit"]
     train_w = bundle.windows(table, fit[0], fit[1]).labelled()
     # fitted on the champion's own training period: the same every night, so kept between nights
     base = fit_or_load_baselines(train_w.X[:, -1, :], train_w.y, Path(cfg.root) / "cache" / "baselines.npz",
-                                 tag=version, config=BaselineConfig(rf_trees=100), seed=0)
+                                 tag=champion.version, config=BaselineConfig(rf_trees=100), seed=0)
     base_p = base.predict(w.X[keep][:, -1, :])
+    diff = (session_log_loss(y, p) - session_log_loss(y, base_p["random_forest"])).mean(axis=1)
     champ = metrics_by_horizon(y, p, names)
     rf = metrics_by_horizon(y, base_p["random_forest"], names)
     lr = metrics_by_horizon(y, base_p["logistic"], names)
@@ -223,16 +265,21 @@ def _performance(table: FeatureTable, bundle, version: str, w, proba: pd.DataFra
                     "prior": {"rate": float(base.prior[j]),
                               "brier": float(np.mean((y[:, j] - base.prior[j]) ** 2))}}
                 for j, h in enumerate(names)}
-    return {"window": [lo.date().isoformat(), hi.date().isoformat()], "n": n, "horizons": horizons,
+    return {"window": window, "n": n, "horizons": horizons,
+            "loss_diff": [round(float(d), 6) for d in diff],
+            "sessions": [d.date().isoformat() for d in w.dates[keep]],
             "roc": {h: roc_points(y[:, j], p[:, j]) for j, h in enumerate(names)},
             "calibration": {h: calibration_points(y[:, j], p[:, j]) for j, h in enumerate(names)}}
 
 
-def consecutive_drift(history: list[dict], session: str, drifted: bool) -> int:
-    """Consecutive drifted runs ending tonight (tonight counted), from the drift history."""
+def consecutive_drift(history: list[dict], session: str, drifted: bool, since: str | None = None) -> int:
+    """Consecutive drifted runs ending tonight (tonight counted), from the drift history; only runs
+    after ``since`` (the champion's promotion) count: a new champion starts its own count."""
     from spywatch.drift import consecutive_drift_runs
 
-    return consecutive_drift_runs([h["dataset_drift"] for h in history if h["session"] < session] + [drifted])
+    return consecutive_drift_runs([h["dataset_drift"] for h in history
+                                   if h["session"] < session and (since is None or h["session"] > since)]
+                                  + [drifted])
 
 
 def make_decision(drift_result, audit: PredictionAudit | None, champion: Champion | None, session: pd.Timestamp,
@@ -241,7 +288,8 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         return decide(None, None, None, None, policy)
     drift_signal = None
     if drift_result is not None:
-        runs = consecutive_drift(drift_history, session.date().isoformat(), drift_result.dataset_drift)
+        runs = consecutive_drift(drift_history, session.date().isoformat(), drift_result.dataset_drift,
+                                 since=model_session(champion.bundle).date().isoformat())
         drift_signal = DriftSignal(drift_result.dataset_drift, float(drift_result.share), runs)
     collapse = None
     perf = None
@@ -250,7 +298,8 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         p = audit.performance
         if p and p.get("horizons"):
             perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
-                                     {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"])
+                                     {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"],
+                                     loss_diff=tuple(p["loss_diff"]), sessions=tuple(p["sessions"]))
     # a session re-run after the champion was trained or confirmed later counts it as new (age 0)
     age = max(0, (session - age_start(champion, session)).days)
     return decide(drift_signal, collapse, perf, float(age), policy)
@@ -259,7 +308,7 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
 def model_session(bundle) -> pd.Timestamp:
     """The session a model was trained at (in data time, so replays age too)."""
     trained = bundle.data.get("trained_session")
-    return pd.Timestamp(trained) if trained else pd.Timestamp(bundle.metrics["periods"]["val"][1])
+    return pd.Timestamp(trained) if trained else bundle.data_end
 
 
 def last_confirmation(champion: Champion, session: pd.Timestamp) -> pd.Timestamp | None:
@@ -284,51 +333,84 @@ class RetrainOutcome:
     window: list[str]
     challenger_metrics: dict
     train_seconds: float
+    periods: dict = field(default_factory=dict)  # the challenger's fit / val / holdout spans
+    members: int = 1
 
     def to_dict(self) -> dict:
         return {"challenger": self.challenger, "promoted": self.promoted, "gate": self.gate.to_dict(),
                 "window": self.window, "challenger_metrics": self.challenger_metrics,
-                "train_seconds": self.train_seconds}
+                "train_seconds": self.train_seconds, "periods": self.periods, "members": self.members}
+
+
+def holdout_span(table: FeatureTable, session: pd.Timestamp, holdout: int) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+    """(train_end, holdout start, holdout end) for a challenger trained at ``session``.
+
+    The holdout is the ``holdout`` sessions whose labels have matured by ``session`` (the last one
+    ``max_horizon`` sessions back); the fit span ends an embargo of ``max_horizon`` sessions before it.
+    """
+    horizon = table.targets_config.max_horizon
+    pos_end = table.index.get_loc(session) - horizon  # last session whose labels have matured
+    pos_start = pos_end - holdout + 1
+    if pos_start - horizon - 1 < 0:
+        raise ValueError(f"session {session.date()}: {pos_end + 1} sessions with matured labels cannot hold a "
+                         f"{holdout}-session holdout and a fit span before it")
+    return table.index[pos_start - horizon - 1], table.index[pos_start], table.index[pos_end]
 
 
 def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg: PipelineConfig,
                      data_info: dict) -> RetrainOutcome:
-    """Train a challenger on data before a recent holdout, score it and the champion on that
-    holdout (after an embargo), and promote only through the gates."""
+    """Train a challenger on every labelled session up to an embargo before a recent holdout, score
+    it and the champion on that same holdout, and promote only through the gate (a paired block
+    bootstrap of the difference in mean AUC under the default policy)."""
     from spywatch.bundle import FitSpec, ModelBundle, fit_bundle
+    from spywatch.comparison import compare
     from spywatch.train import TrainConfig, inspect
 
-    horizon = table.targets_config.max_horizon
-    pos_end = table.index.get_loc(session) - horizon  # last session whose labels have matured
-    pos_start = pos_end - cfg.holdout + 1
-    train_end = table.index[pos_start - horizon - 1]  # embargo before the holdout
-    window = (table.index[pos_start], table.index[pos_end])
+    train_end, lo, hi = holdout_span(table, session, cfg.fit.holdout)
+    window = (lo, hi)
     train_cfg = TrainConfig(device=cfg.device)
+    epochs = cfg.fit.epochs
     if cfg.max_epochs:
         train_cfg = replace(train_cfg, max_epochs=cfg.max_epochs)
-    bundle = fit_bundle(table, FitSpec(train_end=str(train_end.date()), model=dict(cfg.model)), train_cfg,
-                        data={**data_info, "trained_session": str(session.date())})
+        epochs = cfg.max_epochs
+    spec = FitSpec(train_end=str(train_end.date()), recipe=cfg.fit.recipe, epochs=epochs, members=cfg.fit.members,
+                   holdout=(str(lo.date()), str(hi.date())), model=dict(cfg.model))
+    bundle = fit_bundle(table, spec, train_cfg, data={**data_info, "trained_session": str(session.date()),
+                                                      "policy": cfg.policy})
     registry = ModelRegistry(models_root(root))
     version = registry.register(bundle.write_into, meta={"kind": "patchtst", "session": str(session.date()),
-                                                         "train_end": str(train_end.date())})
-    window_name = f"{window[0].date()}..{window[1].date()}"
+                                                         "train_end": str(train_end.date()),
+                                                         "members": cfg.fit.members, "periods": bundle.periods})
+    window_name = f"{lo.date()}..{hi.date()}"
 
-    def score(b: ModelBundle) -> tuple[ModelScore, dict]:
+    def score(b: ModelBundle):
         w = b.windows(table, *window).labelled()
         ins = inspect(b.model, w.X)
         verdict = check_collapse(ins.proba, b.horizons, b.prior, w.y, ins.attention_entropy_ratio,
                                  ins.representation_std, ins.pos_to_content_ratio, policy=cfg.collapse)
         metrics = metrics_by_horizon(w.y, ins.proba, b.horizons)
-        return ModelScore({h: m["auc"] for h, m in metrics.items()}, verdict.collapsed, window_name), metrics
+        return ModelScore({h: m["auc"] for h, m in metrics.items()}, verdict.collapsed, window_name), metrics, w, ins
 
-    challenger_score, challenger_metrics = score(ModelBundle.load(registry.get(version).path))
+    challenger_score, challenger_metrics, w, ch_ins = score(ModelBundle.load(registry.get(version).path))
     champion = load_champion(root, cfg.promotion)
-    champion_score = score(champion.bundle)[0] if champion is not None else None
+    champion_score, comparison, fresher = None, None, False
+    if champion is not None:
+        champion_score, _, w_champ, cp_ins = score(champion.bundle)
+        if not np.array_equal(w.dates.asi8, w_champ.dates.asi8):
+            raise ValueError(f"champion and challenger windows differ on the holdout {window_name}")
+        comparison = compare(w.y, ch_ins.proba, cp_ins.proba, bundle.horizons, w.dates, "mean_auc",
+                             cfg.promotion.bootstrap(table.targets_config.max_horizon), a="challenger", b="champion")
+        champ_fit_end = pd.Timestamp(champion.bundle.periods["fit"][1])
+        fresher = pd.Timestamp(bundle.periods["fit"][1]) > champ_fit_end
     gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion,
-                                      context={"session": str(session.date())})
+                                      context={"session": str(session.date()), "holdout": [str(lo.date()), str(hi.date())],
+                                               "policy": cfg.policy},
+                                      comparison=comparison, fresher=fresher,
+                                      champion_version=champion.version if champion is not None else None)
     return RetrainOutcome(challenger=version, gate=gate, promoted=gate.promote,
-                          window=[str(window[0].date()), str(window[1].date())],
-                          challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"])
+                          window=[str(lo.date()), str(hi.date())],
+                          challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"],
+                          periods=bundle.periods, members=cfg.fit.members)
 
 
 def data_hash(bars_or_table: FeatureTable, session: pd.Timestamp) -> str:
@@ -459,7 +541,7 @@ def start_night(cfg: PipelineConfig) -> Night:
     session = cfg.session()
     source = source_from_spec(cfg.source)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    audit = {"session": session.date().isoformat(), "run_id": run_id, "synthetic": source.synthetic,
+    audit = {"session": session.date().isoformat(), "run_id": run_id, "synthetic": source.synthetic, "policy": cfg.policy,
              "source": source.name, "status": "running",
              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "model_version": None, "data": None, "validation": {}, "drift": None, "collapse": None,
@@ -522,7 +604,7 @@ def stage_audit(night: Night) -> None:
         night.drift = measure_drift(night.table, night.champion, night.session, night.cfg.drift_window,
                                     night.predictions.proba)
     night.audit["drift"] = night.drift.result.to_dict()
-    night.audit["collapse"] = night.predictions.collapse.to_dict()
+    night.audit["collapse"] = {**night.predictions.collapse.to_dict(), "members": night.predictions.members}
     night.audit["performance"] = night.predictions.performance
 
 
@@ -561,13 +643,17 @@ def publish_night(night: Night) -> NightlyResult:
     publisher = Publisher(night.root)
     with _timed(night, "publish"):
         latest = night.predictions.proba.iloc[-1]
+        spread = night.predictions.spread.iloc[-1]
         night.audit["predictions"] = {"file": "predictions.parquet", "rows": len(latest),
-                                      "latest": {"date": night.sid, **{h: float(v) for h, v in latest.items()}}}
+                                      "latest": {"date": night.sid, **{h: float(v) for h, v in latest.items()}},
+                                      "member_std": {h: float(v) for h, v in spread.items()},
+                                      "members": len(night.champion.bundle.model)}
         night.audit["prediction_history"] = [
             {"date": d.date().isoformat(), **{h: round(float(v), 5) for h, v in row.items()}}
             for d, row in night.predictions.history.iterrows()]
         rows = pd.DataFrame({"session": night.sid, "horizon": list(latest.index),
                              "probability": latest.to_numpy(dtype="float64"),
+                             "member_std": spread.reindex(latest.index).to_numpy(dtype="float64"),
                              "model_version": night.champion.version, "data_hash": night.data_info["data_hash"],
                              "feature_hash": feature_hash(night.table, night.session, night.champion.bundle.lookback),
                              "run_id": night.run_id, "synthetic": night.source.synthetic})

@@ -26,8 +26,10 @@ import pandas as pd
 
 from spywatch.atomic import atomic_write, atomic_write_json, fsync_dir
 
-PREDICTION_COLUMNS = ("session", "horizon", "probability", "model_version", "data_hash", "feature_hash", "run_id",
-                      "synthetic")
+# ``member_std``: the standard deviation of the ensemble members' probabilities (how much the
+# seeds disagree about tonight); NaN in rows published before ensembles.
+PREDICTION_COLUMNS = ("session", "horizon", "probability", "member_std", "model_version", "data_hash", "feature_hash",
+                      "run_id", "synthetic")
 
 
 @dataclass(frozen=True)

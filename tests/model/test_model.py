@@ -129,28 +129,59 @@ def test_metrics_are_sane():
 def small_bundle():
     bars = synthetic_bars("2003-12-31")
     table = build_table(bars)
-    spec = FitSpec(train_end="2003-12-31", model={"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16,
-                                                  "head_hidden": 16})
+    spec = FitSpec(train_end="2002-12-20", recipe="recent_val", val_sessions=250, members=2,
+                   holdout=("2003-01-02", "2003-12-23"),
+                   model={"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16})
     return table, fit_bundle(table, spec, TrainConfig(max_epochs=3, patience=2, batch_size=128))
 
 
 def test_fit_bundle_trains_and_records_metrics(small_bundle):
     table, bundle = small_bundle
     m = bundle.metrics
-    assert 1 <= m["epochs"] <= 3 and m["samples"]["fit"] > 1000 and m["samples"]["val"] > 200
-    assert set(m["validation"]) == {"h1", "h3", "h5"} and m["peak_rss_mb"] > 0
-    assert len(m["validation_predictions"]["h1"]) == m["samples"]["val"]
-    fit_end, val_start = pd.Timestamp(m["periods"]["fit"][1]), pd.Timestamp(m["periods"]["val"][0])
+    assert len(bundle.model) == 2 and [x["seed"] for x in m["members"]] == [0, 1]
+    assert all(1 <= x["epochs"] <= 3 for x in m["members"]) and m["samples"]["fit"] > 1000
+    assert m["samples"]["val"] == 250 and m["peak_rss_mb"] > 0
+    assert set(m["validation"]) == {"h1", "h3", "h5"} and set(m["holdout"]) == {"h1", "h3", "h5"}
+    assert len(m["holdout_member_auc"]) == 2
+    # the drift reference for the champion's outputs is its holdout (out of sample), not its fit
+    assert m["reference_predictions"] == "holdout"
+    assert len(m["validation_predictions"]["h1"]) == len(bundle.windows(table, "2003-01-02", "2003-12-23").labelled())
+    periods = bundle.periods
+    fit_end, val_start = pd.Timestamp(periods["fit"][1]), pd.Timestamp(periods["val"][0])
     gap = table.index.get_loc(val_start) - table.index.get_loc(fit_end) - 1
     assert gap == 5  # embargo of the longest horizon between fit and validation
+    assert periods["val"][1] == "2002-12-20" and periods["holdout"] == ["2003-01-02", "2003-12-23"]
+    assert bundle.data_end == pd.Timestamp("2003-12-23")
     preds = bundle.predict(table, "2003-06-01", "2003-12-31")
     assert list(preds.columns) == ["h1", "h3", "h5"] and ((preds > 0) & (preds < 1)).all().all()
+
+
+def test_fit_recipes_pin_their_spans():
+    from spywatch.bundle import fit_periods
+
+    table = build_table(synthetic_bars("2003-12-31"))
+    first = table.features.dropna().index[0]
+    idx = table.index
+    full = fit_periods(idx, first, FitSpec(train_end="2002-12-20"), 5)
+    assert full.fit == (first, pd.Timestamp("2002-12-20")) and full.val is None  # every labelled session, no val
+    recent = fit_periods(idx, first, FitSpec(train_end="2002-12-20", recipe="recent_val", val_sessions=100), 5)
+    assert recent.val[1] == pd.Timestamp("2002-12-20")
+    assert idx.get_loc(recent.val[1]) - idx.get_loc(recent.val[0]) + 1 == 100
+    assert idx.get_loc(recent.val[0]) - idx.get_loc(recent.fit[1]) - 1 == 5
+    legacy = fit_periods(idx, first, FitSpec(train_end="2002-12-20", recipe="legacy"), 5)
+    n = idx.get_loc(pd.Timestamp("2002-12-20")) - idx.get_loc(first) + 1
+    assert abs((idx.get_loc(legacy.val[1]) - idx.get_loc(legacy.val[0]) + 1) - 0.2 * n) <= 1
+    with pytest.raises(ValueError, match="embargo is 5"):
+        fit_periods(idx, first, FitSpec(train_end="2002-12-20", holdout=("2002-12-23", "2003-06-30")), 5)
+    with pytest.raises(ValueError, match="recipe"):
+        FitSpec(train_end="2002-12-20", recipe="everything")
 
 
 def test_bundle_round_trip_and_tamper_refusal(tmp_path, small_bundle):
     table, bundle = small_bundle
     path = bundle.save(tmp_path / "v1")
     loaded = ModelBundle.load(path)
+    assert len(loaded.model) == 2
     pd.testing.assert_frame_equal(loaded.predict(table, "2003-06-01"), bundle.predict(table, "2003-06-01"))
     assert loaded.scaler == bundle.scaler and loaded.targets == bundle.targets
     assert loaded.scaler.features == bundle.scaler.features  # column order survives sorted-key JSON
@@ -181,3 +212,90 @@ def test_train_model_early_stops_and_reports_resources():
     ins = inspect(res.model, va.X)
     auc = horizon_metrics(va.y[:, 0], ins.proba[:, 0])["auc"]
     assert auc > 0.7, f"a learnable signal should be learned, AUC {auc}"
+
+
+# ----------------------------------------------------------------------------- ensemble, dropout, encoder check
+
+
+def test_ensemble_averages_its_members_probabilities_and_reports_their_spread(small_bundle):
+    from spywatch.train import predict_members, predict_proba
+
+    table, bundle = small_bundle
+    w = bundle.windows(table, "2003-06-01", "2003-12-31")
+    each = predict_members(bundle.model, w.X)
+    assert each.shape == (2, len(w), 3)
+    with torch.no_grad():
+        alone = torch.sigmoid(bundle.model.members[1](torch.from_numpy(w.X))).numpy()
+    np.testing.assert_allclose(each[1], alone, atol=1e-6)
+    np.testing.assert_allclose(predict_proba(bundle.model, w.X), each.mean(axis=0), atol=1e-7)
+    ins = inspect(bundle.model, w.X)
+    assert ins.member_proba.shape == (2, len(w), 3) and np.allclose(ins.proba, each.mean(axis=0), atol=1e-6)
+    assert each.std(axis=0).mean() > 0  # two seeds do not agree exactly
+
+
+def test_a_single_model_saved_before_ensembles_loads_as_an_ensemble_of_one(tmp_path, small_bundle):
+    import json
+
+    from spywatch.artifact import write_artifact
+
+    table, bundle = small_bundle
+    files = bundle.files()
+    single = bundle.model.members[0]
+    import io
+
+    buf = io.BytesIO()
+    torch.save(single.state_dict(), buf)
+    config = json.loads(files["config.json"])
+    del config["ensemble"]
+    files.update({"weights.pt": buf.getvalue(), "config.json": json.dumps(config).encode()})
+    path = write_artifact(tmp_path / "old", files, meta={"kind": "patchtst"})
+    loaded = ModelBundle.load(path)
+    assert len(loaded.model) == 1
+    w = bundle.windows(table, "2003-06-01", "2003-12-31")
+    with torch.no_grad():
+        expected = torch.sigmoid(single(torch.from_numpy(w.X))).numpy()
+    np.testing.assert_allclose(loaded.predict(table, "2003-06-01", "2003-12-31").to_numpy(), expected, atol=1e-6)
+
+
+def test_dropout_draws_a_bernoulli_mask_with_the_right_rate_and_scale():
+    from spywatch.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2).train()
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y > 0
+    assert abs(kept.float().mean().item() - (1 - 51 / 256)) < 0.005  # p rounded to 51/256
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 256 / 205))  # inverted scaling keeps E[y] = x
+    assert abs(y.mean().item() - 1.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    torch.manual_seed(3)
+    a = Dropout(0.3).train()(torch.ones(1000))
+    torch.manual_seed(3)
+    assert torch.equal(a, Dropout(0.3).train()(torch.ones(1000)))  # seeded runs repeat
+    with pytest.raises(ValueError, match="dropout p=1.0"):
+        Dropout(1.0)
+
+
+def test_representation_check_reads_the_encoder_only_and_fires_on_a_dead_encoder(small_bundle):
+    import copy
+
+    table, bundle = small_bundle
+    w = bundle.windows(table, "2003-06-01", "2003-12-31")
+    healthy = inspect(bundle.model, w.X)
+    assert healthy.representation_std > 1e-3
+    dead = copy.deepcopy(bundle.model)
+    for member in dead.members:
+        with torch.no_grad():  # the encoder's last LayerNorm outputs 0 for every sample
+            member.final_norm.weight.zero_()
+            member.final_norm.bias.zero_()
+    ins = inspect(dead, w.X)
+    assert ins.representation_std == 0.0
+    with torch.no_grad():  # the head's skip inputs still differ between samples: the old check was blind
+        full = dead.members[0].forward_with_details(torch.from_numpy(w.X)).representation.numpy()
+    assert full.std(axis=0).mean() > 1e-3
+    verdict = check_collapse(ins.proba, bundle.horizons, bundle.prior, w.y, ins.attention_entropy_ratio,
+                             ins.representation_std, ins.pos_to_content_ratio)
+    assert verdict.collapsed and any("representation std" in f for f in verdict.findings)

@@ -40,7 +40,7 @@ def main() -> None:
     if "--markers" in sys.argv:
         _install_markers(rng)
     registry = ModelRegistry(root)
-    policy = PromotionPolicy(min_improvement=0.0, auc_floor=0.5)
+    policy = PromotionPolicy(rule="margin", min_improvement=0.0, auc_floor=0.5)
     print("ready", flush=True)
     for i in range(10_000):
         # ~256 KiB of weights widens the window in which a kill lands mid-write

@@ -16,8 +16,11 @@ from spywatch.decision import (
     decide,
 )
 
+# The rule before Step 6 (mean AUC against the Random Forest), still the "legacy" policy's.
 POLICY = RetrainPolicy(drift_persistence_k=3, auc_floor=0.52, rf_margin=0.0, min_matured=60, max_age_days=90,
-                       decay_cooldown_days=5)
+                       decay_cooldown_days=5, drift_cooldown_days=0, decay_test="mean_auc")
+CUSUM = RetrainPolicy(drift_persistence_k=3, min_matured=60, max_age_days=365, drift_cooldown_days=30,
+                      cusum_allowance=0.01, cusum_threshold=1.0)
 
 QUIET_DRIFT = DriftSignal(dataset_drift=False, share=0.1, consecutive_runs=0)
 HEALTHY = CollapseSignal(collapsed=False, verdict="healthy", cause=None)
@@ -90,7 +93,7 @@ def test_decay_below_the_random_forest_baseline():
 
 def test_trailing_the_random_forest_waits_out_the_cooldown_after_training_or_confirmation():
     perf = PerformanceSignal({"h1": 0.55, "h3": 0.55, "h5": 0.55}, {"h1": 0.58, "h3": 0.57, "h5": 0.56}, 90)
-    policy = RetrainPolicy(decay_cooldown_days=20)
+    policy = RetrainPolicy(decay_cooldown_days=20, decay_test="mean_auc")
     held = _decide(performance=perf, model_age=19.0, policy=policy)
     assert not held.retrain
     note = [n for n in held.notes if n.values.get("decay_cooldown_days") == 20][0]
@@ -103,7 +106,7 @@ def test_trailing_the_random_forest_waits_out_the_cooldown_after_training_or_con
 
 def test_random_forest_margin_tolerates_small_gaps():
     perf = PerformanceSignal({"h1": 0.55}, {"h1": 0.56}, 90)
-    policy = RetrainPolicy(rf_margin=0.02, min_matured=60)
+    policy = RetrainPolicy(rf_margin=0.02, min_matured=60, decay_test="mean_auc")
     assert not _decide(performance=perf, policy=policy).retrain
 
 
@@ -112,7 +115,7 @@ def test_decay_is_not_judged_on_too_few_matured_labels():
     decision = _decide(performance=perf)
     assert not decision.retrain
     skipped = [n for n in decision.notes if n.code is ReasonCode.SKIPPED]
-    assert skipped[0].message == "decay check skipped: 59 matured labels < 60"
+    assert skipped[0].message == "AUC checks skipped: 59 matured labels < 60"
 
 
 def test_old_model_retrains():
@@ -139,7 +142,7 @@ def test_missing_signals_are_noted_not_fatal():
     decision = decide(None, None, None, 5.0, POLICY)
     assert not decision.retrain
     assert {n.message for n in decision.notes} >= {"drift check not available", "collapse check not available",
-                                                   "decay check: no performance on matured labels"}
+                                                   "decay check: no labels matured since the champion was selected"}
 
 
 def test_decide_is_pure():
@@ -150,7 +153,14 @@ def test_decide_is_pure():
     (lambda: DriftSignal(True, 1.5, 1), "drift share"),
     (lambda: DriftSignal(True, 0.5, 0), "contradicts"),
     (lambda: DriftSignal(False, 0.5, -1), "consecutive_runs"),
-    (lambda: PerformanceSignal({"h1": float("nan")}, {}, 10), "champion AUC for horizon h1"),
+    (lambda: PerformanceSignal({"h1": "x"}, {}, 10), "champion AUC for horizon h1"),
+    (lambda: PerformanceSignal({}, {}, 10, loss_diff=(0.1,), sessions=()), "loss differences"),
+    (lambda: PerformanceSignal({}, {}, 10, loss_diff=(float("inf"),), sessions=("2024-01-02",)), "non-finite"),
+    (lambda: RetrainPolicy(triggers=("weather",)), "triggers"),
+    (lambda: RetrainPolicy(decay_test="t"), "decay_test"),
+    (lambda: RetrainPolicy(cusum_threshold=0), "cusum_threshold"),
+    (lambda: RetrainPolicy(cusum_allowance=-0.1), "cusum_allowance"),
+    (lambda: RetrainPolicy(drift_cooldown_days=-1), "drift_cooldown_days"),
     (lambda: PerformanceSignal({}, {"h3": 1.2}, 10), "random forest AUC for horizon h3"),
     (lambda: PerformanceSignal({}, {}, -1), "n_matured"),
     (lambda: RetrainPolicy(drift_persistence_k=0), "drift_persistence_k"),
@@ -162,3 +172,64 @@ def test_decide_is_pure():
 def test_invalid_inputs_name_the_value(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+# --------------------------------------------------------------------------- Step 6: the sequential decay test
+
+
+def _days(n: int) -> tuple[str, ...]:
+    import pandas as pd
+
+    return tuple(d.date().isoformat() for d in pd.bdate_range("2024-01-02", periods=n))
+
+
+def test_cusum_is_the_running_sum_of_excess_loss_above_the_allowance():
+    from spywatch.decision import cusum
+
+    path = cusum([0.0, 0.5, 0.5, -2.0, 0.3, 0.3, 0.3], allowance=0.1, threshold=0.75)
+    # 0, 0.4, 0.8 (alarm at index 2), 0, 0.2, 0.4, 0.6
+    assert path.first_alarm == 2 and path.alarm
+    assert path.peak == pytest.approx(0.8) and path.statistic == pytest.approx(0.6)
+    assert not cusum([0.05] * 1000, allowance=0.1, threshold=0.5).alarm  # below the allowance never accumulates
+
+
+def test_cusum_decay_fires_when_the_champion_keeps_trailing_the_forest():
+    diffs = (0.002,) * 100 + (0.05,) * 40  # calm, then the champion loses 0.05 nats a session to the RF
+    perf = PerformanceSignal({"h1": 0.6, "h3": 0.6, "h5": 0.6}, {"h1": 0.62, "h3": 0.6, "h5": 0.6}, 140,
+                             loss_diff=diffs, sessions=_days(140))
+    reason = _only(decide(QUIET_DRIFT, HEALTHY, perf, 100.0, CUSUM), ReasonCode.DECAY_BASELINE)
+    # (0.05 - 0.01) per session from the 101st: 1.0 reached at the 125th session (index 124)
+    assert reason.values["first_alarm"] == _days(140)[124]
+    assert reason.values["peak"] >= 1.0 and reason.values["test"] == "cusum"
+    calm = PerformanceSignal({"h1": 0.6}, {"h1": 0.62}, 140, loss_diff=(0.002,) * 140, sessions=_days(140))
+    quiet = decide(QUIET_DRIFT, HEALTHY, calm, 100.0, CUSUM)
+    assert not quiet.retrain  # a lower AUC than the forest alone no longer retrains: the test must accumulate
+    assert any("CUSUM" in n.message for n in quiet.notes)
+
+
+def test_a_horizon_with_one_class_is_skipped_with_a_note_not_a_crash():
+    perf = PerformanceSignal({"h1": float("nan"), "h3": 0.6}, {"h1": float("nan"), "h3": 0.58}, 120,
+                             loss_diff=(0.0,) * 3, sessions=_days(3))
+    assert perf.skipped == ("h1",) and set(perf.auc_by_horizon) == {"h3"}
+    decision = decide(QUIET_DRIFT, HEALTHY, perf, 10.0, CUSUM)
+    assert not decision.retrain
+    assert any(n.message == "horizon h1: one class only in the decay window, no AUC" for n in decision.notes)
+
+
+def test_drift_waits_out_its_cooldown_after_training_or_confirmation():
+    drifted = DriftSignal(dataset_drift=True, share=0.7, consecutive_runs=5)
+    held = decide(drifted, HEALTHY, None, 12.0, CUSUM)
+    assert not held.retrain
+    assert any("drift cooldown 30" in n.message for n in held.notes)
+    assert _only(decide(drifted, HEALTHY, None, 31.0, CUSUM), ReasonCode.DRIFT)
+
+
+def test_a_policy_acts_only_on_its_triggers():
+    old = 400.0
+    never = RetrainPolicy(triggers=())
+    decision = decide(DriftSignal(True, 0.9, 9), CollapseSignal(True, "collapsed", None), None, old, never)
+    assert not decision.retrain
+    assert sum("policy does not retrain" in n.message for n in decision.notes) == 3
+    calendar = RetrainPolicy(triggers=("max_age",), max_age_days=91)
+    assert decide(DriftSignal(True, 0.9, 9), HEALTHY, None, 92.0, calendar).codes == (ReasonCode.MAX_AGE,)
+    assert decide(None, None, None, None, never).codes == (ReasonCode.NO_CHAMPION,)  # the first model always trains

@@ -106,7 +106,7 @@ def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root):
 
 def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root):
     root, data, first = root
-    never_promote = PromotionPolicy(min_improvement=0.99, auc_floor=0.0)
+    never_promote = PromotionPolicy(rule="margin", min_improvement=0.99, auc_floor=0.0)
     # the tiny test model may sit near the prior; this test is about age, so collapse cannot fire
     never_collapsed = CollapsePolicy(min_pred_std=0.0, min_representation_std=0.0)
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain_policy=RetrainPolicy(max_age_days=20),

@@ -30,7 +30,7 @@ from spywatch.registry import (
 )
 
 CHILD = Path(__file__).with_name("registry_kill_child.py")
-POLICY = PromotionPolicy(min_improvement=0.01, auc_floor=0.52)
+POLICY = PromotionPolicy(rule="margin", min_improvement=0.01, auc_floor=0.52)
 WINDOW = "2026-06-01..2026-11-20"
 
 
@@ -206,7 +206,7 @@ def test_gate_margin_on_mean_auc(challenger, promote, line):
 def test_gate_waives_margin_against_a_collapsed_champion():
     result = gate(_score(0.53, 0.53, 0.53), _score(0.60, 0.60, 0.60, collapsed=True), POLICY)
     assert result.promote
-    assert "champion collapsed (mean AUC 0.6000): margin check waived" in result.reasons
+    assert "champion collapsed (mean AUC 0.6000): comparison waived" in result.reasons
 
 
 def test_gate_refuses_to_compare_different_windows_or_horizons():
@@ -216,10 +216,95 @@ def test_gate_refuses_to_compare_different_windows_or_horizons():
         gate(_score(0.6, 0.6, 0.6), _score(0.5, 0.5), POLICY)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.1])
+@pytest.mark.parametrize("bad", [1.5, -0.1, "x"])
 def test_score_rejects_impossible_auc(bad):
     with pytest.raises(ValueError, match="AUC for horizon h1"):
         _score(bad)
+
+
+def test_score_skips_a_horizon_without_auc_and_names_it():
+    score = _score(float("nan"), 0.6, 0.62)
+    assert score.skipped == ("h1",) and score.mean_auc == pytest.approx(0.61)
+    with pytest.raises(ValueError, match="at least one horizon AUC"):
+        _score(float("nan"))
+    result = gate(score, None, POLICY)
+    assert result.promote and "horizon(s) ['h1'] skipped: one class only in the holdout" in result.reasons
+
+
+# --------------------------------------------------------------------------- the paired gate
+
+PAIRED = PromotionPolicy()  # the default: paired block bootstrap at 90%, non-inferiority margin 0.01
+
+
+def _holdout(shift: float, seed: int = 0, n: int = 250):
+    """Labels and two models' probabilities on the same sessions: the challenger's signal is the
+    champion's plus ``shift`` (in logit units per unit of label), with independent noise each."""
+    import numpy as np
+
+    from spywatch.comparison import compare
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 3)) < [0.15, 0.35, 0.5]).astype(float)
+    base = rng.normal(size=(n, 3))
+    champion = 1 / (1 + np.exp(-(0.8 * y + base + 0.1 * rng.normal(size=(n, 3)))))
+    challenger = 1 / (1 + np.exp(-((0.8 + shift) * y + base + 0.1 * rng.normal(size=(n, 3)))))
+    comp = compare(y, challenger, champion, ["h1", "h3", "h5"], metric="mean_auc", config=PAIRED.bootstrap(5),
+                   a="challenger", b="champion")
+    return comp, _score(*(comp.by_horizon[h]["a"] for h in ("h1", "h3", "h5"))), \
+        _score(*(comp.by_horizon[h]["b"] for h in ("h1", "h3", "h5")))
+
+
+def test_paired_gate_promotes_a_challenger_better_beyond_the_noise():
+    comp, challenger, champion = _holdout(shift=0.8)
+    assert comp.ci_low > 0
+    result = gate(challenger, champion, PAIRED, comp, fresher=False)
+    assert result.promote and result.rule == "better"
+    assert any("90% CI" in r and "P(challenger better)" in r for r in result.reasons)
+    assert result.details["comparison"]["ci_low"] == comp.ci_low
+    json.dumps(result.to_dict())
+
+
+def test_paired_gate_prefers_an_equal_challenger_only_when_it_learned_from_fresher_data():
+    comp, challenger, champion = _holdout(shift=0.0, seed=3)
+    assert comp.ci_low < 0 < comp.ci_high and comp.ci_low > -PAIRED.non_inferiority_margin
+    fresh = gate(challenger, champion, PAIRED, comp, fresher=True)
+    assert fresh.promote and fresh.rule == "non_inferior_fresher"
+    stale = gate(challenger, champion, PAIRED, comp, fresher=False)
+    assert not stale.promote and stale.rule == "refused"
+
+
+def test_paired_gate_refuses_a_worse_challenger_even_when_fresher():
+    comp, challenger, champion = _holdout(shift=-0.8)
+    assert comp.ci_high < 0
+    result = gate(challenger, champion, PAIRED, comp, fresher=True)
+    assert not result.promote and result.details["checks"]["paired"] is False
+
+
+def test_paired_gate_needs_the_comparison():
+    _, challenger, champion = _holdout(shift=0.0)
+    with pytest.raises(ValueError, match="paired comparison"):
+        gate(challenger, champion, PAIRED, None)
+
+
+def test_promotion_checks_the_scored_champion_inside_the_lock(two):
+    reg, v1, v2 = two
+    comp, challenger, champion = _holdout(shift=0.8)
+    with pytest.raises(RegistryError, match="champion moved to v1 while v0 was being scored"):
+        reg.promote_if_better(v2, challenger, champion, PAIRED, comparison=comp, champion_version="v0")
+    assert reg.champion == v1 and [e.event for e in reg.history()] == ["promote"]
+    result = reg.promote_if_better(v2, challenger, champion, PAIRED, comparison=comp, champion_version=v1,
+                                   context={"session": "2026-11-27"})
+    assert result.promote and reg.champion == v2
+    assert reg.history()[-1].reason["gate"]["rule"] == "better"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"rule": "vote"}, "rule"), ({"level": 1.0}, "level"), ({"non_inferiority_margin": 0.5}, "non_inferiority"),
+    ({"n_boot": 10}, "n_boot"), ({"auc_floor": 2.0}, "auc_floor"),
+])
+def test_promotion_policy_names_the_bad_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PromotionPolicy(**kwargs)
 
 
 # --------------------------------------------------------------------------- gated promotion in the registry
