@@ -49,7 +49,7 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
             retrain_mode: Literal["inline", "deployment", "never"] = "inline",
             retrain_deployment: str = "retrain/retrain", model: dict[str, int] | None = None,
             max_epochs: int | None = None, device: str = "auto", fetch_backoff_s: float = 10.0,
-            force: bool = False) -> dict:
+            force: bool = False, policy: str = "default") -> dict:
     """One night for one session.
 
     Args:
@@ -62,8 +62,9 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
         device: ``auto`` (CUDA when the worker has it), ``cpu`` or ``cuda``.
         fetch_backoff_s: base delay of the fetch retries (2 retries, exponential, jittered).
         force: redo a session that is already published.
+        policy: the retrain, promotion and fit settings by name (``spywatch.policy.POLICIES``).
     """
-    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id)
+    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id, policy=policy)
     night = open_night(cfg)
     if not force and already_published(night):
         get_run_logger().info("session %s is already published; nothing to do (force=True redoes it)", night.sid)
@@ -90,7 +91,7 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
     retrain_error = None
     if decide(night).retrain and retrain_mode != "never":
         request = {"as_of": night.sid, "root": str(cfg.root), "source": source, "ticker": ticker, "model": model,
-                   "max_epochs": max_epochs, "device": device, "request_id": night.run_id}
+                   "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
         try:
             if retrain_mode == "inline":
                 outcome = retrain(**request)

@@ -27,7 +27,7 @@ def _run_name() -> str:
 @flow(name="retrain", flow_run_name=_run_name, timeout_seconds=6 * 3600, log_prints=True)
 def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "SPY",
             model: dict[str, int] | None = None, max_epochs: int | None = None, device: str = "auto",
-            request_id: str | None = None) -> dict:
+            request_id: str | None = None, policy: str = "default") -> dict:
     """Train, gate, maybe promote; returns ``RetrainOutcome.to_dict()``.
 
     Args:
@@ -37,8 +37,10 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
         model, max_epochs: PatchTST overrides (tests use a tiny model).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         request_id: the nightly run's id, echoed in the outcome file.
+        policy: the nightly run's policy name (fit recipe, members, holdout, promotion rule).
     """
-    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id)
+    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id,
+                       policy=policy)
     night = open_night(cfg)
     open_training_data(night)
     outcome = train_challenger(night)

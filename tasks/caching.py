@@ -41,7 +41,8 @@ def challenger_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
         return None  # no data identity: never re-use
     key = {"ticker": cfg.ticker, "session": night.sid, "data": night.data_info["data_hash"],
            "champion": night.champion.version if night.champion else None, "code": code_version(),
-           "model": cfg.model, "max_epochs": cfg.max_epochs, "holdout": cfg.holdout,
+           "model": cfg.model, "max_epochs": cfg.max_epochs, "policy": cfg.policy, "fit": cfg.fit.to_dict(),
+           "promotion": cfg.promotion.to_dict(),
            "root": str(Path(cfg.root).resolve())}
     blob = json.dumps(key, sort_keys=True, default=str).encode()
     return f"challenger-{cfg.ticker}-{night.sid}-{hashlib.sha256(blob).hexdigest()[:16]}"

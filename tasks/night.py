@@ -38,12 +38,14 @@ __all__ = ["ArtifactError", "MarketDataError", "ValidationFailed", "night_config
            "decide", "record_retrain", "publish", "publish_failure"]
 
 def night_config(root: str, as_of: dt.date | None, source: str, ticker: str, model: dict[str, int] | None,
-                 max_epochs: int | None, device: str, run_id: str | None, retrain: str = "never") -> PipelineConfig:
+                 max_epochs: int | None, device: str, run_id: str | None, retrain: str = "never",
+                 policy: str = "default") -> PipelineConfig:
     """The stage configuration, built once from the flow's typed parameters. ``retrain`` is what
-    ``run_nightly`` does (the backfill uses it); the nightly flow branches on the decision itself."""
-    return PipelineConfig(source=source, root=Path(root).expanduser().resolve(), ticker=ticker,
-                          as_of=as_of.isoformat() if as_of else None, model=dict(model or {}),
-                          max_epochs=max_epochs, device=device, retrain=retrain, run_id=run_id)
+    ``run_nightly`` does (the backfill uses it); the nightly flow branches on the decision itself.
+    ``policy`` names the retrain, promotion and fit settings (``spywatch.policy.POLICIES``)."""
+    return PipelineConfig.for_policy(policy, source=source, root=Path(root).expanduser().resolve(), ticker=ticker,
+                                     as_of=as_of.isoformat() if as_of else None, model=dict(model or {}),
+                                     max_epochs=max_epochs, device=device, retrain=retrain, run_id=run_id)
 
 
 def session_label(as_of: dt.date | str | None) -> str:

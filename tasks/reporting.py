@@ -134,10 +134,13 @@ def _cell(text: str) -> str:
 def publish_retrain_artifacts(session: str, outcome: dict, ticker: str) -> None:
     """The gate's verdict and the challenger's holdout metrics on the retrain run's page."""
     gate = outcome.get("gate") or {}
+    periods = outcome.get("periods") or {}
+    fit = " .. ".join(periods.get("fit") or []) or "?"
     lines = [f"# Challenger `{outcome['challenger']}` for session {session}: "
-             f"**{'PROMOTED' if outcome['promoted'] else 'not promoted'}**", "",
-             f"holdout {outcome['window'][0]} .. {outcome['window'][1]}, trained in "
-             f"{outcome['train_seconds']:.1f} s", "", "## Gate", *[f"- {line}" for line in gate.get("reasons", [])]]
+             f"**{'PROMOTED' if outcome['promoted'] else 'not promoted'}** (rule `{gate.get('rule', '?')}`)", "",
+             f"{outcome.get('members', 1)} member(s) fitted on {fit}, holdout {outcome['window'][0]} .. "
+             f"{outcome['window'][1]}, trained in {outcome['train_seconds']:.1f} s", "",
+             "## Gate", *[f"- {line}" for line in gate.get("reasons", [])]]
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key=f"spywatch-{ticker.lower()}-retrain",
                              description=f"retrain for {session}")
     rows = [{"horizon": h, **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}

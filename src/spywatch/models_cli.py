@@ -63,16 +63,31 @@ def _cmd_show(args: argparse.Namespace) -> int:
     registry = ModelRegistry(args.registry)
     info = registry.show(args.version)
     events = [e.to_dict() for e in registry.history() if e.version == args.version]
+    periods = _periods(info)
     if args.json:
-        _print_json({**info.to_dict(), "history": events})
+        _print_json({**info.to_dict(), "periods": periods, "history": events})
     else:
         print(_row(info))
+        for name in ("fit", "val", "holdout"):
+            span = (periods or {}).get(name)
+            print(f"  {name + ':':8} {' .. '.join(span) if span else '-'}")
         print(f"  path:    {info.path}")
         print(f"  files:   {', '.join(info.files) or '-'}")
         print(f"  meta:    {json.dumps(dict(info.meta), sort_keys=True, default=str)}")
         for e in events:
             print(f"  {e['at']}  #{e['seq']} {e['event']}  {json.dumps(e['reason'], sort_keys=True)}")
     return 1 if info.problem else 0
+
+
+def _periods(info: VersionInfo) -> dict | None:
+    """The version's ``fit``, ``val`` and ``holdout`` spans ([first, last] ISO dates, or None):
+    from its manifest's meta, else from its (checksummed) metrics.json."""
+    periods = (info.meta or {}).get("periods")
+    if periods is None and (info.path / "metrics.json").is_file():
+        periods = json.loads((info.path / "metrics.json").read_text()).get("periods")
+    if periods is None:
+        return None
+    return {k: periods.get(k) for k in ("fit", "val", "holdout")} | {"embargo_sessions": periods.get("embargo_sessions")}
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:

@@ -627,6 +627,8 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
         "failed_suites": failed_suites(parts["validation"]),
         "stale_message": stale_message(audit, parts["stale"]),
         "latest": latest, "latest_horizons": [h for h in horizons if _number(latest.get(h)) is not None],
+        "member_std": (parts["predictions"] or {}).get("member_std") or {},
+        "n_members": (parts["predictions"] or {}).get("members"),
         "prior": prior,
         "performance": parts["performance"], "horizon_views": performance_views(parts["performance"]),
         "history_chart": history_chart(history, horizons, prior),

@@ -31,9 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", choices=("inline", "never"), default="inline",
                    help="inline: train here when the decision says so; never: only record the decision")
     p.add_argument("--force", action="store_true", help="redo a session that is already published")
+    p.add_argument("--policy", default="default", choices=sorted(_policies()),
+                   help="retrain, promotion and fit settings by name (default: %(default)s)")
     p.add_argument("--ui", action="store_true", help="keep the local Prefect server and its UI up after the run")
     p.add_argument("--no-prefect", action="store_true", help="run pipeline.run_nightly directly, without Prefect")
     p.set_defaults(func=_run, skip_teardown=True)
+
+
+def _policies() -> list[str]:
+    from spywatch.policy import POLICIES
+
+    return list(POLICIES)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -46,8 +54,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_plain(args: argparse.Namespace, root: Path) -> int:
     from spywatch.pipeline import PipelineConfig, run_nightly
 
-    result = run_nightly(PipelineConfig(source=args.source, root=root, ticker=args.ticker, as_of=args.as_of,
-                                        retrain=args.retrain))
+    result = run_nightly(PipelineConfig.for_policy(args.policy, source=args.source, root=root, ticker=args.ticker,
+                                                   as_of=args.as_of, retrain=args.retrain))
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -85,7 +93,7 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
 
         with _local_settings(server):
             state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
-                            retrain_mode=args.retrain, force=args.force, return_state=True)
+                            retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
         t_done = time.perf_counter()
         drain_events()
         _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
