@@ -55,18 +55,23 @@ class Split:
 @dataclass(frozen=True)
 class Periods:
     fit: tuple[pd.Timestamp, pd.Timestamp]
-    val: tuple[pd.Timestamp, pd.Timestamp]
+    val: tuple[pd.Timestamp, pd.Timestamp] | None  # None: fixed epochs, no early stopping
     test: tuple[pd.Timestamp, pd.Timestamp]
     embargo: int
 
     def to_dict(self) -> dict:
         d = lambda a: a.date().isoformat()  # noqa: E731
-        return {"fit": [d(x) for x in self.fit], "val": [d(x) for x in self.val],
+        return {"fit": [d(x) for x in self.fit], "val": [d(x) for x in self.val] if self.val else None,
                 "test": [d(x) for x in self.test], "embargo_sessions": self.embargo}
 
 
-def resolve_periods(index: pd.DatetimeIndex, split: Split, max_horizon: int, first_valid: pd.Timestamp) -> Periods:
-    """Session-exact fit / validation / test spans with ``embargo`` sessions dropped before each boundary."""
+def resolve_periods(index: pd.DatetimeIndex, split: Split, max_horizon: int, first_valid: pd.Timestamp,
+                    early_stopping: bool = True) -> Periods:
+    """Session-exact fit / validation / test spans with ``embargo`` sessions dropped before each boundary.
+
+    Without ``early_stopping`` (the pipeline's "full" recipe) there is no validation span: the fit
+    runs to an embargo before the test, and ``split.val_start`` is ignored.
+    """
     emb = max_horizon if split.embargo is None else split.embargo
     sessions = index[index >= first_valid]
     if split.train_start:
@@ -87,10 +92,12 @@ def resolve_periods(index: pd.DatetimeIndex, split: Split, max_horizon: int, fir
         raise ValueError(f"no sessions in the test period {split.test_start}..{split.test_end or 'end'}")
     if test[0] <= train[-1]:
         raise ValueError(f"test start {test[0].date()} is not after training end {train[-1].date()}")
+    # Validation (or, without it, the fit) stops `emb` sessions before the test starts.
+    last = min(train[-1], index[int(index.searchsorted(test[0])) - 1 - emb])
+    if not early_stopping:
+        return Periods(fit=(train[0], last), val=None, test=(test[0], test[-1]), embargo=emb)
     fit = (train[0], train[val_pos - 1 - emb])
-    # Validation stops `emb` sessions before the test starts (or at the training end if earlier).
-    val = (train[val_pos], min(train[-1], index[int(index.searchsorted(test[0])) - 1 - emb]))
-    return Periods(fit=fit, val=val, test=(test[0], test[-1]), embargo=emb)
+    return Periods(fit=fit, val=(train[val_pos], last), test=(test[0], test[-1]), embargo=emb)
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,18 @@ class EvalConfig:
     baselines: BaselineConfig = BaselineConfig()
     lookback: int = 20
     n_boot: int = 2000  # block-bootstrap resamples for the AUC intervals and the paired comparisons
+    # "full": every session up to an embargo before the test, ``epochs`` epochs (the pipeline's
+    # default recipe, bench/results/fit_window.md); "early_stopping": the split's validation span.
+    recipe: str = "full"
+    epochs: int = 8
 
     def __post_init__(self) -> None:
         if self.features not in ("normalized", "raw"):
             raise ValueError(f"features={self.features!r}; expected 'normalized' or 'raw'")
+        if self.recipe not in ("full", "early_stopping"):
+            raise ValueError(f"recipe={self.recipe!r}; expected 'full' or 'early_stopping'")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         BootstrapConfig(n_boot=self.n_boot)  # rejects a bad n_boot now rather than after the training
@@ -229,12 +244,16 @@ def evaluate(bars: pd.DataFrame, split: Split, config: EvalConfig = EvalConfig()
     table = build_table(bars)
     names = table.targets_config.names
     first_valid = table.features.dropna().index[0]
-    periods = resolve_periods(table.index, split, table.targets_config.max_horizon, first_valid)
+    full = config.recipe == "full"
+    periods = resolve_periods(table.index, split, table.targets_config.max_horizon, first_valid,
+                              early_stopping=not full)
     inputs = model_inputs(table, config.features, periods.fit[1])
     lookback = config.lookback
     win = lambda span: make_windows(inputs.frame, table.targets, lookback, *span)  # noqa: E731
-    fit_w, val_w, test_w = win(periods.fit).labelled(), win(periods.val).labelled(), win(periods.test).labelled()
-    log.info("windows: fit %d, val %d, test %d", len(fit_w), len(val_w), len(test_w))
+    fit_w, test_w = win(periods.fit).labelled(), win(periods.test).labelled()
+    val_w = None if full else win(periods.val).labelled()
+    train_cfg = replace(config.train, max_epochs=config.epochs) if full else config.train
+    log.info("windows: fit %d, val %d, test %d", len(fit_w), len(val_w) if val_w else 0, len(test_w))
     boot = bootstrap_config(table.targets_config.max_horizon, config.n_boot)
     _check_test_labels(test_w.y, names, boot)
     model_cfg = PatchTSTConfig(n_channels=inputs.frame.shape[1], n_outputs=len(names), lookback=lookback,
@@ -251,7 +270,7 @@ def evaluate(bars: pd.DataFrame, split: Split, config: EvalConfig = EvalConfig()
     shift = inputs.stats.shift_std(inputs.unscaled.loc[periods.test[0]:periods.test[1]])
     runs, member_proba = [], []
     for seed in range(config.seeds):
-        res = train_model(fit_w, val_w, model_cfg, replace(config.train, seed=seed))
+        res = train_model(fit_w, val_w, model_cfg, replace(train_cfg, seed=seed))
         ins = inspect(res.model, test_w.X)
         verdict = check_collapse(ins.proba, names, base.prior, test_w.y, ins.attention_entropy_ratio,
                                  ins.representation_std, ins.pos_to_content_ratio, shift)
@@ -262,7 +281,7 @@ def evaluate(bars: pd.DataFrame, split: Split, config: EvalConfig = EvalConfig()
         log.info("seed %d: %.1fs, epochs %d, verdict %s", seed, res.seconds, len(res.history), verdict.verdict)
     preds = Predictions(y=test_w.y.astype("float64"), dates=test_w.dates, horizons=names,
                         members=np.stack(member_proba), baselines=base_pred)
-    return _report(preds, runs, boot, periods, config, model_cfg, len(fit_w), len(val_w),
+    return _report(preds, runs, boot, periods, config, model_cfg, len(fit_w), len(val_w) if val_w else 0,
                    time.perf_counter() - t_start)
 
 

@@ -14,10 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-end", required=True, help="end of the training span (fit + validation)")
     p.add_argument("--test-start", required=True)
     p.add_argument("--test-end", default=None)
-    p.add_argument("--val-start", default=None, help="start of validation (default: last 20%% of the training span)")
+    p.add_argument("--val-start", default=None, help="start of validation, with --recipe early_stopping "
+                   "(default: last 20%% of the training span)")
+    p.add_argument("--recipe", choices=("full", "early_stopping"), default="full",
+                   help="full: fit every session up to an embargo before the test for --epochs epochs (the "
+                   "pipeline's recipe); early_stopping: stop on the validation span")
     p.add_argument("--features", choices=("normalized", "raw"), default="normalized")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=None, help="max epochs (default: the training config's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (full) or max epochs (early_stopping); default: the recipe's")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--boot", type=int, default=2000, metavar="N",
                    help="block-bootstrap resamples for the AUC intervals and the paired comparisons")
@@ -33,10 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     from spywatch.evaluate import EvalConfig, Split, evaluate, format_report
     from spywatch.market_data import read_bars_csv
 
-    cfg = EvalConfig(features=args.features, seeds=args.seeds, n_boot=args.boot)
+    cfg = EvalConfig(features=args.features, seeds=args.seeds, n_boot=args.boot, recipe=args.recipe)
     train = replace(cfg.train, device=args.device, progress=args.progress)
     if args.epochs:
         train = replace(train, max_epochs=args.epochs)
+        cfg = replace(cfg, epochs=args.epochs)
     cfg = replace(cfg, train=train)
     split = Split(train_end=args.train_end, test_start=args.test_start, test_end=args.test_end,
                   val_start=args.val_start)

@@ -138,10 +138,17 @@ def report(spy_bars) -> dict:
     cfg = EvalConfig(seeds=2, n_boot=300, model={"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16,
                                                   "head_hidden": 16},
                      train=TrainConfig(max_epochs=2, batch_size=128, device="cpu"),
-                     baselines=BaselineConfig(rf_trees=30))
+                     baselines=BaselineConfig(rf_trees=30), epochs=2)
     split = Split(train_start="1998-01-01", train_end="2002-12-31", val_start="2002-01-01",
                   test_start="2003-01-01", test_end="2004-06-30")
     return evaluate(spy_bars.loc[:"2004-12-31"], split, cfg)
+
+
+@pytest.mark.slow
+def test_the_default_recipe_fits_up_to_an_embargo_before_the_test_without_validation(report):
+    periods = report["periods"]
+    assert periods["val"] is None and periods["fit"] == ["1998-01-02", "2002-12-23"]  # 5 sessions before 2003-01-02
+    assert report["samples"]["val"] == 0 and report["epochs_by_seed"] == [2, 2]
 
 
 @pytest.mark.slow
