@@ -79,6 +79,31 @@ def test_first_run_trains_promotes_and_publishes(trained):
                                                                                       "inputs_out_of_range")
 
 
+def test_the_first_champion_is_an_ensemble_with_its_spans_and_member_spread(trained, capsys):
+    from spywatch.cli import main as cli_main
+    from spywatch.policy import FitSettings
+
+    root, _, first = trained
+    a = first.audit
+    members = FitSettings().members
+    version = a["model_version"]
+    assert a["retrain"]["members"] == members and a["retrain"]["gate"]["rule"] == "no_champion"
+    # the challenger learned from every labelled session up to an embargo before a 250-session holdout
+    periods = a["retrain"]["periods"]
+    assert periods["val"] is None and periods["holdout"] == a["retrain"]["window"]
+    assert cli_main(["models", "show", version, "--registry", str(root / "models"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["periods"]["fit"] == periods["fit"] and shown["periods"]["holdout"] == periods["holdout"]
+    assert shown["periods"]["val"] is None and shown["periods"]["embargo_sessions"] == 5
+    event = ModelRegistry(root / "models").history()[-1]
+    assert event.reason["gate"]["rule"] == "no_champion" and event.reason["holdout"] == periods["holdout"]
+    # every published probability carries the spread of the members, and the audit reports each member
+    preds = pd.read_parquet(Publisher(root).session_dir("2024-05-31") / "predictions.parquet")
+    assert preds["member_std"].between(0, 0.5).all() and (preds["member_std"] > 0).any()
+    assert a["predictions"]["members"] == members and set(a["predictions"]["member_std"]) == {"h1", "h3", "h5"}
+    assert [m["member"] for m in a["collapse"]["members"]] == list(range(members))
+
+
 def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root):
     root, data, first = root
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
