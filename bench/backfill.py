@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--start", default="2022-01-01")
     parser.add_argument("--end", default="2024-12-31")
     parser.add_argument("--frequency", default="monthly", choices=("monthly", "weekly", "daily"))
+    parser.add_argument("--policy", default="default", help="named retrain policy (spywatch.policy)")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model, 2 epochs (a quick smoke run)")
     parser.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "backfill")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "backfill.md")
@@ -51,16 +52,15 @@ def main() -> int:
 
     from machine import machine
 
-    from spywatch.backfill import run_backfill
-    from spywatch.pipeline import PipelineConfig
+    from spywatch.backfill import backfill_config, run_backfill
 
     if not args.data.exists():
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
     if args.root.exists() and not args.resume:
         shutil.rmtree(args.root)  # a policy simulation starts with no model and no history
-    cfg = PipelineConfig(source=f"csv:{args.data.resolve()}", root=args.root.resolve(), retrain="inline",
-                         model=TINY if args.tiny else {}, max_epochs=2 if args.tiny else None)
+    cfg = backfill_config(args.root, f"csv:{args.data.resolve()}", policy=args.policy, model=TINY if args.tiny else {},
+                          max_epochs=2 if args.tiny else None)
     code = machine().get("git")  # the code that runs (HEAD may move during a long run)
     t0 = time.perf_counter()
     if args.prefect:
@@ -76,6 +76,7 @@ def main() -> int:
     header = [
         "# Backfill policy simulation (bench/backfill.py)", "",
         f"- ran: `python bench/backfill.py{' --tiny' if args.tiny else ''}{' --prefect' if args.prefect else ''} "
+        f"--policy {args.policy} "
         f"--start {args.start} --end {args.end} "
         f"--frequency {args.frequency}{' --resume' if args.resume else ''}`, finished {info['date']}, "
         f"**{wall / 60:.1f} min wall**" + (" for the resumed part; the step rows give each night's seconds"
@@ -85,7 +86,7 @@ def main() -> int:
         f"- data: `{args.data.name}` read in place as `csv:` source (real SPY, raw OHLC); the store starts empty, so "
         "the first step fetches 1993..its session and trains the first champion (`no_champion`)",
         f"- model: {'the tiny test model, 2 epochs' if args.tiny else 'the default PatchTST and training config'}; "
-        "policy: the pipeline defaults (`RetrainPolicy`, `PromotionPolicy`, `CollapsePolicy`, drift thresholds)",
+        f"policy `{cfg.policy}` (`spywatch.policy`; its settings are in the JSON's `config.policy`)",
         "- each step is `pipeline.run_nightly` for that month's last session on the same root"
         + (f", run as a `replay-night` task of the Prefect `backfill` flow (flow run {flow_run}: {flow_run.state_name}, "
            "on a local `prefect server` started by the bench)" if flow_run else
@@ -152,7 +153,7 @@ def _probs(rows) -> dict[str, float]:
 
 def _run_flow(cfg, args):
     """The ``backfill`` flow on a project-local Prefect server (stopped by PID, pass or fail)."""
-    from spywatch.backfill import PolicyScores, PolicyTable, StepRecord
+    from spywatch.backfill import PolicyTable
     from spywatch.run_cli import LocalServer, drain_events, project_root
 
     sys.path.insert(0, str(project_root()))
@@ -163,7 +164,8 @@ def _run_flow(cfg, args):
         from flows.backfill import backfill
 
         state = backfill(root=str(cfg.root), start=dt.date.fromisoformat(args.start),
-                         end=dt.date.fromisoformat(args.end), source=cfg.source, frequency=args.frequency,
+                         end=dt.date.fromisoformat(args.end), source=cfg.source, policy=cfg.policy,
+                         frequency=args.frequency,
                          model=dict(cfg.model) or None, max_epochs=cfg.max_epochs, out_dir=str(args.root / "policy"),
                          return_state=True)
         with get_client(sync_client=True) as client:
@@ -173,9 +175,7 @@ def _run_flow(cfg, args):
         server.stop()
     if not state.is_completed():
         raise SystemExit(f"backfill flow run {run.name} ended {state.type.value}: {state.message}")
-    record = json.loads((args.root / "policy" / "policy.json").read_text())
-    steps = [StepRecord.from_dict(d) for d in record["steps"]]
-    table = PolicyTable(steps, PolicyScores(**record["scores"]), record["config"])
+    table = PolicyTable.from_dict(json.loads((args.root / "policy" / "policy.json").read_text()))
     return table, _FlowRun(run.name, str(run.id), state.type.value)
 
 

@@ -65,7 +65,7 @@ def _registrars():
     import importlib
 
     for module in ("spywatch.validation_cli", "spywatch.drift_cli", "spywatch.evaluate_cli",
-                   "spywatch.models_cli", "spywatch.run_cli"):
+                   "spywatch.models_cli", "spywatch.run_cli", "spywatch.backfill_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

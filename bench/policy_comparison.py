@@ -1,0 +1,203 @@
+"""Policy comparison on real SPY: replay every named retrain policy (never, calendar, default,
+legacy) month by month from the same start, each on its own root, and set their numbers side by
+side: walk-forward AUC and Brier per horizon with intervals against a Random Forest refitted at
+every step, retrains, promotions and how many of them were wrong, alarms per year, training compute.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/policy_comparison.py      # 2015..2024: hours; run it in the background
+    .venv/bin/python bench/policy_comparison.py --policies default,never
+    OMP_NUM_THREADS=1 .venv/bin/python bench/policy_comparison.py --tiny --start 2016-01-01 --end 2016-02-29
+
+Each policy replays with ``backfill.run_backfill`` (what ``spywatch backfill`` and the Prefect
+``backfill`` flow run) on its own root, bench/out/policy_comparison/policy_<name>/ (git-ignored
+with bench/out/). Its steps are recorded there after each one, so re-running the same command
+continues every policy where it stopped (``--fresh`` starts over); a policy that has finished is
+only re-scored. The data is read in place (``csv:`` source, never copied). The results go to
+bench/results/policy_comparison.{json,md}, rewritten after each policy; ``--tiny`` (the tiny test
+model, 2 epochs) keeps its roots and results under bench/out/policy_comparison_tiny/ instead, so a
+smoke run never mixes with the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+TINY = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16}
+POLICIES = ("never", "calendar", "default", "legacy")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=f"csv:{REPO.parent / 'shared' / 'data' / 'spy_daily.csv'}")
+    parser.add_argument("--start", default="2015-01-01")
+    parser.add_argument("--end", default="2024-12-31")
+    parser.add_argument("--frequency", default="monthly", choices=("monthly", "weekly", "daily"))
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policy names")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test model, 2 epochs (a smoke run)")
+    parser.add_argument("--rf-trees", type=int, default=100)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="the policies' roots (default bench/out/policy_comparison[_tiny])")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the JSON results; the markdown goes beside (default "
+                             "bench/results/policy_comparison.json, with --tiny <work>/policy_comparison.json)")
+    parser.add_argument("--fresh", action="store_true", help="delete the policies' roots first instead of resuming")
+    args = parser.parse_args()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+    from machine import machine
+
+    from spywatch.backfill import (backfill_config, backfill_settings, check_replay_inputs, replay_sessions,
+                                   resumed_steps, run_backfill)
+
+    work = (args.work or REPO / "bench" / "out" / f"policy_comparison{'_tiny' if args.tiny else ''}").resolve()
+    out = (args.out or (work if args.tiny else REPO / "bench" / "results") / "policy_comparison.json").resolve()
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    # Every policy's config and the data are checked before the first step of the first policy.
+    try:
+        configs = {name: backfill_config(work / f"policy_{name}", args.source, policy=name,
+                                         model=TINY if args.tiny else {}, max_epochs=2 if args.tiny else None)
+                   for name in names}
+        schedule = replay_sessions(args.start, args.end, args.frequency)
+        for cfg in configs.values():
+            check_replay_inputs(cfg, schedule)
+            if not args.fresh:  # a record with other settings is refused now, not after hours of other policies
+                resumed_steps(Path(cfg.root) / "backfill", backfill_settings(cfg, args.start, args.end, args.frequency))
+    except ValueError as exc:
+        print(f"policy_comparison: {exc}", file=sys.stderr)
+        return 2
+
+    run = {"command": command_line(), "git": git_state(), "machine": machine(),
+           "settings": {"source": args.source, "start": args.start, "end": args.end, "frequency": args.frequency,
+                        "steps": len(schedule), "tiny": args.tiny, "rf_trees": args.rf_trees,
+                        "policies": names}}
+    tables: dict = {}
+    t0 = time.perf_counter()
+    for name, cfg in configs.items():
+        root = Path(cfg.root)
+        record = root / "backfill" / "policy.json"
+        if root.exists() and (args.fresh or not record.exists()):
+            shutil.rmtree(root)  # nothing recorded there yet (or told to start over): a policy starts with no model
+        resume = record.exists()
+        print(f"== policy {name}: {len(schedule)} steps on {root}" + (" (resuming)" if resume else ""),
+              file=sys.stderr, flush=True)
+        tables[name] = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=root / "backfill",
+                                    rf_trees=args.rf_trees, resume=resume,
+                                    on_step=lambda p, n=name: print(f"{n:9s} {p.line()}", file=sys.stderr, flush=True))
+        write_results(out, run, tables, names, time.perf_counter() - t0)
+    print(f"wrote {out} and {out.with_suffix('.md')} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 1 if any(t.counts["errors"] for t in tables.values()) else 0
+
+
+def write_results(out: Path, run: dict, tables: dict, names: list[str], wall: float) -> None:
+    from spywatch.atomic import atomic_write_json, atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {**run, "wall_seconds": round(wall, 1), "pending": [n for n in names if n not in tables],
+              "policies": {name: table.to_dict() for name, table in tables.items()}}
+    atomic_write_json(out, json.loads(json.dumps(record, default=str)))
+    atomic_write_text(out.with_suffix(".md"), markdown(record, tables))
+
+
+def markdown(record: dict, tables: dict) -> str:
+    from spywatch.backfill import REVIEW_SESSIONS, difference_cell, interval_cell
+
+    s = record["settings"]
+    m = record["machine"]
+    names = list(tables)
+    summaries = {n: t.summary for n, t in tables.items()}
+    scores = {n: t.scores for n, t in tables.items()}
+    level = next((round(100 * sc.bootstrap["level"]) for sc in scores.values() if sc and sc.bootstrap), 90)
+    block = next((sc.bootstrap["block"] for sc in scores.values() if sc and sc.bootstrap), "?")
+    lines = ["# Retrain policies compared on real SPY (bench/policy_comparison.py)", "",
+             f"- ran: `{record['command']}`, finished {m['date']}, {record['wall_seconds'] / 60:.0f} min wall"
+             + (f"; **pending**: {', '.join(record['pending'])}" if record["pending"] else ""),
+             f"- code: git {record['git']['commit']}"
+             + (" (with uncommitted changes)" if record["git"]["dirty"] else ""),
+             f"- machine: {m['cpu']}, {m['host_cores']} cores, torch {m.get('torch')}, CUDA {m.get('cuda')}",
+             f"- replay: `{s['source']}`, {s['start']} .. {s['end']}, {s['steps']} {s['frequency']} steps per policy, "
+             f"each policy on its own root from an empty store and registry; model: "
+             + ("the tiny test model, 2 epochs (smoke run: the numbers mean nothing)" if s["tiny"]
+                else "the default PatchTST and each policy's fit settings"),
+             f"- scores: walk-forward (every session between two steps, predicted by the champion in force after "
+             f"the earlier one), against a Random Forest ({s['rf_trees']} trees) refitted at every step on every label "
+             f"matured by then; {level}% circular block-bootstrap intervals, blocks of {block} sessions, paired for "
+             f"differences (P = share of resamples in which PatchTST is better)",
+             f"- a promotion is *wrong* when the promoted model's mean AUC over horizons on the next "
+             f"{REVIEW_SESSIONS} matured sessions is below the model it replaced (judged: enough sessions followed)",
+             "", "| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(n) for n in names) + " |")
+
+    row("steps (errors)", lambda n: f"{summaries[n]['steps']} ({summaries[n]['errors']})")
+    row("retrains (per year)", lambda n: f"{summaries[n]['retrains']} ({_num(summaries[n]['retrains_per_year'])})")
+    row("promotions", lambda n: str(summaries[n]["promotions"]))
+    row("wrong promotions / judged (beyond interval)",
+        lambda n: f"{summaries[n]['wrong_promotions']} / {summaries[n]['promotions_judged']} "
+                  f"({summaries[n]['wrong_beyond_interval']})")
+    row("alarms: events per year", lambda n: _num(summaries[n]["events_per_year"]))
+    row("training compute (min)", lambda n: f"{summaries[n]['train_seconds'] / 60:.1f}")
+    row("replay wall (min)", lambda n: f"{summaries[n]['wall_seconds'] / 60:.1f}")
+    horizons = next((list(sc.auc) for sc in scores.values() if sc and sc.auc), [])
+    for h in horizons:
+        row(f"{h} AUC PatchTST", lambda n: interval_cell((scores[n].auc.get(h) or {}).get("patchtst"), "auc"))
+        row(f"{h} AUC Random Forest", lambda n: interval_cell((scores[n].auc.get(h) or {}).get("random_forest"), "auc"))
+        row(f"{h} AUC PatchTST - RF (P)", lambda n: difference_cell((scores[n].auc.get(h) or {}).get("difference")))
+        row(f"{h} Brier PatchTST", lambda n: interval_cell((scores[n].brier.get(h) or {}).get("patchtst"), "brier"))
+        row(f"{h} Brier Random Forest",
+            lambda n: interval_cell((scores[n].brier.get(h) or {}).get("random_forest"), "brier"))
+    row("mean AUC PatchTST - RF (P)", lambda n: difference_cell(scores[n].mean_auc_difference))
+    row("walk-forward sessions", lambda n: " .. ".join(scores[n].walk_forward_window) or "—")
+    lines += ["", "Events per year by kind: " + "; ".join(
+        f"`{n}` " + (", ".join(f"{k.removeprefix('spywatch.')} {v:.2f}"
+                               for k, v in summaries[n]["events_per_year_by_event"].items()) or "none")
+        for n in names), ""]
+    for n in names:
+        review = scores[n].promotions
+        if not review:
+            continue
+        lines += [f"## `{n}`: promotions reviewed", "",
+                  "| session | promoted | replaced | n | promoted mean AUC | replaced mean AUC | difference (P) "
+                  "| wrong |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in review:
+            diff = None if p["difference"] is None else {"estimate": p["difference"], "ci_low": p["ci_low"],
+                                                         "ci_high": p["ci_high"], "p_a_better": p["p_new_better"]}
+            lines.append(f"| {p['session']} | {p['new']} | {p['old']} | {p['n_sessions']} | "
+                         f"{_num(p['new_mean_auc'])} | {_num(p['old_mean_auc'])} | {difference_cell(diff)} | "
+                         f"{'—' if p['wrong'] is None else ('**yes**' if p['wrong'] else 'no')} |")
+        lines.append("")
+    lines += ["Each policy's full record (config with the policy's settings, every step with its decision "
+              "and gate) is under `policies.<name>` in the JSON.", ""]
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def command_line() -> str:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + " ".join(
+        ["python", "bench/policy_comparison.py", *sys.argv[1:]])
+
+
+def git_state() -> dict:
+    """The commit at the start (HEAD may move during a run of hours) and whether tracked files differ from it."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
