@@ -130,6 +130,8 @@ class ModelBundle:
 # ----------------------------------------------------------------------------- training a bundle
 
 RECIPES = ("full", "recent_val", "legacy")
+# The "full" recipe's epoch count, chosen out of time on 2013, 2017 and 2021 (bench/results/fit_window.md).
+FULL_EPOCHS = 12
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class FitSpec:
     train_end: str
     train_start: str | None = None
     recipe: str = "full"
-    epochs: int = 12  # the "full" recipe's fixed epoch count (bench/results/fit_window.md)
+    epochs: int = FULL_EPOCHS  # the "full" recipe's fixed epoch count
     val_sessions: int = 250
     members: int = 1
     lookback: int = 20

@@ -21,6 +21,7 @@ import pandas as pd
 
 from spywatch.audit import CollapseVerdict, check_collapse, metrics_by_horizon
 from spywatch.baselines import BaselineConfig, fit_baselines, fit_logistic
+from spywatch.bundle import FULL_EPOCHS
 from spywatch.comparison import BootstrapConfig, auc_interval, compare
 from spywatch.dataset import FeatureTable, build_table
 from spywatch.features import FEATURES, FeatureScaler
@@ -112,7 +113,7 @@ class EvalConfig:
     # "full": every session up to an embargo before the test, ``epochs`` epochs (the pipeline's
     # default recipe, bench/results/fit_window.md); "early_stopping": the split's validation span.
     recipe: str = "full"
-    epochs: int = 8
+    epochs: int = FULL_EPOCHS
 
     def __post_init__(self) -> None:
         if self.features not in ("normalized", "raw"):

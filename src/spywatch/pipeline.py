@@ -56,6 +56,7 @@ class PipelineConfig:
     model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
     max_epochs: int | None = None  # training override (tests, quick runs)
     device: str = "auto"
+    threads: int | None = None  # CPU training threads (None: min(2, cores)); 1 when benches share a host
     policy: str = "default"  # the name the three settings below came from (recorded in the audit)
     retrain_policy: RetrainPolicy = RetrainPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
@@ -368,7 +369,7 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
 
     train_end, lo, hi = holdout_span(table, session, cfg.fit.holdout)
     window = (lo, hi)
-    train_cfg = TrainConfig(device=cfg.device)
+    train_cfg = TrainConfig(device=cfg.device, threads=cfg.threads)
     epochs = cfg.fit.epochs
     if cfg.max_epochs:
         train_cfg = replace(train_cfg, max_epochs=cfg.max_epochs)

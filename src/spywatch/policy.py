@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from spywatch.bundle import FULL_EPOCHS, RECIPES
 from spywatch.decision import RetrainPolicy
 from spywatch.registry import PromotionPolicy
 
@@ -26,7 +27,7 @@ class FitSettings:
     """How a challenger is trained (see ``bundle.FitSpec`` for the recipes)."""
 
     recipe: str = "full"
-    epochs: int = 12
+    epochs: int = FULL_EPOCHS
     members: int = 3  # seeds averaged (bench/results/fit_window.md: AUC, Brier and cost against k)
     # Matured sessions on which challenger and champion are compared: 250 (a year) gives the paired
     # difference in mean AUC a standard error of about 0.01 between similar models; fewer loses
@@ -34,8 +35,6 @@ class FitSettings:
     holdout: int = 250
 
     def __post_init__(self) -> None:
-        from spywatch.bundle import RECIPES
-
         if self.recipe not in RECIPES:
             raise ValueError(f"fit recipe={self.recipe!r}; expected one of {RECIPES}")
         if not 1 <= self.epochs <= 200:
