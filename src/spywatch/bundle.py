@@ -131,7 +131,7 @@ class ModelBundle:
 
 RECIPES = ("full", "recent_val", "legacy")
 # The "full" recipe's epoch count, chosen out of time on 2013, 2017 and 2021 (bench/results/fit_window.md).
-FULL_EPOCHS = 12
+FULL_EPOCHS = 8
 
 
 @dataclass(frozen=True)
