@@ -174,10 +174,11 @@ def markdown(result: dict) -> str:
         lines += ["**No (k, h) in the grid met both false-alarm limits.**", ""]
     lines += ["| k | h | calm alarms/yr | all alarms/yr | null alarm share (2 y) | delay median | delay p90 | detected |",
               "|---|---|---|---|---|---|---|---|"]
+    n = lambda x: "—" if x is None else f"{x:.0f}"  # noqa: E731
     for g in a["grid"]:
         lines.append(f"| {g['allowance']} | {g['threshold']} | {g['calm_alarms_per_year']:.2f} | "
-                     f"{g['all_alarms_per_year']:.2f} | {g['null_alarm_share_2y']:.2f} | {g['delay_median']} | "
-                     f"{g['delay_p90']} | {g['detected_share']:.2f} |")
+                     f"{g['all_alarms_per_year']:.2f} | {g['null_alarm_share_2y']:.2f} | {n(g['delay_median'])} | "
+                     f"{n(g['delay_p90'])} | {g['detected_share']:.2f} |")
     lines += ["", "Mean d per year (positive: the champion trails the forest):", "",
               "| year | mean d | std | sessions |", "|---|---|---|---|"]
     lines += [f"| {y} | {r['mean']:+.4f} | {r['std']:.4f} | {int(r['count'])} |" for y, r in a["by_year"].items()]
