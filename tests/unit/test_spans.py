@@ -68,3 +68,13 @@ def test_the_decay_window_starts_after_the_holdout_the_champion_was_selected_on(
     assert decay_window_start(table, confirmed, T("2024-12-31")) == T("2024-04-01")
     # a confirmation after the session being run does not count (replaying an earlier night)
     assert decay_window_start(table, confirmed, T("2024-01-31")) == T("2023-07-03")
+
+
+def test_the_drifted_night_count_restarts_at_a_promotion():
+    from spywatch.pipeline import consecutive_drift
+
+    history = [{"session": f"2024-03-{d:02d}", "dataset_drift": True} for d in range(4, 9)]
+    assert consecutive_drift(history, "2024-03-11", True) == 6
+    # a champion promoted on 2024-03-06 counts only the drifted nights after it, tonight included
+    assert consecutive_drift(history, "2024-03-11", True, since="2024-03-06") == 3
+    assert consecutive_drift(history, "2024-03-11", False, since="2024-03-06") == 0
