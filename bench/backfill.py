@@ -17,6 +17,7 @@ takes minutes on 2 cores: run it in the background.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import datetime as dt
 import json
 import os
@@ -143,7 +144,8 @@ def _gates(root: Path) -> str:
     passed = [e for e in promotes
               if (g := e.reason.get("gate")) and g["promote"] and all(g["details"]["checks"].values())]
     return (f"- gates: {len(promotes)} promotions in the registry history, {len(passed)} with every gate check passed "
-            f"(floor, not collapsed, and the margin over the champion where one existed); "
+            f"(floor, not collapsed, and the policy's comparison with the champion where one existed: "
+            f"rules {dict(Counter(e.reason['gate'].get('rule', '?') for e in passed))}); "
             f"{sum(e.event == 'refuse' for e in history)} challengers refused")
 
 
