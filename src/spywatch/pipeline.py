@@ -230,7 +230,14 @@ def decay_window_start(table: FeatureTable, champion: Champion, session: pd.Time
 
 def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame, session: pd.Timestamp,
                  cfg: PipelineConfig) -> dict | None:
-    """Champion vs Random Forest vs prior on labels matured in the decay window (see decay_window_start)."""
+    """The champion against the Random Forest, the logistic regression and the prior on matured labels.
+
+    Two windows. What people see (``window``, ``horizons``, ROC, calibration): the last
+    ``performance_window`` matured sessions after the champion's fit span and an embargo, out of
+    sample. What decides (``decay``): every matured session since the champion was selected or
+    last confirmed (``decay_window_start``), so never the holdout it won on; the floor and the
+    CUSUM read only this one.
+    """
     from spywatch.baselines import BaselineConfig, fit_or_load_baselines
     from spywatch.comparison import session_log_loss
     from spywatch.report import calibration_points, roc_points
@@ -241,36 +248,50 @@ def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame
     pos_end = table.index.get_loc(session) - horizon  # labels matured by tonight
     if pos_end < 0:
         return None
-    lo, hi = decay_window_start(table, champion, session), table.index[pos_end]
-    lo = max(lo, table.index[max(0, pos_end - cfg.decay_window_max + 1)])
-    if hi < lo:
-        return None
-    keep = (w.dates >= lo) & (w.dates <= hi) & ~np.isnan(w.y).any(axis=1)
-    n = int(keep.sum())
-    window = [lo.date().isoformat(), hi.date().isoformat()]
-    if n < 20:
-        return {"window": window, "n": n, "horizons": None, "loss_diff": [], "sessions": []}
-    y = w.y[keep]
-    p = proba.to_numpy()[keep]
+    hi = table.index[pos_end]
+    fit_end = pd.Timestamp(bundle.periods["fit"][1])
+    pos_fit = int(table.index.searchsorted(fit_end, side="right")) + horizon
+    show_lo = table.index[max(min(pos_fit, pos_end), pos_end - cfg.performance_window + 1)]
+    decay_lo = max(decay_window_start(table, champion, session), table.index[max(0, pos_end - cfg.decay_window_max + 1)])
+    labelled = ~np.isnan(w.y).any(axis=1)
+    show = (w.dates >= show_lo) & (w.dates <= hi) & labelled
+    decay = (w.dates >= decay_lo) & (w.dates <= hi) & labelled
+    out: dict = {"window": [show_lo.date().isoformat(), hi.date().isoformat()], "n": int(show.sum()), "horizons": None,
+                 "decay": {"window": [decay_lo.date().isoformat(), hi.date().isoformat()], "n": int(decay.sum()),
+                           "auc_by_horizon": {}, "rf_auc_by_horizon": {}, "loss_diff": [], "sessions": []}}
+    either = show | decay
+    if not either.any():
+        return out
+    p_all = proba.to_numpy()
     fit = bundle.periods["fit"]
     train_w = bundle.windows(table, fit[0], fit[1]).labelled()
     # fitted on the champion's own training period: the same every night, so kept between nights
     base = fit_or_load_baselines(train_w.X[:, -1, :], train_w.y, Path(cfg.root) / "cache" / "baselines.npz",
                                  tag=champion.version, config=BaselineConfig(rf_trees=100), seed=0)
-    base_p = base.predict(w.X[keep][:, -1, :])
-    diff = (session_log_loss(y, p) - session_log_loss(y, base_p["random_forest"])).mean(axis=1)
-    champ = metrics_by_horizon(y, p, names)
-    rf = metrics_by_horizon(y, base_p["random_forest"], names)
-    lr = metrics_by_horizon(y, base_p["logistic"], names)
-    horizons = {h: {"champion": champ[h], "random_forest": rf[h], "logistic": lr[h],
-                    "prior": {"rate": float(base.prior[j]),
-                              "brier": float(np.mean((y[:, j] - base.prior[j]) ** 2))}}
-                for j, h in enumerate(names)}
-    return {"window": window, "n": n, "horizons": horizons,
-            "loss_diff": [round(float(d), 6) for d in diff],
-            "sessions": [d.date().isoformat() for d in w.dates[keep]],
-            "roc": {h: roc_points(y[:, j], p[:, j]) for j, h in enumerate(names)},
-            "calibration": {h: calibration_points(y[:, j], p[:, j]) for j, h in enumerate(names)}}
+    base_all = {k: np.full(p_all.shape, np.nan) for k in ("random_forest", "logistic")}
+    predicted = base.predict(w.X[either][:, -1, :])
+    for k in base_all:
+        base_all[k][either] = predicted[k]
+    if decay.any():
+        y, p, rf = w.y[decay], p_all[decay], base_all["random_forest"][decay]
+        d = out["decay"]
+        d["loss_diff"] = [round(float(x), 6) for x in (session_log_loss(y, p) - session_log_loss(y, rf)).mean(axis=1)]
+        d["sessions"] = [x.date().isoformat() for x in w.dates[decay]]
+        if len(y) >= 20:
+            d["auc_by_horizon"] = {h: m["auc"] for h, m in metrics_by_horizon(y, p, names).items()}
+            d["rf_auc_by_horizon"] = {h: m["auc"] for h, m in metrics_by_horizon(y, rf, names).items()}
+    if show.sum() >= 20:
+        y, p = w.y[show], p_all[show]
+        champ = metrics_by_horizon(y, p, names)
+        rf = metrics_by_horizon(y, base_all["random_forest"][show], names)
+        lr = metrics_by_horizon(y, base_all["logistic"][show], names)
+        out["horizons"] = {h: {"champion": champ[h], "random_forest": rf[h], "logistic": lr[h],
+                               "prior": {"rate": float(base.prior[j]),
+                                         "brier": float(np.mean((y[:, j] - base.prior[j]) ** 2))}}
+                           for j, h in enumerate(names)}
+        out["roc"] = {h: roc_points(y[:, j], p[:, j]) for j, h in enumerate(names)}
+        out["calibration"] = {h: calibration_points(y[:, j], p[:, j]) for j, h in enumerate(names)}
+    return out
 
 
 def consecutive_drift(history: list[dict], session: str, drifted: bool, since: str | None = None) -> int:
@@ -296,11 +317,10 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
     perf = None
     if audit is not None:
         collapse = CollapseSignal(audit.collapse.collapsed, audit.collapse.verdict, audit.collapse.cause)
-        p = audit.performance
-        if p and p.get("horizons"):
-            perf = PerformanceSignal({h: v["champion"]["auc"] for h, v in p["horizons"].items()},
-                                     {h: v["random_forest"]["auc"] for h, v in p["horizons"].items()}, p["n"],
-                                     loss_diff=tuple(p["loss_diff"]), sessions=tuple(p["sessions"]))
+        d = (audit.performance or {}).get("decay")
+        if d and d["sessions"]:
+            perf = PerformanceSignal(d["auc_by_horizon"], d["rf_auc_by_horizon"], d["n"],
+                                     loss_diff=tuple(d["loss_diff"]), sessions=tuple(d["sessions"]))
     # a session re-run after the champion was trained or confirmed later counts it as new (age 0)
     age = max(0, (session - age_start(champion, session)).days)
     return decide(drift_signal, collapse, perf, float(age), policy)

@@ -69,7 +69,8 @@ def test_nightly_deployment_end_to_end(prefect_server, start_worker, listener, f
     publisher = Publisher(fresh_root)
     audit = publisher.read_audit(SESSION)
     assert audit["status"] == "published" and audit["drift"]["dataset_drift"]
-    assert audit["decision"]["retrain"] and audit["retrain"]["challenger"]
+    assert audit["decision"]["retrain"] and audit["retrain"]["challenger"] and audit["policy"] == "calendar"
+    assert "max_age" in [r["code"] for r in audit["decision"]["reasons"]]
     outcome = (fresh_root / "state" / "retrain" / f"{SESSION}.json")
     assert outcome.exists()
     retrain_runs = _deployment_runs("retrain/retrain")
@@ -97,8 +98,10 @@ def _test_spec(root) -> dict:
         for schedule in deployment.get("schedules") or []:
             schedule["active"] = False  # nothing scheduled while the test runs
         if deployment["name"] in ("nightly", "retrain"):
+            # the calendar policy retrains the 2023-06-30 champion on 2023-11-30 (older than a quarter)
+            # whatever the tiny model's audit says, and the nightly run passes it to the retrain run
             deployment["parameters"].update({"root": str(root), "source": CRASH, "model": TINY_MODEL,
-                                             "max_epochs": MAX_EPOCHS})
+                                             "max_epochs": MAX_EPOCHS, "policy": "calendar"})
         if deployment["name"] == "nightly":
             deployment["parameters"].update({"as_of": SESSION, "fetch_backoff_s": 0.5})
     return spec
