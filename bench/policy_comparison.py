@@ -101,7 +101,10 @@ def write_results(out: Path, run: dict, tables: dict, names: list[str], wall: fl
     from spywatch.atomic import atomic_write_json, atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    import datetime as dt
+
     record = {**run, "wall_seconds": round(wall, 1), "pending": [n for n in names if n not in tables],
+              "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "policies": {name: table.to_dict() for name, table in tables.items()}}
     atomic_write_json(out, json.loads(json.dumps(record, default=str)))
     atomic_write_text(out.with_suffix(".md"), markdown(record, tables))
@@ -118,7 +121,8 @@ def markdown(record: dict, tables: dict) -> str:
     level = next((round(100 * sc.bootstrap["level"]) for sc in scores.values() if sc and sc.bootstrap), 90)
     block = next((sc.bootstrap["block"] for sc in scores.values() if sc and sc.bootstrap), "?")
     lines = ["# Retrain policies compared on real SPY (bench/policy_comparison.py)", "",
-             f"- ran: `{record['command']}`, finished {m['date']}, {record['wall_seconds'] / 60:.0f} min wall"
+             f"- ran: `{record['command']}`, started {m['date']}, written {record.get('written', '?')}, "
+             f"{record['wall_seconds'] / 60:.0f} min wall"
              + (f"; **pending**: {', '.join(record['pending'])}" if record["pending"] else ""),
              f"- code: git {record['git']['commit']}"
              + (" (with uncommitted changes)" if record["git"]["dirty"] else ""),
