@@ -314,7 +314,7 @@ def walk_forward_frame(table, registry, steps: list[StepRecord], rf_trees: int) 
 
 def brier_interval(y: np.ndarray, p: np.ndarray, config) -> dict:
     """One model's Brier score on one horizon with its block-bootstrap interval (NaN labels dropped)."""
-    from spywatch.comparison import block_weights
+    from spywatch.comparison import block_weights, interval
 
     y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
     ok = ~(np.isnan(y) | np.isnan(p))
@@ -322,13 +322,13 @@ def brier_interval(y: np.ndarray, p: np.ndarray, config) -> dict:
     if len(loss) < 2 * config.block:
         return {"brier": None, "ci": None, "n": int(len(loss))}
     w = block_weights(len(loss), config)
-    low, high = _quantiles(w @ loss / w.sum(axis=1), config.level)
+    low, high = interval(w @ loss / w.sum(axis=1), config.level)
     return {"brier": float(loss.mean()), "ci": [low, high], "n": int(len(loss))}
 
 
 def paired_brier(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, config) -> dict | None:
     """Brier(b) - Brier(a) on the same sessions (positive favours a), its interval and P(a better)."""
-    from spywatch.comparison import block_weights
+    from spywatch.comparison import block_weights, interval
 
     y, p_a, p_b = (np.asarray(v, dtype="float64") for v in (y, p_a, p_b))
     ok = ~(np.isnan(y) | np.isnan(p_a) | np.isnan(p_b))
@@ -337,7 +337,7 @@ def paired_brier(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, config) -> dic
         return None
     w = block_weights(len(diff), config)
     boot = w @ diff / w.sum(axis=1)
-    low, high = _quantiles(boot, config.level)
+    low, high = interval(boot, config.level)
     return {"estimate": float(diff.mean()), "ci_low": low, "ci_high": high, "p_a_better": float((boot > 0).mean()),
             "n": int(len(diff))}
 
@@ -355,12 +355,6 @@ def paired_auc(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[s
     c = compare(y, p_a, p_b, horizons, dates, "mean_auc", config)
     return {"estimate": c.estimate, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_a_better": c.p_a_better,
             "a": c.a_value, "b": c.b_value, "n": c.n_sessions, "span": c.span}
-
-
-def _quantiles(boot: np.ndarray, level: float) -> tuple[float, float]:
-    alpha = (1 - level) / 2
-    low, high = np.quantile(boot[np.isfinite(boot)], [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def auc_scores(walk: pd.DataFrame, names: list[str], config) -> dict:

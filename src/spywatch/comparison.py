@@ -183,8 +183,7 @@ def compare(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str]
         b_vals.append(fb)
     boot = np.nanmean(np.vstack(diffs), axis=0)  # mean over horizons, per resample
     boot = boot[np.isfinite(boot)]
-    alpha = (1 - config.level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    low, high = interval(boot, config.level)
     return PairedComparison(metric=metric, a=a, b=b, estimate=float(np.mean([v["diff"] for v in by_h.values()])),
                             ci_low=float(low), ci_high=float(high), p_a_better=float((boot > 0).mean()),
                             a_value=float(np.mean(a_vals)), b_value=float(np.mean(b_vals)), by_horizon=by_h,
@@ -198,12 +197,16 @@ def auc_interval(y: np.ndarray, p: np.ndarray, config: BootstrapConfig = Bootstr
     y, p = y[ok], p[ok]
     if len(y) < 2 * config.block or not 0 < y.sum() < len(y):
         return {"auc": None, "ci": None, "n": int(len(y))}
-    boot = weighted_auc(y, p, block_weights(len(y), config))
-    boot = boot[np.isfinite(boot)]
-    alpha = (1 - config.level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha])
-    return {"auc": float(weighted_auc(y, p, np.ones((1, len(y))))[0]), "ci": [float(low), float(high)],
+    low, high = interval(weighted_auc(y, p, block_weights(len(y), config)), config.level)
+    return {"auc": float(weighted_auc(y, p, np.ones((1, len(y))))[0]), "ci": [low, high],
             "n": int(len(y))}
+
+
+def interval(boot: np.ndarray, level: float) -> tuple[float, float]:
+    """The two-sided percentile interval at ``level`` of the finite bootstrap values."""
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot[np.isfinite(boot)], [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def _iso(value) -> str:
