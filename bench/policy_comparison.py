@@ -50,6 +50,9 @@ def main() -> int:
                         help="the JSON results; the markdown goes beside (default "
                              "bench/results/policy_comparison.json, with --tiny <work>/policy_comparison.json)")
     parser.add_argument("--fresh", action="store_true", help="delete the policies' roots first instead of resuming")
+    parser.add_argument("--keep-recorded", action="store_true",
+                        help="take a policy already complete in the results JSON, with the same settings, from there "
+                             "instead of replaying it (its roots may be gone, e.g. on another machine)")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -79,9 +82,13 @@ def main() -> int:
            "settings": {"source": args.source, "start": args.start, "end": args.end, "frequency": args.frequency,
                         "steps": len(schedule), "tiny": args.tiny, "rf_trees": args.rf_trees,
                         "policies": names}}
-    tables: dict = {}
+    tables: dict = kept_policies(out, configs, args) if args.keep_recorded else {}
+    run["kept_from"] = getattr(args, "kept_from", {})
     t0 = time.perf_counter()
     for name, cfg in configs.items():
+        if name in tables:
+            print(f"== policy {name}: kept from {out}", file=sys.stderr, flush=True)
+            continue
         root = Path(cfg.root)
         record = root / "backfill" / "policy.json"
         if root.exists() and (args.fresh or not record.exists()):
@@ -93,8 +100,38 @@ def main() -> int:
                                     rf_trees=args.rf_trees, resume=resume,
                                     on_step=lambda p, n=name: print(f"{n:9s} {p.line()}", file=sys.stderr, flush=True))
         write_results(out, run, tables, names, time.perf_counter() - t0)
+    write_results(out, run, tables, names, time.perf_counter() - t0)
     print(f"wrote {out} and {out.with_suffix('.md')} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 1 if any(t.counts["errors"] for t in tables.values()) else 0
+
+
+def kept_policies(out: Path, configs: dict, args) -> dict:
+    """Policies the results JSON already holds complete, replayed with exactly today's settings."""
+    from spywatch.backfill import PolicyTable, backfill_settings, replay_sessions
+
+    if not out.exists():
+        return {}
+    recorded = json.loads(out.read_text())
+    if {k: v for k, v in recorded["settings"].items() if k != "policies"} != {
+            "source": args.source, "start": args.start, "end": args.end, "frequency": args.frequency,
+            "steps": len(replay_sessions(args.start, args.end, args.frequency)), "tiny": args.tiny,
+            "rf_trees": args.rf_trees}:
+        return {}
+    kept = {}
+    for name, cfg in configs.items():
+        record = recorded["policies"].get(name)
+        if record is None or record["config"] != json.loads(json.dumps(
+                backfill_settings(cfg, args.start, args.end, args.frequency), default=str)):
+            continue
+        table = PolicyTable.from_dict(record)
+        if len(table.steps) == recorded["settings"]["steps"] and table.scores is not None:
+            kept[name] = table
+    # Where the kept numbers came from: the run that recorded them (an older commit, another machine).
+    args.kept_from = {name: recorded.get("kept_from", {}).get(name) or {"command": recorded["command"],
+                                                                         "git": recorded["git"],
+                                                                         "machine": recorded["machine"]}
+                      for name in kept}
+    return kept
 
 
 def write_results(out: Path, run: dict, tables: dict, names: list[str], wall: float) -> None:
@@ -126,6 +163,8 @@ def markdown(record: dict, tables: dict) -> str:
              + (f"; **pending**: {', '.join(record['pending'])}" if record["pending"] else ""),
              f"- code: git {record['git']['commit']}"
              + (" (with uncommitted changes)" if record["git"]["dirty"] else ""),
+             *[f"- `{n}` kept from an earlier run with the same settings: `{k['command']}` at git "
+               f"{k['git']['commit']}, started {k['machine']['date']} on {k['machine']['cpu']}" for n, k in record.get("kept_from", {}).items()],
              f"- machine: {m['cpu']}, {m['host_cores']} cores, torch {m.get('torch')}, CUDA {m.get('cuda')}",
              f"- replay: `{s['source']}`, {s['start']} .. {s['end']}, {s['steps']} {s['frequency']} steps per policy, "
              f"each policy on its own root from an empty store and registry; model: "
