@@ -146,7 +146,7 @@ the next: the same imports took 7.9 to 12.7 s, a fixed pure-Python loop 1.60 to 
   scikit-learn 0.3, pandas 0.2.
 - **Flow, ~5-7 s:** stages ~4.5 s: Evidently ~2-2.8 s (three `Report.run`; under cProfile 2.8 of
   its 3.3 s go to plotly building the per-column plots of the HTML report, 0.4 s to the drift
-  tests), Great Expectations ~1.4 s (the raw-bars suite in `fetch_validate`, the features suite),
+  tests), Great Expectations ~1.4 s (the raw-bars suite in `fetch`, the features suite),
   `predict_audit` ~0.4 s, publishing ~0.4 s; Prefect ~1-1.5 s (the flow run's creation and
   states, ~0.1 s between task runs, four artifacts).
 - **Cut in this round** (each measured apart; the previous recording of this bench, at git
@@ -200,9 +200,9 @@ def _goal_line(r: dict) -> str:
 def _markdown(r: dict, args: argparse.Namespace) -> str:
     m = r["machine"]
     stages = sorted({k for n in r["nights"] for k in n["timings"]},
-                    key=lambda k: ["fetch_validate", "features", "load_champion", "validate_features", "predict_audit",
+                    key=lambda k: ["fetch", "features", "champion", "validate_features", "audit",
                                    "drift", "retrain", "publish"].index(k) if k in
-                    ["fetch_validate", "features", "load_champion", "validate_features", "predict_audit", "drift",
+                    ["fetch", "features", "champion", "validate_features", "audit", "drift",
                      "retrain", "publish"] else 99)
     lines = ["# Nightly run timing (`spywatch run`, Prefect included)", "",
              f"- ran: `python bench/nightly_timing.py{' --tiny' if args.tiny else ''}`, {m['date']}; git {m.get('git')}",

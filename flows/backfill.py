@@ -14,6 +14,7 @@ from typing import Literal
 from prefect import flow
 
 from spywatch.backfill import backfill_config
+from spywatch.lock import root_lock
 from tasks.backfill import replay_night, replay_schedule, score_policy, write_policy_table
 
 
@@ -28,8 +29,9 @@ def backfill(root: str, start: dt.date, end: dt.date, source: str = "yfinance", 
     # the policy's retrain, promotion and fit settings are part of every night's config
     cfg = backfill_config(root, source, ticker, policy, model, max_epochs, device, retrain)
     steps = []
-    for session in replay_schedule(start.isoformat(), end.isoformat(), frequency):
-        steps.append(replay_night(cfg, session))
+    with root_lock(cfg.root, "backfill"):  # the whole replay: no nightly run may write this root meanwhile
+        for session in replay_schedule(start.isoformat(), end.isoformat(), frequency):
+            steps.append(replay_night(cfg, session))
     scores = score_policy(cfg, steps, rf_trees)
     return write_policy_table(cfg, steps, scores, start.isoformat(), end.isoformat(), frequency,
                               out_dir or str(cfg.root / "backfill"))

@@ -5,7 +5,8 @@ run reads it (``<root>/state/retrain/<session>.json``).
 Deployed on the ``gpu`` work pool: the challenger trains on CUDA when the worker has it
 (``device="auto"``), else on the CPU. The nightly flow runs it as a deployment
 (``retrain_mode="deployment"``) or in-process as a subflow (``retrain_mode="inline"``); both
-read the bars its nightly run fetched and validated from the shared root.
+read the bars its nightly run fetched and validated from the shared root. The nightly run holds
+the root's lock while it waits; the registry's own lock guards the promotion.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import datetime as dt
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.night import night_config, open_night, session_label
+from tasks.night import night_config, session_label
 from tasks.reporting import publish_retrain_artifacts
-from tasks.retrain import open_training_data, train_challenger, write_outcome
+from tasks.retrain import train_challenger, write_outcome
 
 
 def _run_name() -> str:
@@ -41,9 +42,8 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
     """
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id,
                        policy=policy)
-    night = open_night(cfg)
-    open_training_data(night)
-    outcome = train_challenger(night)
-    write_outcome(night, outcome, request_id)
-    publish_retrain_artifacts(night.sid, outcome, ticker)
+    session = cfg.session().date().isoformat()
+    outcome = train_challenger(cfg)
+    write_outcome(cfg.root, session, outcome, request_id)
+    publish_retrain_artifacts(session, outcome, ticker)
     return outcome

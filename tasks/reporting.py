@@ -77,7 +77,10 @@ def summary_markdown(result: NightlyResult) -> str:
     decision = a.get("decision") or {}
     if decision.get("reasons"):
         lines += ["", "## Why retrain", *[f"- `{r['code']}`: {r['message']}" for r in decision["reasons"]]]
-    if a.get("retrain"):
+    if (a.get("retrain") or {}).get("error"):
+        lines += ["", f"## The retrain failed: {_cell(a['retrain']['error'])}",
+                  "Tonight's predictions come from the champion, which passed tonight's audit."]
+    elif a.get("retrain"):
         r = a["retrain"]
         lines += ["", f"## Challenger `{r['challenger']}`: {'promoted' if r['promoted'] else 'not promoted'}",
                   *[f"- {line}" for line in (r.get("gate") or {}).get("reasons", [])]]

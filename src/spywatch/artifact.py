@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spywatch.atomic import fsync_dir, sha256_file
+from spywatch.atomic import fsync_dir, make_readable, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -156,6 +156,7 @@ def stage_artifact(parent: Path, populate: Callable[[Path], None], meta: Mapping
                             meta=json.loads(meta_json))
         _write_synced(tmp / MANIFEST_NAME,
                       (json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+        make_readable(tmp)
         fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

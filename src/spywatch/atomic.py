@@ -40,7 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: published files are for every reader
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600: published files are for every reader
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -52,10 +52,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# What every reader may read: a web server, a worker running as another user. Set explicitly,
+# never through the process umask (changing it is process-wide and races with other threads).
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+def make_readable(folder: Path) -> None:
+    """``folder`` and everything under it: directories 0755, files 0644 (``mkdtemp`` makes 0700)."""
+    folder = Path(folder)
+    os.chmod(folder, DIR_MODE)
+    for base, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(base, d), DIR_MODE)
+        for f in files:
+            path = os.path.join(base, f)
+            if not os.path.islink(path):
+                os.chmod(path, FILE_MODE)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch import sessions
+from spywatch.lock import root_lock
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,10 @@ def replay_step(cfg, session: pd.Timestamp) -> StepRecord:
         return StepRecord(session=sid, status="error", champion_before=before, champion_after=champion_version(cfg.root),
                           seconds=round(time.perf_counter() - t0, 2), error=f"{type(exc).__name__}: {exc}")
     a = result.audit
+    failure = a.get("failure") or {}
+    if failure.get("kind") == "stage_error":  # a crash inside a stage: counted as an error, as before
+        return StepRecord(session=sid, status="error", champion_before=before, champion_after=champion_version(cfg.root),
+                          seconds=round(time.perf_counter() - t0, 2), error=failure["reason"])
     drift = a.get("drift") or {}
     decision = a.get("decision") or {}
     retrain = a.get("retrain") or {}
@@ -237,7 +242,8 @@ def replay_step(cfg, session: pd.Timestamp) -> StepRecord:
         retrained=bool(retrain.get("challenger")), promoted=bool(retrain.get("promoted")),
         gate=gate_summary(retrain) if retrain else None, alarms=[e["event"] for e in a.get("alerts", [])],
         seconds=round(time.perf_counter() - t0, 2),
-        train_seconds=round(float(retrain["train_seconds"]), 2) if retrain.get("train_seconds") else None)
+        train_seconds=round(float(retrain["train_seconds"]), 2) if retrain.get("train_seconds") else None,
+        error=failure.get("reason"))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -750,14 +756,15 @@ def run_backfill(cfg, start: str, end: str, frequency: str = "monthly", out_dir:
     done = {r.session for r in steps}
     todo = [s for s in schedule if s.date().isoformat() not in done]
     spent = 0.0
-    for i, session in enumerate(todo, start=1):
-        record = replay_step(cfg, session)
-        steps.append(record)
-        spent += record.seconds
-        if out_dir is not None:  # progress on disk: a long backfill can be watched and its partial table read
-            PolicyTable(steps, None, config).write(out_dir)
-        if on_step is not None:
-            on_step(StepProgress(len(steps), len(schedule), record, spent / i * (len(todo) - i)))
+    with root_lock(cfg.root, "backfill"):  # the whole replay: no nightly run may write this root meanwhile
+        for i, session in enumerate(todo, start=1):
+            record = replay_step(cfg, session)
+            steps.append(record)
+            spent += record.seconds
+            if out_dir is not None:  # progress on disk: a long backfill can be watched and its partial table read
+                PolicyTable(steps, None, config).write(out_dir)
+            if on_step is not None:
+                on_step(StepProgress(len(steps), len(schedule), record, spent / i * (len(todo) - i)))
     frame = Path(out_dir) / "walk_forward.parquet" if out_dir is not None else None
     table = PolicyTable(steps, score_policy(Path(cfg.root), cfg.ticker, steps, rf_trees, frame), config)
     if out_dir is not None:

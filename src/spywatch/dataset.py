@@ -19,6 +19,7 @@ class FeatureTable:
     raw: pd.DataFrame  # Close, MACD, ATR, RSI, Volume (unscaled; for the shift table and the raw ablation)
     targets: pd.DataFrame  # y_h1, y_h3, ..., NaN until matured
     targets_config: TargetConfig
+    bars: pd.DataFrame | None = None  # the bars it was built from (what the data hash covers)
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -38,7 +39,7 @@ def build_table(bars: pd.DataFrame, targets: TargetConfig = TargetConfig()) -> F
     if len(bars) == 0:
         raise ValueError("no bars to build features from")
     return FeatureTable(features=compute_features(bars), raw=raw_indicators(bars),
-                        targets=make_targets(bars["close"], targets), targets_config=targets)
+                        targets=make_targets(bars["close"], targets), targets_config=targets, bars=bars)
 
 
 def fit_and_shift(table: FeatureTable, train_end: str, test_start: str, test_end: str | None = None,

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -434,8 +435,12 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
                           periods=bundle.periods, members=cfg.fit.members)
 
 
-def data_hash(bars_or_table: FeatureTable, session: pd.Timestamp) -> str:
-    f = bars_or_table.raw.loc[:session, ["Close", "Volume"]]
+def data_hash(table: FeatureTable, session: pd.Timestamp) -> str:
+    """Identity of the bars up to ``session``: every OHLCV column the features read (a revised High
+    changes it as surely as a revised Close)."""
+    from spywatch.market_data import BAR_COLUMNS
+
+    f = table.bars.loc[:session, list(BAR_COLUMNS)]
     h = hashlib.sha256(f.index.asi8.tobytes())
     h.update(np.ascontiguousarray(f.to_numpy()).tobytes())
     return h.hexdigest()[:16]
@@ -471,23 +476,87 @@ def alerts_for(audit: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- the whole night
+#
+# One definition of the night, for the plain path (``spywatch run --no-prefect``, the backfill, the
+# tests) and the Prefect ``nightly`` flow alike: :func:`run_night` runs the stages in order through
+# a *runner* (plain: call the function; Prefect: run it as the stage's task, ``tasks/night.py``),
+# records each stage's returned value in the audit, and sends every failure through one table,
+# ``FAILURES``. The stage functions take values and return values; none of them reads or writes
+# the night's state.
+
+
+class RunStatus(str, Enum):
+    """How a night ended (``audit.json`` ``status``)."""
+
+    RUNNING = "running"
+    PUBLISHED = "published"  # tonight's predictions are out
+    VALIDATION_FAILED = "validation_failed"  # bad data: nothing published but the failure audit
+    FAILED = "failed"  # anything else that stopped the predictions
+    ALREADY_PUBLISHED = "already_published"  # nothing redone (not written in an audit)
+
+
+class FailureKind(str, Enum):
+    RAW_BARS_INVALID = "raw_bars_invalid"
+    FEATURES_INVALID = "features_invalid"
+    CHAMPION_REFUSED = "champion_refused"
+    FETCH_FAILED = "fetch_failed"
+    NO_CHAMPION = "no_champion"
+    RETRAIN_FAILED = "retrain_failed"
+    STAGE_ERROR = "stage_error"
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    status: RunStatus
+    publish_predictions: bool  # tonight's predictions go out anyway (with the champion that passed tonight)
+    meaning: str
+
+
+# What each failure does; every failure also ends the run failed (exit 1, the flow run Failed) and
+# emits its alerts. Without published predictions, the last good ones are marked stale in
+# latest.json (reason, since when) and the failure audit goes beside a published session's
+# outputs (``attempts/<run>/``) or, for a session never published, becomes its folder.
+FAILURES: dict[FailureKind, FailureRule] = {
+    FailureKind.RAW_BARS_INVALID: FailureRule(RunStatus.VALIDATION_FAILED, False,
+                                              "the bars failed the raw-bars suite; the store is untouched"),
+    FailureKind.FEATURES_INVALID: FailureRule(RunStatus.VALIDATION_FAILED, False,
+                                              "tonight's features failed the champion's features suite"),
+    FailureKind.CHAMPION_REFUSED: FailureRule(RunStatus.FAILED, False,
+                                              "the champion failed its checksums; the alias is left for a human"),
+    FailureKind.FETCH_FAILED: FailureRule(RunStatus.FAILED, False,
+                                          "the provider kept failing (after the fetch's retries)"),
+    FailureKind.NO_CHAMPION: FailureRule(RunStatus.FAILED, False, "no champion to predict with"),
+    FailureKind.RETRAIN_FAILED: FailureRule(RunStatus.PUBLISHED, True,
+                                            "the retrain failed; tonight is published with the champion"),
+    FailureKind.STAGE_ERROR: FailureRule(RunStatus.FAILED, False, "a stage raised (a bug or the machine)"),
+}
+
+AUDIT_SCHEMA_VERSION = 2
 
 
 @dataclass
 class NightlyResult:
     session: str
-    status: str  # published | validation_failed
+    status: str  # a RunStatus value
     audit: dict
     outputs: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def failure(self) -> dict | None:
+        return self.audit.get("failure")
+
+    @property
     def ok(self) -> bool:
-        return self.status == "published"
+        """Published (or already published) with no failure: the run succeeded."""
+        return self.status in (RunStatus.PUBLISHED, RunStatus.ALREADY_PUBLISHED) and not self.failure
 
     def summary(self) -> str:
         a = self.audit
         lines = [f"spywatch nightly for session {self.session}: {self.status.upper()}"
                  + ("  [SYNTHETIC DATA]" if a.get("synthetic") else "")]
+        if a.get("failure"):
+            f = a["failure"]
+            lines.append(f"  FAILURE {f['kind']} in stage {f['stage']}: {f['reason']}")
         if a.get("data"):
             d = a["data"]
             lines.append(f"  data: {d['source']} {d['first_session']}..{d['last_session']}, "
@@ -505,21 +574,70 @@ class NightlyResult:
         if a.get("decision"):
             reasons = ", ".join(r["code"] for r in a["decision"]["reasons"]) or "none"
             lines.append(f"  decision: {'retrain' if a['decision']['retrain'] else 'keep champion'} (reasons: {reasons})")
-        if a.get("retrain"):
+        if (a.get("retrain") or {}).get("error"):
+            lines.append(f"  retrain FAILED: {a['retrain']['error']}")
+        elif a.get("retrain"):
             r = a["retrain"]
             lines.append(f"  challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'}")
         if a.get("predictions"):
             lines.append("  tonight: " + ", ".join(f"P({h}) = {v:.3f}" for h, v in a["predictions"]["latest"].items()
                                                    if h != "date"))
-        if a.get("stale"):
-            lines.append(f"  last good predictions ({a['stale']['last_good_session']}) are STALE: {a['stale']['reason']}")
+        if (a.get("stale") or {}).get("stale"):
+            lines.append(f"  last good predictions ({a['stale']['last_good_session']}) are STALE since "
+                         f"{a['stale']['stale_since']}: {a['stale']['reason']}")
         lines.extend(f"  {name}: {path}" for name, path in self.outputs.items())
         return "\n".join(lines)
 
 
+class StageFailed(Exception):
+    """A stage ended the night in a way ``FAILURES`` names (raised inside :func:`run_night`)."""
+
+    def __init__(self, kind: FailureKind, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.stage, self.reason = kind, stage, reason
+
+
+class PlainRunner:
+    """Runs a stage by calling it; the fetch is retried on provider errors like the flow's task."""
+
+    def __init__(self, fetch_retries: int = 2, fetch_backoff_s: float = 10.0) -> None:
+        self.fetch_retries, self.fetch_backoff_s = fetch_retries, fetch_backoff_s
+
+    def call(self, stage: str, session: str, fn, *args):  # noqa: ANN001
+        if stage != "fetch":
+            return fn(*args)
+        from spywatch.market_data import MarketDataError
+
+        for attempt in range(self.fetch_retries + 1):
+            try:
+                return fn(*args)
+            except MarketDataError as exc:
+                if attempt == self.fetch_retries:
+                    raise
+                delay = self.fetch_backoff_s * 2 ** attempt
+                log.warning("fetch failed (%s); retry %d/%d in %.0f s", exc, attempt + 1, self.fetch_retries, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def retrain_inline(night: Night) -> dict:
+    """The plain path's retrain: train and gate here (the flow runs the ``retrain`` flow instead)."""
+    return retrain_and_gate(night.table, night.session, night.root, night.cfg, night.data_info).to_dict()
+
+
+def retrain_session(cfg: PipelineConfig) -> dict:
+    """Train and gate a challenger for ``cfg``'s session from the store (the ``retrain`` flow, on
+    whichever worker runs it: the nightly run fetched and validated these bars)."""
+    session = cfg.session()
+    table = load_features(cfg.root, cfg.ticker, session)
+    source = source_from_spec(cfg.source)
+    data_info = {"source": source.name, "synthetic": source.synthetic, "data_hash": data_hash(table, session)}
+    return retrain_and_gate(table, session, Path(cfg.root), cfg, data_info).to_dict()
+
+
 @dataclass
 class Night:
-    """One night's state as it moves through the stages (what the audit will say)."""
+    """One night's state as :func:`run_night` moves it through the stages (what the audit will say)."""
 
     cfg: PipelineConfig
     session: pd.Timestamp
@@ -532,6 +650,7 @@ class Night:
     drift: object | None = None  # drift.DriftReport (verdicts + Evidently snapshots)
     decision: RetrainDecision | None = None
     data_info: dict = field(default_factory=dict)
+    current_stage: str | None = None  # the stage running now (what a failure is attributed to)
 
     @property
     def sid(self) -> str:
@@ -541,29 +660,23 @@ class Night:
     def root(self) -> Path:
         return Path(self.cfg.root)
 
-    @property
-    def timings(self) -> dict:
-        return self.audit["timings"]
-
-
-class _timed:
-    def __init__(self, night: Night, name: str) -> None:
-        self.night, self.name = night, name
-
-    def __enter__(self):
-        self.t = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.night.timings[self.name] = round(time.perf_counter() - self.t, 3)
-        return False
+    def stage(self, runner, name: str, fn, *args):  # noqa: ANN001
+        """Run one stage through ``runner`` and time it; an exception names the stage."""
+        self.current_stage = name
+        t = time.perf_counter()
+        try:
+            return runner.call(name, self.sid, fn, *args)
+        finally:
+            self.audit["timings"][name] = round(time.perf_counter() - t, 3)
 
 
 def start_night(cfg: PipelineConfig) -> Night:
     session = cfg.session()
     source = source_from_spec(cfg.source)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    audit = {"session": session.date().isoformat(), "run_id": run_id, "synthetic": source.synthetic, "policy": cfg.policy,
-             "source": source.name, "status": "running",
+    audit = {"schema_version": AUDIT_SCHEMA_VERSION, "session": session.date().isoformat(), "run_id": run_id,
+             "synthetic": source.synthetic, "policy": cfg.policy, "source": source.name,
+             "status": RunStatus.RUNNING.value, "failure": None,
              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "model_version": None, "data": None, "validation": {}, "drift": None, "collapse": None,
              "performance": None, "decision": None, "retrain": None, "predictions": None,
@@ -571,165 +684,213 @@ def start_night(cfg: PipelineConfig) -> Night:
     return Night(cfg=cfg, session=session, run_id=run_id, source=source, audit=audit)
 
 
-def stage_fetch(night: Night) -> None:
-    """Fetch + raw-bars validation; raises ``ValidationFailed`` (recorded in the audit) on bad data."""
+def run_night(cfg: PipelineConfig, runner=None, retrain=retrain_inline, force: bool = False,  # noqa: ANN001
+              lock_timeout_s: float | None = None) -> NightlyResult:
+    """The night for one session, under the root's lock: fetch -> validate -> features -> champion
+    -> validate features -> predict + audit -> drift -> decide -> (retrain) -> publish.
+
+    ``runner.call(stage, session, fn, *args)`` runs each stage (``PlainRunner``, or the flow's task runner);
+    ``retrain(night) -> outcome dict`` trains and gates a challenger (None: only record the
+    decision). A session already published (and consistent) is not redone unless ``force``.
+    """
+    from spywatch.lock import root_lock
+
+    runner = runner or PlainRunner()
+    with root_lock(cfg.root, "nightly", lock_timeout_s):
+        publisher = Publisher(cfg.root)
+        for line in publisher.recover():
+            log.warning("publishing recovery: %s", line)
+        night = start_night(cfg)
+        if not force and publisher.is_published(night.sid):
+            problems = publisher.consistency(night.sid)
+            if problems:  # the folder is published but the shared files disagree: repair from the folder
+                log.warning("session %s: %s; repairing from its folder", night.sid, "; ".join(problems))
+                audit = publisher.read_audit(night.sid)
+                publisher.repair(night.sid, audit["run_id"], audit.get("model_version"))
+            return NightlyResult(session=night.sid, status=RunStatus.ALREADY_PUBLISHED.value,
+                                 audit=publisher.read_audit(night.sid),
+                                 outputs={"session folder": publisher.session_dir(night.sid)})
+        try:
+            _stages(night, runner, retrain)
+            return night.stage(runner, "publish", publish_night, night, publisher)
+        except StageFailed as failed:
+            return night.stage(runner, "publish_failure", _fail, night, publisher, failed.kind, failed.stage,
+                               failed.reason)
+        except Exception as exc:
+            stage = night.current_stage or "?"
+            log.exception("session %s: stage %s raised", night.sid, stage)
+            return night.stage(runner, "publish_failure", _fail, night, publisher, FailureKind.STAGE_ERROR, stage,
+                               f"{type(exc).__name__}: {exc}")
+
+
+def run_nightly(cfg: PipelineConfig, force: bool = True) -> NightlyResult:
+    """``run_night`` on the plain path, every stage in this process (the backfill and the tests)."""
+    return run_night(cfg, retrain=retrain_inline if cfg.retrain == "inline" else None, force=force)
+
+
+def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
+    from spywatch.market_data import MarketDataError
     from spywatch.validation import ValidationFailed
 
-    with _timed(night, "fetch_validate"):
-        try:
-            update, result = fetch_and_validate(night.source, night.root, night.cfg.ticker, night.session)
-        except ValidationFailed as exc:
-            night.audit["validation"]["raw_bars"] = _validation_dict(exc.result)
-            raise
-    night.audit["validation"]["raw_bars"] = _validation_dict(result)
-    night.audit["data"] = _update_dict(update)
+    cfg, a = night.cfg, night.audit
+    try:
+        update, raw = night.stage(runner, "fetch", fetch_and_validate, night.source, night.root, cfg.ticker,
+                                  night.session)
+    except ValidationFailed as exc:
+        a["validation"]["raw_bars"] = _validation_dict(exc.result)
+        raise StageFailed(FailureKind.RAW_BARS_INVALID, "fetch",
+                          f"raw_bars validation failed ({len(exc.result.failures)} check(s))") from exc
+    except MarketDataError as exc:
+        raise StageFailed(FailureKind.FETCH_FAILED, "fetch", f"market data: {exc}") from exc
+    a["validation"]["raw_bars"] = _validation_dict(raw)
+    a["data"] = _update_dict(update)
 
-
-def stage_features(night: Night) -> None:
-    with _timed(night, "features"):
-        night.table = load_features(night.root, night.cfg.ticker, night.session)
+    night.table = night.stage(runner, "features", load_features, night.root, cfg.ticker, night.session)
     night.data_info = {"source": night.source.name, "synthetic": night.source.synthetic,
                        "data_hash": data_hash(night.table, night.session)}
 
+    _load_champion(night, runner)
+    if night.champion is not None:
+        result = night.stage(runner, "validate_features", validate_current_features, night.table, night.champion,
+                             night.session, cfg.drift_window, night.root / "validation")
+        a["validation"]["features"] = _validation_dict(result)
+        if not result.success:
+            raise StageFailed(FailureKind.FEATURES_INVALID, "validate_features", "features validation failed")
+        _audit_champion(night, runner)
 
-def stage_champion(night: Night) -> Champion | None:
-    """Load and verify the champion; a tampered or truncated one raises ``ArtifactError``, recorded
-    in the audit (the alias stays where it is for a human to act)."""
-    with _timed(night, "load_champion"):
+    history = _read_drift_history(night.root)
+    drift = night.drift.result if night.drift is not None else None
+    night.decision = night.stage(runner, "decide", make_decision, drift, night.predictions, night.champion,
+                                 night.session, history, cfg.retrain_policy)
+    a["decision"] = night.decision.to_dict()
+    if drift is not None:
+        _write_drift_history(night.root, history, night.sid, drift.dataset_drift)
+
+    if night.decision.retrain and retrain is not None:
         try:
-            night.champion = load_champion(night.root, night.cfg.promotion)
-        except ArtifactError as exc:
-            night.audit["champion_error"] = str(exc)
-            raise
+            outcome = night.stage(runner, "retrain", retrain, night)
+        except Exception as exc:  # tonight still goes out with the champion that passed its audit
+            log.exception("session %s: the retrain failed", night.sid)
+            a["retrain"] = {"error": f"{type(exc).__name__}: {exc}", "challenger": None, "promoted": False}
+            if night.champion is None:
+                raise StageFailed(FailureKind.NO_CHAMPION, "retrain",
+                                  f"no champion, and the retrain failed: {type(exc).__name__}: {exc}") from exc
+            a["failure"] = _failure_dict(FailureKind.RETRAIN_FAILED, "retrain", f"{type(exc).__name__}: {exc}")
+        else:
+            a["retrain"] = outcome
+            previous = night.champion.version if night.champion else None
+            _load_champion(night, runner)
+            if night.champion is not None and night.champion.version != previous:
+                _audit_champion(night, runner)  # the new champion publishes tonight, audited
+    if night.champion is None or night.predictions is None:
+        raise StageFailed(FailureKind.NO_CHAMPION, night.current_stage or "decide", "no champion model to predict with")
+
+
+def _load_champion(night: Night, runner) -> None:  # noqa: ANN001
+    try:
+        night.champion = night.stage(runner, "champion", load_champion, night.root, night.cfg.promotion)
+    except ArtifactError as exc:
+        night.audit["champion_error"] = str(exc)
+        raise StageFailed(FailureKind.CHAMPION_REFUSED, "champion", f"champion model refused: {exc}") from exc
     night.audit["model_version"] = night.champion.version if night.champion else None
     if night.champion is not None:
         confirmed = last_confirmation(night.champion, night.session)
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
                                    "confirmed_session": confirmed.date().isoformat() if confirmed else None}
-    return night.champion
 
 
-def stage_validate_features(night: Night) -> bool:
-    with _timed(night, "validate_features"):
-        result = validate_current_features(night.table, night.champion, night.session, night.cfg.drift_window,
-                                           night.root / "validation")
-    night.audit["validation"]["features"] = _validation_dict(result)
-    return result.success
-
-
-def stage_audit(night: Night) -> None:
+def _audit_champion(night: Night, runner) -> None:  # noqa: ANN001
     """Predict with the champion, check for collapse and decay, and measure drift."""
-    with _timed(night, "predict_audit"):
-        night.predictions = predict_and_audit(night.table, night.champion, night.session, night.cfg)
-    with _timed(night, "drift"):
-        night.drift = measure_drift(night.table, night.champion, night.session, night.cfg.drift_window,
-                                    night.predictions.proba)
+    night.predictions = night.stage(runner, "audit", predict_and_audit, night.table, night.champion,
+                                    night.session, night.cfg)
+    night.drift = night.stage(runner, "drift", measure_drift, night.table, night.champion, night.session,
+                              night.cfg.drift_window, night.predictions.proba)
     night.audit["drift"] = night.drift.result.to_dict()
     night.audit["collapse"] = {**night.predictions.collapse.to_dict(), "members": night.predictions.members}
     night.audit["performance"] = night.predictions.performance
 
 
-def stage_decide(night: Night) -> RetrainDecision:
-    history = _read_drift_history(night.root)
-    drift = night.drift.result if night.drift is not None else None
-    night.decision = make_decision(drift, night.predictions, night.champion, night.session, history,
-                                   night.cfg.retrain_policy)
-    night.audit["decision"] = night.decision.to_dict()
-    if drift is not None:
-        _write_drift_history(night.root, history, night.sid, drift.dataset_drift)
-    return night.decision
+def _failure_dict(kind: FailureKind, stage: str, reason: str) -> dict:
+    rule = FAILURES[kind]
+    return {"kind": kind.value, "stage": stage, "reason": reason, "meaning": rule.meaning,
+            "predictions_published": rule.publish_predictions}
 
 
-def stage_retrain(night: Night) -> RetrainOutcome:
-    with _timed(night, "retrain"):
-        outcome = retrain_and_gate(night.table, night.session, night.root, night.cfg, night.data_info)
-    record_retrain(night, outcome.to_dict())
-    return outcome
-
-
-def record_retrain(night: Night, outcome: dict) -> None:
-    """Record a retrain (run here or by the retrain deployment); re-audit under a new champion."""
-    night.audit["retrain"] = outcome
-    previous = night.champion.version if night.champion else None
-    if stage_champion(night) is not None and night.champion.version != previous:
-        stage_audit(night)
-
-
-def publish_night(night: Night) -> NightlyResult:
-    """Publish tonight's predictions with their audit (or, without a champion, the failure)."""
-    from spywatch.atomic import atomic_write_json
-
-    if night.champion is None or night.predictions is None:
-        return publish_failure(night, "no champion model to predict with")
-    publisher = Publisher(night.root)
-    with _timed(night, "publish"):
-        latest = night.predictions.proba.iloc[-1]
-        spread = night.predictions.spread.iloc[-1]
-        night.audit["predictions"] = {"file": "predictions.parquet", "rows": len(latest),
-                                      "latest": {"date": night.sid, **{h: float(v) for h, v in latest.items()}},
-                                      "member_std": {h: float(v) for h, v in spread.items()},
-                                      "members": len(night.champion.bundle.model)}
-        night.audit["prediction_history"] = [
-            {"date": d.date().isoformat(), **{h: round(float(v), 5) for h, v in row.items()}}
-            for d, row in night.predictions.history.iterrows()]
-        rows = pd.DataFrame({"session": night.sid, "horizon": list(latest.index),
-                             "probability": latest.to_numpy(dtype="float64"),
-                             "member_std": spread.reindex(latest.index).to_numpy(dtype="float64"),
-                             "model_version": night.champion.version, "data_hash": night.data_info["data_hash"],
-                             "feature_hash": feature_hash(night.table, night.session, night.champion.bundle.lookback),
-                             "run_id": night.run_id, "synthetic": night.source.synthetic})
-        night.audit["status"] = "published"
-        night.audit["alerts"] = alerts_for(night.audit)
-        night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        link = _publish(publisher, night.audit, {"predictions.parquet": lambda p: rows.to_parquet(p, index=False)},
-                        night.drift)
-        publisher.upsert_predictions(rows)
-        publisher.set_latest(night.sid, night.run_id, night.champion.version)
-        atomic_write_json(night.root / "state" / "last_run.json",
-                          {"session": night.sid, "run_id": night.run_id, "status": "published"})
-    return NightlyResult(session=night.sid, status="published", audit=night.audit,
+def publish_night(night: Night, publisher: Publisher | None = None) -> NightlyResult:
+    """Publish tonight's predictions with their audit, as one recoverable unit."""
+    publisher = publisher or Publisher(night.root)
+    latest = night.predictions.proba.iloc[-1]
+    spread = night.predictions.spread.iloc[-1]
+    a = night.audit
+    a["predictions"] = {"file": "predictions.parquet", "rows": len(latest),
+                        "latest": {"date": night.sid, **{h: float(v) for h, v in latest.items()}},
+                        "member_std": {h: float(v) for h, v in spread.items()},
+                        "members": len(night.champion.bundle.model)}
+    a["prediction_history"] = [{"date": d.date().isoformat(), **{h: round(float(v), 5) for h, v in row.items()}}
+                               for d, row in night.predictions.history.iterrows()]
+    rows = pd.DataFrame({"session": night.sid, "horizon": list(latest.index),
+                         "probability": latest.to_numpy(dtype="float64"),
+                         "member_std": spread.reindex(latest.index).to_numpy(dtype="float64"),
+                         "model_version": night.champion.version, "data_hash": night.data_info["data_hash"],
+                         "feature_hash": feature_hash(night.table, night.session, night.champion.bundle.lookback),
+                         "run_id": night.run_id, "synthetic": night.source.synthetic})
+    a["status"] = RunStatus.PUBLISHED.value
+    a["stale"] = None
+    a["alerts"] = alerts_for(a)
+    a["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    link = publisher.publish_night(night.sid, night.run_id, night.champion.version,
+                                   {"predictions.parquet": lambda p: rows.to_parquet(p, index=False),
+                                    **_audit_files(a, drift_html=night.drift is not None)},
+                                   populate=_drift_files(night.drift))
+    return NightlyResult(session=night.sid, status=a["status"], audit=a,
                          outputs={"session folder": link, "audit": link / "audit.json",
                                   "report": link / "report.html", "predictions": publisher.predictions_path,
                                   "latest": publisher.latest_path})
 
 
-def publish_failure(night: Night, reason: str) -> NightlyResult:
-    """Nothing is published but the audit: the last good predictions stay, marked stale."""
-    publisher = Publisher(night.root)
-    night.audit["status"] = "validation_failed" if "validation" in reason else "failed"
-    night.audit["stale"] = publisher.mark_stale(night.sid, reason)
-    night.audit["alerts"] = alerts_for(night.audit)
-    night.audit["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    link = _publish(publisher, night.audit, {}, None)
-    return NightlyResult(session=night.sid, status=night.audit["status"], audit=night.audit,
-                         outputs={"audit": link / "audit.json", "report": link / "report.html",
+def _fail(night: Night, publisher: Publisher, kind: FailureKind, stage: str, reason: str) -> NightlyResult:
+    """No predictions tonight: the failure audit is published (beside a published session's outputs,
+    which stay as they are), and the last good predictions are marked stale."""
+    a = night.audit
+    rule = FAILURES[kind]
+    a["status"] = rule.status.value
+    a["failure"] = _failure_dict(kind, stage, reason)
+    a["predictions"], a["prediction_history"] = None, []
+    a["stale"] = publisher.mark_stale(night.sid, reason, night.run_id)
+    a["alerts"] = alerts_for(a)
+    a["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    files = _audit_files(a)
+    if publisher.is_published(night.sid):
+        folder = publisher.publish_attempt(night.sid, night.run_id, files)
+    else:
+        folder = publisher.publish_session(night.sid, night.run_id, files)
+    return NightlyResult(session=night.sid, status=a["status"], audit=a,
+                         outputs={"audit": folder / "audit.json", "report": folder / "report.html",
                                   "latest": publisher.latest_path})
 
 
-def run_nightly(cfg: PipelineConfig) -> NightlyResult:
-    """Every stage for one session, then publish (the Prefect ``nightly`` flow runs the same stages)."""
-    from spywatch.validation import ValidationFailed
-
-    night = start_night(cfg)
-    try:
-        stage_fetch(night)
-    except ValidationFailed as exc:
-        return publish_failure(night, f"raw_bars validation failed ({len(exc.result.failures)} check(s))")
-    stage_features(night)
-    try:
-        stage_champion(night)
-    except ArtifactError as exc:
-        return publish_failure(night, f"champion model refused: {exc}")
-    if night.champion is not None:
-        if not stage_validate_features(night):
-            return publish_failure(night, "features validation failed")
-        stage_audit(night)
-    if stage_decide(night).retrain and cfg.retrain == "inline":
-        stage_retrain(night)
-    return publish_night(night)
-
-
 # ----------------------------------------------------------------------------- helpers
+
+
+def _audit_files(audit: dict, drift_html: bool = False) -> dict[str, bytes]:
+    """``audit.json`` and its HTML report (linking the Evidently report when it is beside them)."""
+    import json
+
+    from spywatch.atomic import json_bytes
+    from spywatch.report import render_audit_html
+
+    audit_bytes = json_bytes(audit)
+    html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_html else None)
+    return {"audit.json": audit_bytes, "report.html": html.encode()}
+
+
+def _drift_files(drift_report):  # noqa: ANN001, ANN202
+    def write(folder: Path) -> None:
+        if drift_report is not None:
+            from spywatch.drift import save_drift_report
+
+            save_drift_report(drift_report, folder, stem="drift")
+    return write
 
 
 def _validation_dict(result) -> dict:
@@ -741,27 +902,6 @@ def _update_dict(update: UpdateResult) -> dict:
     return {"source": update.source, "synthetic": update.synthetic, "first_session": update.first_session,
             "last_session": update.last_session, "new_sessions": len(update.new_sessions),
             "revisions": len(update.revisions), "path": str(update.path)}
-
-
-def _publish(publisher: Publisher, audit: dict, files: dict, drift_report) -> Path:
-    """The session folder: ``files``, the Evidently drift reports, ``audit.json`` and ``report.html``."""
-    import json
-
-    from spywatch.atomic import json_bytes
-    from spywatch.report import render_audit_html
-
-    audit_bytes = json_bytes(audit)
-    html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_report else None)
-
-    def drift_files(folder: Path) -> None:
-        if drift_report is not None:
-            from spywatch.drift import save_drift_report
-
-            save_drift_report(drift_report, folder, stem="drift")
-
-    return publisher.publish_session(audit["session"], audit["run_id"],
-                                     {**files, "audit.json": audit_bytes, "report.html": html.encode()},
-                                     populate=drift_files)
 
 
 def _read_drift_history(root: Path) -> list[dict]:

@@ -1,19 +1,30 @@
-"""Publishing per session date: complete, atomic, idempotent outputs.
+"""Publishing per session date: complete, atomic, recoverable outputs.
 
 Layout under ``root/published``::
 
     sessions/<YYYY-MM-DD>        a symlink to .runs/<YYYY-MM-DD>.<run_id>: the session's outputs
-    .runs/<date>.<run_id>/       predictions.parquet, audit.json, report.html, drift.html, drift.json
+    .runs/<date>.<run_id>/       predictions.parquet, audit.json, report.html, drift.html, drift.json,
+                                 attempts/<run_id>/ (failed re-runs of the session: their audit only)
     predictions.parquet          every published session's predictions (one row per session x horizon)
     latest.json                  the newest good session, or the last good one marked stale
+    .journal.json                the publication in progress (present only between its steps)
 
-A session's folder is built completely under a hidden name, then the ``sessions/<date>`` link is
-swapped to it with ``os.replace`` (atomic): a reader sees the old complete set of files or the
-new one, never a mix. Re-running a session replaces its link and its rows, never duplicates them.
+Publishing a night is one recoverable unit (:meth:`Publisher.publish_night`): the journal names
+the session and run first; the session's folder is built completely under a hidden name and
+renamed into ``.runs/``; the ``sessions/<date>`` link is swapped to it with ``os.replace``; then
+the cumulative table, ``latest.json`` and ``state/last_run.json`` follow; the journal goes last.
+A crash before the folder's rename leaves nothing visible (the journal is dropped by the next
+run); after it, the next run of any session rolls the publication forward from the folder
+(:meth:`Publisher.recover`). Re-running a session replaces its link and its rows, never
+duplicates them. A failed run never replaces a published session: its audit goes beside it.
+
+Directories are 0755 and files 0644 whatever the umask: a web server or a worker running as
+another user reads them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -24,7 +35,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from spywatch.atomic import atomic_write, atomic_write_json, fsync_dir
+from spywatch.atomic import DIR_MODE, atomic_write, atomic_write_json, fsync_dir, make_readable
+
+# Test-only: ``SPYWATCH_KILL_AT=<point>`` makes this process SIGKILL itself at that publishing
+# step (tests/unit/test_publish_recovery.py proves a kill at each point is repaired).
+KILL_POINTS = ("journal_written", "folder_renamed", "link_swapped", "rows_upserted", "latest_set", "last_run_set")
+
+
+def _kill_point(point: str) -> None:
+    if os.environ.get("SPYWATCH_KILL_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 # ``member_std``: the standard deviation of the ensemble members' probabilities (how much the
 # seeds disagree about tonight); NaN in rows published before ensembles.
@@ -56,49 +79,156 @@ class Publisher:
     def predictions_path(self) -> Path:
         return self.base / "predictions.parquet"
 
+    @property
+    def journal_path(self) -> Path:
+        return self.base / ".journal.json"
+
+    @property
+    def last_run_path(self) -> Path:
+        return Path(self.root) / "state" / "last_run.json"
+
     def session_dir(self, session: str) -> Path:
         return self.sessions / session
 
+    # ----------------------------------------------------------------- one night, one unit
+
+    def publish_night(self, session: str, run_id: str, model_version: str | None,
+                      files: dict[str, bytes | Callable[[Path], None]],
+                      populate: Callable[[Path], None] | None = None) -> Path:
+        """Publish a good night: the session folder (with ``predictions.parquet`` among ``files``),
+        its rows in the cumulative table, ``latest.json`` and ``state/last_run.json``, as one unit
+        that a crash at any point leaves invisible or repairable by :meth:`recover`."""
+        if "predictions.parquet" not in files:
+            raise ValueError("a published night needs predictions.parquet")
+        self.recover()
+        atomic_write_json(self.journal_path, {"session": session, "run_id": run_id, "model_version": model_version,
+                                              "folder": self._run_name(session, run_id)})
+        _kill_point("journal_written")
+        link = self.publish_session(session, run_id, files, populate)
+        self._complete(session, run_id, model_version)
+        return link
+
+    def recover(self) -> list[str]:
+        """Finish or drop a publication a crash interrupted; repair what disagrees. Returns what it did.
+
+        Run under the root's lock (every night does, before it publishes anything)."""
+        done = []
+        for p in (self.runs.glob(".*.tmp") if self.runs.is_dir() else ()):
+            shutil.rmtree(p, ignore_errors=True)  # a folder killed mid-build: never visible
+            done.append(f"removed the partial folder {p.name}")
+        for p in (self.sessions.glob(".*.link") if self.sessions.is_dir() else ()):
+            p.unlink(missing_ok=True)
+        journal = self._read_json(self.journal_path)
+        if journal is not None:
+            folder = self.runs / journal["folder"]
+            if folder.is_dir():
+                self._swap_link(journal["session"], folder)
+                self._complete(journal["session"], journal["run_id"], journal.get("model_version"))
+                done.append(f"finished the publication of {journal['session']} (run {journal['run_id']})")
+            else:
+                self.journal_path.unlink(missing_ok=True)
+                done.append(f"dropped the unfinished publication of {journal['session']} (nothing was visible)")
+        return done
+
+    def repair(self, session: str, run_id: str, model_version: str | None) -> None:
+        """Make the cumulative table, ``latest.json`` and ``last_run.json`` agree with a published
+        session's folder (what :meth:`consistency` found wrong)."""
+        self._complete(session, run_id, model_version)
+
+    def _complete(self, session: str, run_id: str, model_version: str | None) -> None:
+        """The steps after the commit point, each idempotent: rows, latest, last run, old folders."""
+        folder = self.session_dir(session).resolve()
+        rows = pd.read_parquet(folder / "predictions.parquet")
+        self.upsert_predictions(rows)
+        _kill_point("rows_upserted")
+        latest = self.latest()
+        if latest is None or str(latest.get("session")) <= session:  # a re-run of an older session
+            self.set_latest(session, run_id, model_version)               # leaves the newer one latest
+        _kill_point("latest_set")
+        atomic_write_json(self.last_run_path, {"session": session, "run_id": run_id, "status": "published"})
+        _kill_point("last_run_set")
+        for old in self.runs.glob(f"{session}.*"):
+            if old.is_dir() and old.resolve() != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        self.journal_path.unlink(missing_ok=True)
+        fsync_dir(self.base)
+
+    def consistency(self, session: str) -> list[str]:
+        """What disagrees about a published ``session`` (empty: folder, table and latest.json agree)."""
+        try:
+            audit = self.read_audit(session)
+        except (OSError, ValueError):
+            return [f"no readable audit in {self.session_dir(session)}"]
+        if audit.get("status") != "published":
+            return [f"the session's audit says {audit.get('status')!r}"]
+        problems = []
+        if self.journal_path.exists():
+            problems.append("a publication was interrupted (journal present)")
+        rows = self.read_predictions()
+        mine = rows[rows["session"] == session] if len(rows) else rows
+        folder_rows = pd.read_parquet(self.session_dir(session) / "predictions.parquet")
+        if len(mine) != len(folder_rows) or set(mine["run_id"]) != {audit["run_id"]}:
+            problems.append(f"predictions.parquet holds {len(mine)} row(s) of other runs "
+                            f"{sorted(set(mine['run_id']))} for the session (folder: {len(folder_rows)} of run "
+                            f"{audit['run_id']})")
+        latest = self.latest()
+        if latest is None or str(latest.get("session")) < session:
+            problems.append(f"latest.json names {latest and latest.get('session')}, older than the session")
+        elif latest.get("session") == session and latest.get("run_id") != audit["run_id"] and not latest.get("stale"):
+            problems.append(f"latest.json names run {latest.get('run_id')}, the folder run {audit['run_id']}")
+        return problems
+
     # ----------------------------------------------------------------- writing
+
+    @staticmethod
+    def _run_name(session: str, run_id: str) -> str:
+        return f"{session}.{run_id}"
 
     def publish_session(self, session: str, run_id: str, files: dict[str, bytes | Callable[[Path], None]],
                         populate: Callable[[Path], None] | None = None) -> Path:
         """Write ``files`` (and whatever ``populate(folder)`` writes) as the complete output set of
-        ``session``, then swap it in atomically."""
+        ``session``, then swap it in atomically. Failed re-runs' audits (``attempts/``) move along."""
         self.runs.mkdir(parents=True, exist_ok=True)
         self.sessions.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(prefix=f".{session}.", suffix=".tmp", dir=self.runs))
-        try:
-            for name, source in files.items():
-                target = build / name
-                if isinstance(source, bytes):
-                    target.write_bytes(source)
-                else:
-                    source(target)
-            if populate is not None:
-                populate(build)
-            for target in build.iterdir():
-                with open(target, "rb") as fh:
-                    os.fsync(fh.fileno())
-            fsync_dir(build)
-            final = self.runs / f"{session}.{run_id}"
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(build, final)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-        fsync_dir(self.runs)
         link = self.session_dir(session)
         previous = link.resolve() if link.is_symlink() else None
-        tmp_link = self.sessions / f".{session}.{run_id}.link"
-        tmp_link.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(final, self.sessions), tmp_link)
-        os.replace(tmp_link, link)  # the commit point
-        fsync_dir(self.sessions)
+        def fill(folder: Path) -> None:
+            _write_files(folder, files, populate)
+            if previous is not None and (previous / "attempts").is_dir():
+                shutil.copytree(previous / "attempts", folder / "attempts")
+
+        final = _build_folder(self.runs / self._run_name(session, run_id), fill)
+        _kill_point("folder_renamed")
+        self._swap_link(session, final)  # the commit point
+        _kill_point("link_swapped")
         if previous is not None and previous != final.resolve() and previous.exists():
             shutil.rmtree(previous, ignore_errors=True)
         return link
+
+    def _swap_link(self, session: str, folder: Path) -> None:
+        link = self.session_dir(session)
+        if link.is_symlink() and link.resolve() == folder.resolve():
+            return
+        tmp_link = self.sessions / f".{session}.{folder.name}.link"
+        tmp_link.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(folder, self.sessions), tmp_link)
+        os.replace(tmp_link, link)
+        fsync_dir(self.sessions)
+
+    def publish_attempt(self, session: str, run_id: str, files: dict[str, bytes]) -> Path:
+        """A failed run of a session that is already published: its audit goes beside the
+        published outputs (``sessions/<date>/attempts/<run_id>/``), which stay byte for byte."""
+        attempts = self.session_dir(session) / "attempts"
+        attempts.mkdir(parents=True, exist_ok=True)
+        os.chmod(attempts, DIR_MODE)
+        return _build_folder(attempts / run_id, lambda folder: _write_files(folder, files, None))
+
+    def is_published(self, session: str) -> bool:
+        """The session has published predictions (its folder's audit says so)."""
+        try:
+            return self.read_audit(session).get("status") == "published"
+        except (OSError, ValueError):
+            return False
 
     def upsert_predictions(self, rows: pd.DataFrame) -> Path:
         """Replace the rows of the sessions in ``rows`` in the cumulative predictions file."""
@@ -123,20 +253,35 @@ class Publisher:
                                                     "model_version": model_version, "stale": False,
                                                     "path": str(self.session_dir(session))})
 
-    def mark_stale(self, failed_session: str, reason: str) -> dict:
-        """Keep the last good predictions in place and say, loudly, that they are stale."""
+    def mark_stale(self, failed_session: str, reason: str, run_id: str | None = None) -> dict:
+        """Keep the last good predictions in place and say, loudly, that they are stale: why, since
+        which session and when. A failure of a session older than the latest good one (a re-run of
+        the past) does not make today's predictions stale."""
         latest = self.latest()
-        stale = {"stale": True, "stale_since": failed_session, "reason": reason,
-                 "last_good_session": latest.get("session") if latest else None}
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        last_good = latest.get("session") if latest else None
+        if last_good is not None and str(last_good) > failed_session:
+            return {"stale": False, "reason": reason, "failed_session": failed_session,
+                    "last_good_session": last_good,
+                    "note": "a past session failed; the latest predictions are newer and stay current"}
+        since = (latest or {}).get("stale_since") if (latest or {}).get("stale") else None
+        stale = {"stale": True, "stale_since": since or failed_session, "reason": reason,
+                 "failed_session": failed_session, "failed_run": run_id,
+                 "stale_at": (latest or {}).get("stale_at") if since else now, "last_good_session": last_good}
         atomic_write_json(self.latest_path, {**(latest or {}), **stale})
         return stale
 
     # ----------------------------------------------------------------- reading
 
-    def latest(self) -> dict | None:
-        if not self.latest_path.exists():
+    @staticmethod
+    def _read_json(path: Path) -> dict | None:
+        try:
+            return json.loads(Path(path).read_text())
+        except FileNotFoundError:
             return None
-        return json.loads(self.latest_path.read_text())
+
+    def latest(self) -> dict | None:
+        return self._read_json(self.latest_path)
 
     def read_audit(self, session: str) -> dict:
         return json.loads((self.session_dir(session) / "audit.json").read_text())
@@ -145,3 +290,42 @@ class Publisher:
         if not self.sessions.is_dir():
             return []
         return sorted(p.name for p in self.sessions.iterdir() if p.is_symlink() and not p.name.startswith("."))
+
+
+def _build_folder(final: Path, fill: Callable[[Path], None]) -> Path:
+    """``fill`` a hidden temp folder beside ``final``, make it readable, fsync it, rename it to
+    ``final`` (replacing a folder of the same name) and persist the rename. On any error the temp
+    folder is removed and ``final`` is untouched."""
+    build = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        fill(build)
+        make_readable(build)
+        _fsync_tree(build)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(build, final)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    fsync_dir(final.parent)
+    return final
+
+
+def _write_files(folder: Path, files: dict[str, bytes | Callable[[Path], None]],
+                 populate: Callable[[Path], None] | None) -> None:
+    for name, source in files.items():
+        target = folder / name
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            source(target)
+    if populate is not None:
+        populate(folder)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for base, _dirs, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(base, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(Path(base))

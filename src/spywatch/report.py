@@ -202,15 +202,15 @@ def decision_badge(decision: dict | None, retrain: dict | None) -> Badge:
     codes = [str(r.get("code")) if isinstance(r, dict) else "reason" for r in decision.get("reasons") or []]
     if not decision.get("retrain"):
         return Badge("Decision", "keep champion", "ok", "no retrain trigger fired")
-    outcome = ("" if retrain is None else
+    outcome = ("" if retrain is None else " · the retrain failed" if retrain.get("error") else
                " · challenger promoted" if retrain.get("promoted") else " · challenger rejected by the gate")
     return Badge("Decision", "retrain", "warn", "because: " + (", ".join(codes) or "unstated") + outcome)
 
 
 def status_badge(status: str, stale: dict | None, predictions: dict | None) -> Badge:
-    if stale is not None:
+    if stale and stale.get("stale", True):
         return Badge("Status", "stale", "bad", f"{status.replace('_', ' ')}; predictions stale since "
-                     f"{stale.get('since', '?')}, last good {stale.get('last_good_session', '?')}")
+                     f"{stale.get('stale_since', '?')}, last good {stale.get('last_good_session', '?')}")
     if status != "published":
         return Badge("Status", status.replace("_", " "), "bad", "no predictions published")
     written = f"{predictions.get('file', 'predictions')}, {predictions.get('rows', '?')} row(s)" if predictions else ""
@@ -577,7 +577,9 @@ def stale_message(audit: Mapping[str, Any], stale: dict | None) -> str | None:
         return None
     history = [r for r in audit.get("prediction_history") or [] if isinstance(r, dict) and r.get("date")]
     last_good = (stale or {}).get("last_good_session") or (max(str(r["date"]) for r in history) if history else None)
+    current = bool(stale) and stale.get("stale") is False  # a past session failed; newer ones stand
     message = "No predictions published tonight; " + (
+        f"the latest predictions ({last_good}) are newer and stay current." if current else
         f"last good predictions from {last_good} are stale." if last_good else "there are no earlier predictions.")
     if stale and stale.get("reason"):
         message += f" Reason: {stale['reason']}."

@@ -5,7 +5,7 @@ a local Prefect server that it starts and stops itself (no server to start by ha
 a free port, ``PREFECT_HOME=<root>/prefect``, so the run history (flow and task runs, artifacts,
 events) stays with the outputs and the UI can show it later (``--ui`` keeps it up after the run).
 With ``PREFECT_API_URL`` set, the run goes to that server instead. ``--no-prefect`` runs
-``pipeline.run_nightly`` directly, as plain Python.
+``pipeline.run_night`` directly, as plain Python: the same stages, failures and audit.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="redo a session that is already published")
     p.add_argument("--policy", default="default", choices=sorted(_policies()),
                    help="retrain, promotion and fit settings by name (default: %(default)s)")
+    p.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for another run holding the root's lock, then exit 3 naming it "
+                        "(default: %(default)s; 0: do not wait)")
     p.add_argument("--ui", action="store_true", help="keep the local Prefect server and its UI up after the run")
-    p.add_argument("--no-prefect", action="store_true", help="run pipeline.run_nightly directly, without Prefect")
+    p.add_argument("--no-prefect", action="store_true", help="run pipeline.run_night directly, without Prefect")
     p.set_defaults(func=_run, skip_teardown=True)
 
 
@@ -44,18 +47,34 @@ def _policies() -> list[str]:
     return list(POLICIES)
 
 
+EXIT_LOCKED = 3
+
+
 def _run(args: argparse.Namespace) -> int:
+    from spywatch.lock import RootLocked, root_lock
+
     root = args.root.expanduser().resolve()
-    if args.no_prefect:
-        return _run_plain(args, root)
-    return _run_flow(args, root)
+    try:
+        # The whole command holds the root's lock (the flow inside takes it again, re-entrantly):
+        # a second run on this root waits here, before it starts a server on the same database.
+        with root_lock(root, "spywatch run", timeout_s=args.lock_timeout):
+            if args.no_prefect:
+                return _run_plain(args, root)
+            return _run_flow(args, root)
+    except RootLocked as exc:
+        print(f"spywatch run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
 
 
 def _run_plain(args: argparse.Namespace, root: Path) -> int:
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.pipeline import PipelineConfig, RunStatus, retrain_inline, run_night
 
-    result = run_nightly(PipelineConfig.for_policy(args.policy, source=args.source, root=root, ticker=args.ticker,
-                                                   as_of=args.as_of, retrain=args.retrain))
+    result = run_night(PipelineConfig.for_policy(args.policy, source=args.source, root=root, ticker=args.ticker,
+                                                 as_of=args.as_of, retrain=args.retrain), force=args.force,
+                       retrain=None if args.retrain == "never" else retrain_inline)
+    if result.status == RunStatus.ALREADY_PUBLISHED:
+        print(f"session {result.session} is already published under {root / 'published'} (--force redoes it)")
+        return 0
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -269,9 +288,12 @@ def _failure_summary(root: Path, run_id: str) -> str | None:
 
     publisher = Publisher(root)
     for session in reversed(publisher.published_sessions()):
-        audit = publisher.read_audit(session)
+        folder = publisher.session_dir(session)
+        attempt = folder / "attempts" / run_id
+        if attempt.is_dir():
+            folder = attempt
+        audit = json.loads((folder / "audit.json").read_text())
         if audit.get("run_id") == run_id:
-            folder = publisher.session_dir(session)
             return NightlyResult(session=session, status=audit["status"], audit=audit,
                                  outputs={"audit": folder / "audit.json", "report": folder / "report.html",
                                           "latest": publisher.latest_path}).summary()

@@ -11,7 +11,11 @@ deployment's concurrency limit.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,6 +65,14 @@ def test_nightly_deployment_end_to_end(prefect_server, start_worker, listener, f
     cancelled = wait_for_run(second.id, lambda s: s.is_final(), timeout=120, what="a final state")
     assert cancelled.state.is_cancelled(), cancelled.state
     assert "concurrency" in (cancelled.state.message or "").lower(), cancelled.state.message
+    # a CLI run beside the deployment run (CANCEL_NEW guards only deployment runs): the root's lock
+    # refuses it, naming the worker's process that holds the night
+    holder = _wait_for_holder(fresh_root, purpose="nightly")
+    cli = subprocess.run([str(Path(sys.executable).with_name("spywatch")), "run", "--no-prefect", "--root",
+                          str(fresh_root), "--as-of", SESSION, "--source", CRASH, "--retrain", "never",
+                          "--lock-timeout", "0"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert cli.returncode == 3, cli.stdout[-2000:] + cli.stderr[-2000:]
+    assert f"PID {holder['pid']}" in cli.stderr and "nightly" in cli.stderr, cli.stderr
     done = wait_for_run(first.id, lambda s: s.is_final(), timeout=480, what="a final state")
     assert done.state.is_completed(), f"{done.state.type}: {done.state.message}"
     assert done.name == f"nightly-{SESSION}"
@@ -122,3 +134,20 @@ def _run(env: dict, *args: str) -> str:
     out = subprocess.run(list(args), env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout + out.stderr
+
+
+def _wait_for_holder(root: Path, purpose: str, timeout: float = 120.0) -> dict:
+    """The root's lock record once a process other than this one holds it for ``purpose``."""
+    import os
+
+    deadline = time.monotonic() + timeout
+    record = None
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads((root / ".lock.json").read_text())
+        except (OSError, ValueError):
+            record = None
+        if record and record.get("held") and record.get("purpose") == purpose and record.get("pid") != os.getpid():
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"no {purpose} holder of {root}'s lock within {timeout:.0f} s (last record: {record})")

@@ -86,12 +86,12 @@ def test_bad_bars_publish_only_the_failure_audit_and_fail_the_run(prefect_server
     listener.wait_for(lambda p: "nightly-2023-07-31" in alert_text(p) and "Failed" in alert_text(p))
 
 
-def test_a_fetch_that_keeps_failing_publishes_nothing_and_alerts(prefect_server, automations, listener,
-                                                                 fresh_root):
+def test_a_fetch_that_keeps_failing_publishes_its_failure_marks_stale_and_alerts(prefect_server, automations,
+                                                                                  listener, fresh_root):
     from spywatch.publish import Publisher
 
     publisher = Publisher(fresh_root)
-    latest_before = publisher.latest_path.read_bytes()
+    good = publisher.latest()["session"]
     predictions_before = publisher.predictions_path.read_bytes()
 
     state = run_nightly_flow(fresh_root, dt.date(2023, 8, 31), "faulty:always:synthetic")
@@ -100,9 +100,13 @@ def test_a_fetch_that_keeps_failing_publishes_nothing_and_alerts(prefect_server,
     assert "injected fetch failure 3/always" in state.message
     fetch = task_runs(state.state_details.flow_run_id)["fetch-2023-08-31"]
     assert fetch.run_count == 3 and fetch.state.is_failed()
-    assert not publisher.session_dir("2023-08-31").exists()
-    assert "2023-08-31" not in publisher.published_sessions()
-    assert publisher.latest_path.read_bytes() == latest_before
+    audit = publisher.read_audit("2023-08-31")  # the failure audit only
+    assert audit["status"] == "failed" and audit["predictions"] is None
+    assert audit["failure"]["kind"] == "fetch_failed" and audit["failure"]["stage"] == "fetch"
+    assert not (publisher.session_dir("2023-08-31") / "predictions.parquet").exists()
+    latest = publisher.latest()
+    assert latest["session"] == good and latest["stale"] and latest["stale_since"] == "2023-08-31"
+    assert "injected fetch failure" in latest["reason"]
     assert publisher.predictions_path.read_bytes() == predictions_before
     alert = listener.wait_for(lambda p: "nightly-2023-08-31" in alert_text(p) and "Failed" in alert_text(p))
     assert "injected fetch failure" in alert_text(alert)

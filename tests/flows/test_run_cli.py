@@ -1,13 +1,16 @@
 """``spywatch run``: the nightly flow once, end to end, on a Prefect server the command starts and
-stops itself (no server to start by hand). (``--no-prefect`` is ``pipeline.run_nightly``, which
-the champion fixture runs.)"""
+stops itself (no server to start by hand); two runs on one root, with and without Prefect: one
+does the night, the other waits or refuses naming the holder. (``--no-prefect`` is
+``pipeline.run_night``, which the champion fixture runs.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,50 @@ def _read_history(home: Path, run_id: str) -> dict:
                 "events": sorted({e["event"] for e in events["events"]})}
     finally:
         stop_process(proc)
+
+
+def _holder(root: Path, pid: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads((root / ".lock.json").read_text())
+        except (OSError, ValueError):
+            record = None
+        if record and record.get("held") and record.get("pid") == pid:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"PID {pid} never held the lock on {root}")
+
+
+@pytest.mark.parametrize("prefect", [False, True], ids=["no-prefect", "prefect"])
+def test_two_runs_on_one_root_one_does_the_night_the_other_refuses_or_waits(fresh_root, prefect):
+    import pandas as pd
+
+    from spywatch.publish import Publisher
+
+    cmd = [SPYWATCH, "run", "--source", "synthetic", "--as-of", "2023-07-31", "--root", str(fresh_root),
+           "--retrain", "never", *([] if prefect else ["--no-prefect"])]
+    first = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        holder = _holder(fresh_root, first.pid)
+        assert holder["purpose"] == "spywatch run"
+        refused = subprocess.run([*cmd, "--lock-timeout", "0"], env=_env(), cwd=REPO, capture_output=True,
+                                 text=True, timeout=120)
+        waiter = subprocess.Popen([*cmd, "--lock-timeout", "300"], env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        out, err = first.communicate(timeout=300)
+        waited_out, waited_err = waiter.communicate(timeout=300)
+    finally:
+        kill_processes_using(f"PREFECT_HOME={fresh_root / 'prefect'}")
+    assert refused.returncode == 3, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"PID {first.pid}" in refused.stderr and "since" in refused.stderr, refused.stderr
+    assert first.returncode == 0, out[-3000:] + err[-3000:]
+    assert "2023-07-31: PUBLISHED" in out
+    assert waiter.returncode == 0, waited_out[-3000:] + waited_err[-3000:]
+    assert "waiting up to 300 s for the lock" in waited_err and f"PID {first.pid}" in waited_err
+    assert "session 2023-07-31 is already published" in waited_out  # it waited, then found the night done
+    table = pd.read_parquet(Publisher(fresh_root).predictions_path)
+    mine = table[table["session"] == "2023-07-31"]
+    assert len(mine) == 3 and mine["run_id"].nunique() == 1 and not table.duplicated(["session", "horizon"]).any()
+    for path in (fresh_root / "published").rglob("*.parquet"):
+        pd.read_parquet(path)  # every parquet readable

@@ -219,3 +219,91 @@ def test_kill_mid_publish_leaves_complete_old_or_new(tmp_path):
         preds = pub.read_predictions()
         assert len(preds) in (0, 3) and preds["session"].is_unique is False or len(preds) <= 3
         assert pub.published_sessions() == ["2024-06-28"]
+
+
+# ----------------------------------------------------------------------------- never lose a published session
+
+
+def published_night(root: Path, data: Path) -> tuple[Publisher, dict[str, bytes]]:
+    """Publish 2024-06-28 and return its folder's files, byte for byte."""
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
+    assert night.status == "published", night.summary()
+    pub = Publisher(root)
+    folder = pub.session_dir("2024-06-28")
+    return pub, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_forced_rerun_with_a_corrupt_last_bar_keeps_the_published_session_byte_for_byte(root, tmp_path):
+    root, data, _ = root
+    pub, before = published_night(root, data)
+    table_before = pub.predictions_path.read_bytes()
+    bars = synthetic_bars("2024-06-28", seed=11)
+    bars.loc["2024-06-28", "high"] = bars.loc["2024-06-28", "low"] * 0.9  # the last bar: High below Low
+    bad = write_csv(tmp_path / "bad.csv", bars)
+
+    out = subprocess.run([str(Path(sys.executable).with_name("spywatch")), "run", "--no-prefect", "--force",
+                          "--root", str(root), "--as-of", "2024-06-28", "--source", f"csv:{bad}", "--retrain", "never"],
+                         capture_output=True, text=True, timeout=600)
+
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "VALIDATION_FAILED" in out.stdout and "raw_bars_invalid" in out.stdout
+    folder = pub.session_dir("2024-06-28")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # unchanged
+    assert pub.predictions_path.read_bytes() == table_before
+    (attempt,) = (folder / "attempts").iterdir()  # the failure audit, beside them
+    audit = json.loads((attempt / "audit.json").read_text())
+    assert audit["status"] == "validation_failed" and audit["failure"]["kind"] == "raw_bars_invalid"
+    assert any("high" in line and "2024-06-28" in line for line in audit["validation"]["raw_bars"]["failures"])
+    latest = pub.latest()
+    assert latest["session"] == "2024-06-28" and latest["stale"] and latest["stale_since"] == "2024-06-28"
+    assert "raw_bars validation failed" in latest["reason"] and latest["stale_at"]
+    assert pub.consistency("2024-06-28") == []  # still published: a later run does not redo it
+
+
+def _raise(*_args, **_kwargs):
+    raise RuntimeError("injected failure")
+
+
+# stage -> the pipeline function it runs (patched to raise)
+STAGE_FUNCTIONS = {"fetch": "fetch_and_validate", "features": "load_features", "champion": "load_champion",
+                   "validate_features": "validate_current_features", "audit": "predict_and_audit",
+                   "drift": "measure_drift", "decide": "make_decision", "publish": "publish_night"}
+
+
+@pytest.mark.parametrize("stage", [*STAGE_FUNCTIONS, "fetch_provider", "retrain"])
+def test_a_failure_in_any_stage_marks_the_last_good_predictions_stale(root, monkeypatch, stage):
+    from spywatch import pipeline
+    from spywatch.market_data import MarketDataError
+
+    root, data, _ = root
+    pub = Publisher(root)
+    good = pub.latest()["session"]
+    table_before = pub.predictions_path.read_bytes()
+    c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
+    retrain = None
+    if stage == "fetch_provider":
+        monkeypatch.setattr(pipeline, "fetch_and_validate", lambda *a: (_ for _ in ()).throw(MarketDataError("429")))
+    elif stage == "retrain":  # a retrain is due (a day's maximum age) and fails
+        c = replace(c, retrain_policy=RetrainPolicy(triggers=("max_age",), max_age_days=1.0))
+        retrain = _raise
+    else:
+        monkeypatch.setattr(pipeline, STAGE_FUNCTIONS[stage], _raise)
+
+    result = pipeline.run_night(c, runner=pipeline.PlainRunner(fetch_backoff_s=0.01), retrain=retrain)
+
+    assert not result.ok
+    failure = result.audit["failure"]
+    latest = pub.latest()
+    if stage == "retrain":  # tonight still goes out with the champion; the run fails
+        assert failure["kind"] == "retrain_failed" and result.status == "published"
+        assert latest["session"] == "2024-06-28" and not latest["stale"]
+        assert pub.read_audit("2024-06-28")["failure"]["kind"] == "retrain_failed"
+        return
+    expected = {"fetch_provider": ("fetch_failed", "fetch")}.get(stage, ("stage_error", stage))
+    assert (failure["kind"], failure["stage"]) == expected, failure
+    assert result.status == "failed"
+    assert latest["session"] == good and latest["stale"] and latest["stale_since"] == "2024-06-28", latest
+    assert latest["reason"] == failure["reason"]
+    assert pub.predictions_path.read_bytes() == table_before
+    audit = json.loads(result.outputs["audit"].read_text())  # the failure audit is published
+    assert audit["status"] == "failed" and audit["failure"] == failure and audit["predictions"] is None
