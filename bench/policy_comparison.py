@@ -99,8 +99,8 @@ def main() -> int:
         tables[name] = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=root / "backfill",
                                     rf_trees=args.rf_trees, resume=resume,
                                     on_step=lambda p, n=name: print(f"{n:9s} {p.line()}", file=sys.stderr, flush=True))
-        write_results(out, run, tables, names, time.perf_counter() - t0)
-    write_results(out, run, tables, names, time.perf_counter() - t0)
+        write_results(out, run, tables, names, time.perf_counter() - t0, work)
+    write_results(out, run, tables, names, time.perf_counter() - t0, work)
     print(f"wrote {out} and {out.with_suffix('.md')} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 1 if any(t.counts["errors"] for t in tables.values()) else 0
 
@@ -134,13 +134,44 @@ def kept_policies(out: Path, configs: dict, args) -> dict:
     return kept
 
 
-def write_results(out: Path, run: dict, tables: dict, names: list[str], wall: float) -> None:
+def paired_policies(work: Path, names: list[str], tables: dict) -> list[dict]:
+    """Every two policies' walk-forward mean AUC, a minus b, paired on the sessions both predicted
+    (the same labels), with its block-bootstrap interval: the policies compared with each other,
+    not only each with its Random Forest. Only policies whose walk-forward frame is on disk (a
+    policy kept from an earlier run on another machine has none)."""
+    import pandas as pd
+
+    from spywatch.backfill import paired_auc
+    from spywatch.comparison import BootstrapConfig
+
+    frames = {}
+    for name in names:
+        path = work / f"policy_{name}" / "backfill" / "walk_forward.parquet"
+        if name in tables and path.exists():
+            frames[name] = pd.read_parquet(path)
+    out = []
+    present = [n for n in names if n in frames]
+    for i, a in enumerate(present):
+        for b in present[i + 1:]:
+            fa, fb = frames[a], frames[b]
+            common = fa.index.intersection(fb.index)
+            horizons = [c.removeprefix("y_") for c in fa.columns if c.startswith("y_")]
+            diff = paired_auc(fa.loc[common, [f"y_{h}" for h in horizons]].to_numpy(),
+                              fa.loc[common, [f"patchtst_{h}" for h in horizons]].to_numpy(),
+                              fb.loc[common, [f"patchtst_{h}" for h in horizons]].to_numpy(), horizons, common,
+                              BootstrapConfig())
+            out.append({"a": a, "b": b, "difference": diff})
+    return out
+
+
+def write_results(out: Path, run: dict, tables: dict, names: list[str], wall: float, work: Path) -> None:
     from spywatch.atomic import atomic_write_json, atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
     import datetime as dt
 
     record = {**run, "wall_seconds": round(wall, 1), "pending": [n for n in names if n not in tables],
+              "paired_policies": paired_policies(work, names, tables),
               "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "policies": {name: table.to_dict() for name, table in tables.items()}}
     atomic_write_json(out, json.loads(json.dumps(record, default=str)))
@@ -200,6 +231,13 @@ def markdown(record: dict, tables: dict) -> str:
             lambda n: interval_cell((scores[n].brier.get(h) or {}).get("random_forest"), "brier"))
     row("mean AUC PatchTST - RF (P)", lambda n: difference_cell(scores[n].mean_auc_difference))
     row("walk-forward sessions", lambda n: " .. ".join(scores[n].walk_forward_window) or "—")
+
+    if record.get("paired_policies"):
+        lines += ["", "Policies against each other: walk-forward mean AUC of a minus b on the sessions both "
+                  "predicted, paired (P = share of resamples in which a is better):", "",
+                  "| a | b | a - b (P) | sessions |", "|---|---|---|---|"]
+        lines += [f"| `{p['a']}` | `{p['b']}` | {difference_cell(p['difference'])} | "
+                  f"{(p['difference'] or {}).get('n', '—')} |" for p in record["paired_policies"]]
     lines += ["", "Events per year by kind: " + "; ".join(
         f"`{n}` " + (", ".join(f"{k.removeprefix('spywatch.')} {v:.2f}"
                                for k, v in summaries[n]["events_per_year_by_event"].items()) or "none")

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 from spywatch import sessions
 from spywatch.artifact import ArtifactError
 from spywatch.audit import CollapsePolicy, CollapseVerdict, check_collapse, metrics_by_horizon
+from spywatch.audit_schema import SCHEMA_VERSION, FailureKind, RunStatus, check_audit
 from spywatch.dataset import FeatureTable, build_table
 from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision, RetrainPolicy,
                                decide)
@@ -485,26 +485,6 @@ def alerts_for(audit: dict) -> list[dict]:
 # the night's state.
 
 
-class RunStatus(str, Enum):
-    """How a night ended (``audit.json`` ``status``)."""
-
-    RUNNING = "running"
-    PUBLISHED = "published"  # tonight's predictions are out
-    VALIDATION_FAILED = "validation_failed"  # bad data: nothing published but the failure audit
-    FAILED = "failed"  # anything else that stopped the predictions
-    ALREADY_PUBLISHED = "already_published"  # nothing redone (not written in an audit)
-
-
-class FailureKind(str, Enum):
-    RAW_BARS_INVALID = "raw_bars_invalid"
-    FEATURES_INVALID = "features_invalid"
-    CHAMPION_REFUSED = "champion_refused"
-    FETCH_FAILED = "fetch_failed"
-    NO_CHAMPION = "no_champion"
-    RETRAIN_FAILED = "retrain_failed"
-    STAGE_ERROR = "stage_error"
-
-
 @dataclass(frozen=True)
 class FailureRule:
     status: RunStatus
@@ -531,7 +511,6 @@ FAILURES: dict[FailureKind, FailureRule] = {
     FailureKind.STAGE_ERROR: FailureRule(RunStatus.FAILED, False, "a stage raised (a bug or the machine)"),
 }
 
-AUDIT_SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -674,7 +653,7 @@ def start_night(cfg: PipelineConfig) -> Night:
     session = cfg.session()
     source = source_from_spec(cfg.source)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    audit = {"schema_version": AUDIT_SCHEMA_VERSION, "session": session.date().isoformat(), "run_id": run_id,
+    audit = {"schema_version": SCHEMA_VERSION, "session": session.date().isoformat(), "run_id": run_id,
              "synthetic": source.synthetic, "policy": cfg.policy, "source": source.name,
              "status": RunStatus.RUNNING.value, "failure": None,
              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -879,6 +858,7 @@ def _audit_files(audit: dict, drift_html: bool = False) -> dict[str, bytes]:
     from spywatch.atomic import json_bytes
     from spywatch.report import render_audit_html
 
+    check_audit(audit)  # what is written follows the schema (AuditSchemaError names the field otherwise)
     audit_bytes = json_bytes(audit)
     html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_html else None)
     return {"audit.json": audit_bytes, "report.html": html.encode()}

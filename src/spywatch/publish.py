@@ -284,7 +284,12 @@ class Publisher:
         return self._read_json(self.latest_path)
 
     def read_audit(self, session: str) -> dict:
-        return json.loads((self.session_dir(session) / "audit.json").read_text())
+        """The session's published audit, checked against its schema (``audit_schema``)."""
+        from spywatch.audit_schema import check_audit
+
+        audit = json.loads((self.session_dir(session) / "audit.json").read_text())
+        check_audit(audit)
+        return audit
 
     def published_sessions(self) -> list[str]:
         if not self.sessions.is_dir():
