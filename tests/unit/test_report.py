@@ -1,7 +1,10 @@
 """The HTML audit report: it renders for a good, a bad-data and a collapsed night, loads nothing
 from anywhere, and a real headless Chromium shows the verdicts, the numbers and the plots.
 
-Regenerate ``docs/audit_report.png`` from the example with
+The good and the bad-data nights are real audits: ``tests/data/audit_example.json`` and
+``tests/data/audit_validation_failure.json`` are what ``bench/audit_example.py`` published from
+real runs of the pipeline, so every expectation here is read from them, never typed in. Regenerate
+``docs/audit_report.png`` from the example with
 ``SPYWATCH_UPDATE_DOCS_SCREENSHOT=1 .venv/bin/python -m pytest tests/unit/test_report.py -k docs``.
 """
 
@@ -33,6 +36,7 @@ from spywatch.report import (
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "tests" / "data" / "audit_example.json"
+VALIDATION_FAILURE = REPO / "tests" / "data" / "audit_validation_failure.json"
 DOCS_PNG = REPO / "docs" / "audit_report.png"
 CHROMIUM = Path("/usr/bin/chromium")
 DRIFT_HREF = "drift_report.html"
@@ -49,24 +53,10 @@ def example() -> dict:
 
 
 @pytest.fixture(scope="module")
-def validation_failure(example: dict) -> dict:
-    """The night the raw bars fail: nothing downstream ran, yesterday's predictions are stale."""
-    audit = copy.deepcopy(example)
-    audit.update(
-        status="validation_failed", drift=None, collapse=None, performance=None, decision=None,
-        retrain=None, predictions=None,
-        validation={"raw_bars": {"success": False, "failures": [
-            "raw_bars: expect_column_values_to_be_between [close]: 2 value(s) <= 0 (2024-06-27, 2024-06-28)",
-            {"suite": "raw_bars", "expectation": "session_calendar_complete", "column": "date",
-             "detail": "1 NYSE session missing", "dates": ["2024-06-25"], "count": 1},
-        ]}, "features": None},
-        stale={"since": "2024-06-27", "last_good_session": "2024-06-26",
-               "reason": "raw bars failed validation two nights running"},
-        prediction_history=[r for r in example["prediction_history"] if r["date"] <= "2024-06-26"],
-        alerts=[{"event": "spywatch.validation.failed", "payload": {"suite": "raw_bars", "failures": 2}}],
-        timings={"fetch": 0.38, "validate": 2.6},
-    )
-    return audit
+def validation_failure() -> dict:
+    """The night the raw bars fail (the last bar's High below its Low): nothing downstream ran, the
+    last good predictions are stale."""
+    return json.loads(VALIDATION_FAILURE.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -188,38 +178,58 @@ def test_curve_helpers_reject_bad_input_loudly(call):
 # ----------------------------------------------------------------------------- rendering
 
 
+def badges(a: dict) -> list[str]:
+    """The verdict line a reader should see first, from the audit's own values."""
+    drift = "Drift drift detected" if a["drift"]["dataset_drift"] else "Drift quiet"
+    decision = "Decision retrain" if a["decision"]["retrain"] else "Decision keep champion"
+    return ["SYNTHETIC DATA" if a["synthetic"] else "", "Data validation passed", drift,
+            f"Model health {a['collapse']['verdict'].replace('_', ' ')}", decision, "Status published"]
+
+
 def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timings(example):
     html = render_audit_html(example, drift_report_href=DRIFT_HREF)
     text = visible_text(html)
-    for phrase in ("SYNTHETIC DATA", "Data validation passed", "Drift quiet", "Model health healthy",
-                   "Decision retrain", "Status published", "Tonight's predictions", "Random forest",
-                   "Logistic regression", "Prior (constant)", "Open the Evidently drift report",
-                   "Prediction drift", "attention entropy ratio", "Promotion gate", "not promoted",
-                   "spywatch.retrain.started", "Stage timings", "champion is 31.0 days old > max 30"):
+    retrain = example["retrain"]
+    for phrase in (*badges(example), "Tonight's predictions", "Random forest", "Logistic regression",
+                   "Prior (constant)", "Open the Evidently drift report", "Prediction drift",
+                   "attention entropy ratio", "Promotion gate", "promoted" if retrain["promoted"] else "not promoted",
+                   "Stage timings", *[e["event"] for e in example["alerts"]]):
         assert phrase in text, phrase
+    for reason in example["decision"]["reasons"]:  # why it retrains, in the code's own words
+        assert reason["message"] in text, reason["message"]
     for h, models in example["performance"]["horizons"].items():
         for model in ("champion", "random_forest", "logistic"):
             assert fmt(models[model]["auc"]) in text, (h, model)
         assert fmt(models["champion"]["brier"], 4) in text
     for feature, row in example["drift"]["per_feature"].items():
         assert feature in text and sig(row["score"]) in text
+    for h, p in example["predictions"]["latest"].items():
+        if h != "date":
+            assert f"{100 * p:.1f}%" in text, (h, p)
     assert html.count("<svg") == 3 * 2 + 1  # ROC and reliability per horizon, one history chart
     assert f'href="{DRIFT_HREF}"' in html
     assert "No predictions published" not in text
 
 
 def test_validation_failure_night_shows_failures_and_stale_predictions_first(validation_failure):
-    html = render_audit_html(validation_failure)
+    audit = validation_failure
+    html = render_audit_html(audit)
     text = visible_text(html)
+    assert audit["failure"]["kind"] == "raw_bars_invalid" and audit["stale"]["stale"]
     assert "Data validation failed" in text and "Status stale" in text
-    assert "No predictions published tonight; last good predictions from 2024-06-26 are stale." in text
-    assert "2 value(s) <= 0" in text and "session_calendar_complete [date]: 1 NYSE session missing" in text
+    last_good = audit["stale"]["last_good_session"]
+    assert f"No predictions published tonight; last good predictions from {last_good} are stale." in text
+    failures = audit["validation"]["raw_bars"]["failures"]
+    assert failures and any("high" in str(f) for f in failures)
+    for line in failures[:5]:
+        words = re.sub(r"\s+", " ", str(line))[:40]
+        assert words in text, words
     assert text.index("Data validation failed") < text.index("Performance against baselines")
     for degraded in ("Drift was not measured tonight.", "No collapse check tonight",
                      "No performance evaluation in this audit", "No decision was taken",
                      "No retrain tonight"):
         assert degraded in text, degraded
-    assert html.count("<svg") == 1  # the history up to the last good night is still drawn
+    assert html.count("<svg") == (1 if audit["prediction_history"] else 0)
     assert "Tonight's predictions" not in text
 
 
@@ -314,8 +324,7 @@ def example_page(example, tmp_path_factory) -> Path:
 def test_chromium_renders_the_verdicts_numbers_and_svg_plots(example, example_page, tmp_path):
     dom = chromium("--dump-dom", example_page.as_uri(), profile=tmp_path / "profile").stdout
     text = visible_text(dom)
-    for phrase in ("SYNTHETIC DATA", "Data validation passed", "Drift quiet", "Model health healthy",
-                   "Decision retrain", "Status published"):
+    for phrase in badges(example):
         assert phrase in text, phrase
     h1 = example["performance"]["horizons"]["h1"]
     assert fmt(h1["champion"]["auc"]) in text and fmt(h1["random_forest"]["auc"]) in text
