@@ -23,7 +23,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -89,6 +89,11 @@ class TaskRunner:
 
     def __init__(self, fetch_backoff_s: float = 10.0) -> None:
         self.fetch_backoff_s = fetch_backoff_s
+
+    @staticmethod
+    def say(line: str) -> None:
+        """A line of the night's story in the flow run's log (the UI's Logs tab)."""
+        get_run_logger().info(line)
 
     def call(self, stage: str, session: str, fn, *args):  # noqa: ANN001
         if stage not in STAGE_TASKS:

@@ -44,6 +44,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spywatch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("features", help="compute features and the train-vs-test feature-shift table")
@@ -58,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _registrars():
         register(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spywatch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _registrars():

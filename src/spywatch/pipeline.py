@@ -582,6 +582,11 @@ class PlainRunner:
     def __init__(self, fetch_retries: int = 2, fetch_backoff_s: float = 10.0) -> None:
         self.fetch_retries, self.fetch_backoff_s = fetch_retries, fetch_backoff_s
 
+    @staticmethod
+    def say(line: str) -> None:
+        """A line of the night's story (``spywatch run --no-prefect`` shows the ``spywatch`` log)."""
+        log.info(line)
+
     def call(self, stage: str, session: str, fn, *args):  # noqa: ANN001
         if stage != "fetch":
             return fn(*args)
@@ -644,9 +649,16 @@ class Night:
         self.current_stage = name
         t = time.perf_counter()
         try:
-            return runner.call(name, self.sid, fn, *args)
+            result = runner.call(name, self.sid, fn, *args)
         finally:
             self.audit["timings"][name] = round(time.perf_counter() - t, 3)
+        return result
+
+    def narrate(self, runner, name: str) -> None:  # noqa: ANN001
+        """One line about what ``name`` recorded, through the runner (the run log in a flow)."""
+        line = narrate(name, self.audit)
+        if line:
+            getattr(runner, "say", log.info)(f"[{self.sid}] {line}")
 
 
 def start_night(cfg: PipelineConfig) -> Night:
@@ -691,15 +703,17 @@ def run_night(cfg: PipelineConfig, runner=None, retrain=retrain_inline, force: b
                                  outputs={"session folder": publisher.session_dir(night.sid)})
         try:
             _stages(night, runner, retrain)
-            return night.stage(runner, "publish", publish_night, night, publisher)
+            result = night.stage(runner, "publish", publish_night, night, publisher)
         except StageFailed as failed:
-            return night.stage(runner, "publish_failure", _fail, night, publisher, failed.kind, failed.stage,
-                               failed.reason)
+            result = night.stage(runner, "publish_failure", _fail, night, publisher, failed.kind, failed.stage,
+                                 failed.reason)
         except Exception as exc:
             stage = night.current_stage or "?"
             log.exception("session %s: stage %s raised", night.sid, stage)
-            return night.stage(runner, "publish_failure", _fail, night, publisher, FailureKind.STAGE_ERROR, stage,
-                               f"{type(exc).__name__}: {exc}")
+            result = night.stage(runner, "publish_failure", _fail, night, publisher, FailureKind.STAGE_ERROR, stage,
+                                 f"{type(exc).__name__}: {exc}")
+        night.narrate(runner, "publish" if result.status == RunStatus.PUBLISHED else "publish_failure")
+        return result
 
 
 def run_nightly(cfg: PipelineConfig, force: bool = True) -> NightlyResult:
@@ -723,6 +737,7 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
         raise StageFailed(FailureKind.FETCH_FAILED, "fetch", f"market data: {exc}") from exc
     a["validation"]["raw_bars"] = _validation_dict(raw)
     a["data"] = _update_dict(update)
+    night.narrate(runner, "fetch")
 
     night.table = night.stage(runner, "features", load_features, night.root, cfg.ticker, night.session)
     night.data_info = {"source": night.source.name, "synthetic": night.source.synthetic,
@@ -733,6 +748,7 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
         result = night.stage(runner, "validate_features", validate_current_features, night.table, night.champion,
                              night.session, cfg.drift_window, night.root / "validation")
         a["validation"]["features"] = _validation_dict(result)
+        night.narrate(runner, "validate_features")
         if not result.success:
             raise StageFailed(FailureKind.FEATURES_INVALID, "validate_features", "features validation failed")
         _audit_champion(night, runner)
@@ -742,6 +758,7 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
     night.decision = night.stage(runner, "decide", make_decision, drift, night.predictions, night.champion,
                                  night.session, history, cfg.retrain_policy)
     a["decision"] = night.decision.to_dict()
+    night.narrate(runner, "decide")
     if drift is not None:
         _write_drift_history(night.root, history, night.sid, drift.dataset_drift)
 
@@ -755,8 +772,10 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
                 raise StageFailed(FailureKind.NO_CHAMPION, "retrain",
                                   f"no champion, and the retrain failed: {type(exc).__name__}: {exc}") from exc
             a["failure"] = _failure_dict(FailureKind.RETRAIN_FAILED, "retrain", f"{type(exc).__name__}: {exc}")
+            night.narrate(runner, "retrain")
         else:
             a["retrain"] = outcome
+            night.narrate(runner, "retrain")
             previous = night.champion.version if night.champion else None
             _load_champion(night, runner)
             if night.champion is not None and night.champion.version != previous:
@@ -776,6 +795,7 @@ def _load_champion(night: Night, runner) -> None:  # noqa: ANN001
         confirmed = last_confirmation(night.champion, night.session)
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
                                    "confirmed_session": confirmed.date().isoformat() if confirmed else None}
+    night.narrate(runner, "champion")
 
 
 def _audit_champion(night: Night, runner) -> None:  # noqa: ANN001
@@ -787,6 +807,58 @@ def _audit_champion(night: Night, runner) -> None:  # noqa: ANN001
     night.audit["drift"] = night.drift.result.to_dict()
     night.audit["collapse"] = {**night.predictions.collapse.to_dict(), "members": night.predictions.members}
     night.audit["performance"] = night.predictions.performance
+    night.narrate(runner, "audit")
+    night.narrate(runner, "drift")
+
+
+def narrate(stage: str, audit: dict) -> str | None:
+    """The one line a reader of the run log needs about ``stage``, from what it recorded."""
+    a = audit
+    if stage == "fetch" and a.get("data"):
+        d, v = a["data"], (a.get("validation") or {}).get("raw_bars") or {}
+        return (f"data: {d['source']} {d['first_session']}..{d['last_session']}, {d['new_sessions']} new session(s), "
+                f"{d['revisions']} revision(s); raw-bars suite: {v.get('n_checks', '?')} checks passed")
+    if stage == "champion":
+        c = a.get("champion") or {}
+        return (f"champion: {a['model_version']} (trained at {c.get('trained_session')}, confirmed "
+                f"{c.get('confirmed_session') or 'never'})" if a.get("model_version") else "champion: none yet")
+    if stage == "validate_features":
+        v = (a.get("validation") or {}).get("features") or {}
+        return f"features suite: {'passed' if v.get('success') else 'FAILED'} ({v.get('n_checks', '?')} checks)"
+    if stage == "audit" and a.get("collapse"):
+        c = a["collapse"]
+        return f"health: {c['verdict']}" + (f" (cause: {c['cause']})" if c.get("cause") else "") + \
+            f"; {len(c.get('members') or [])} member(s)"
+    if stage == "drift" and a.get("drift"):
+        d = a["drift"]
+        top = ", ".join(sorted(d.get("drifted_features") or [])[:5]) or "none"
+        more = len(d.get("drifted_features") or []) - 5
+        return (f"drift: {'DETECTED' if d['dataset_drift'] else 'quiet'}, {d['n_drifted']} of {d['n_features']} "
+                f"features (share {d['share']:.2f}, rule: share >= {d.get('drift_share')}); drifted: {top}"
+                + (f" and {more} more" if more > 0 else ""))
+    if stage == "decide" and a.get("decision"):
+        d = a["decision"]
+        reasons = "; ".join(r["message"] for r in d["reasons"]) or "no trigger fired"
+        return f"decision: {'RETRAIN' if d['retrain'] else 'keep the champion'} ({reasons})"
+    if stage == "retrain" and a.get("retrain"):
+        r = a["retrain"]
+        if r.get("error"):
+            return f"retrain FAILED: {r['error']}"
+        gate = r.get("gate") or {}
+        cmp_ = (gate.get("details") or {}).get("comparison") or {}
+        est = (f", challenger - champion mean AUC {cmp_['estimate']:+.3f} [{cmp_['ci_low']:+.3f}, "
+               f"{cmp_['ci_high']:+.3f}], P(better) {cmp_['p_a_better']:.2f}" if cmp_.get("estimate") is not None
+               else "")
+        return f"challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'} (rule {gate.get('rule')}{est})"
+    if stage == "publish" and a.get("predictions"):
+        p, spread = a["predictions"]["latest"], a["predictions"].get("member_std") or {}
+        return "published: " + ", ".join(f"P({h}) = {v:.3f} ± {spread.get(h, float('nan')):.3f}"
+                                          for h, v in p.items() if h != "date")
+    if stage == "publish_failure" and a.get("failure"):
+        f = a["failure"]
+        return f"FAILED ({f['kind']} in {f['stage']}): {f['reason']}; the last good predictions are marked stale" \
+            if not f["predictions_published"] else None
+    return None
 
 
 def _failure_dict(kind: FailureKind, stage: str, reason: str) -> dict:

@@ -67,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_plain(args: argparse.Namespace, root: Path) -> int:
+    import logging
+
+    logging.getLogger("spywatch.pipeline").setLevel(logging.INFO)  # one line per stage: the night's story
     from spywatch.pipeline import PipelineConfig, RunStatus, retrain_inline, run_night
 
     result = run_night(PipelineConfig.for_policy(args.policy, source=args.source, root=root, ticker=args.ticker,
@@ -109,6 +112,12 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
             server.wait_healthy()
         t_ready = time.perf_counter()
         from flows.nightly import nightly
+
+        # The night's story is the flow's own lines (one per stage, with its numbers); Prefect's
+        # "Finished in state Completed()" per task says nothing the task's state does not.
+        import logging
+
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
         with _local_settings(server):
             state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,

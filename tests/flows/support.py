@@ -57,6 +57,22 @@ def task_run_states(task_run_id: UUID) -> list[str]:
         return [s.name for s in client.read_task_run_states(task_run_id)]
 
 
+def run_log(run_id: UUID, timeout: float = 30.0, expect: str | None = None) -> list[str]:
+    """The flow run's log lines as the UI's Logs tab shows them (read back through the API), once
+    ``expect`` (if given) is among them: the log handler ships its records in batches."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            lines = [r.message for r in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                                         limit=200)]
+        if expect is None or any(expect in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
+
+
 def artifacts(run_id: UUID) -> dict[str, object]:
     """Artifacts of a flow run by key."""
     from prefect import get_client

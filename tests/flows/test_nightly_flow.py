@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tests.flows.support import MAX_EPOCHS, TINY_MODEL, alert_text, artifacts, task_run_states, task_runs
+from tests.flows.support import (MAX_EPOCHS, TINY_MODEL, alert_text, artifacts, run_log, task_run_states,
+                                 task_runs)
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,15 @@ def test_fetch_fails_twice_then_the_night_is_published_with_artifacts(prefect_se
     assert audit["status"] == "published" and audit["run_id"] == str(run_id)
     assert publisher.latest()["session"] == "2023-07-31" and not publisher.latest()["stale"]
     assert set(publisher.read_predictions().query("session == '2023-07-31'")["horizon"]) == {"h1", "h3", "h5"}
+
+    # the night's story in the run log: one line per stage, with its numbers
+    story = run_log(run_id, expect="published: P(h1)")
+    for start in ("[2023-07-31] data: synthetic", "[2023-07-31] champion: ", "[2023-07-31] features suite: passed",
+                  "[2023-07-31] health: ", "[2023-07-31] drift: ", "[2023-07-31] decision: ",
+                  "[2023-07-31] published: P(h1) = "):
+        assert any(line.startswith(start) for line in story), (start, story)
+    latest = audit["predictions"]["latest"]
+    assert any(f"P(h5) = {latest['h5']:.3f}" in line for line in story), story
 
     # the run page: summary, metrics against baselines, links to the reports
     found = artifacts(run_id)

@@ -104,11 +104,15 @@ def test_the_first_champion_is_an_ensemble_with_its_spans_and_member_spread(trai
     assert [m["member"] for m in a["collapse"]["members"]] == list(range(members))
 
 
-def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root):
+def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root, caplog):
     root, data, first = root
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
-    night = run_nightly(c)
+    with caplog.at_level("INFO", logger="spywatch.pipeline"):
+        night = run_nightly(c)
     assert night.status == "published", night.summary()
+    story = [r.getMessage() for r in caplog.records if r.name == "spywatch.pipeline"]
+    for stage in ("data", "champion", "features suite", "health", "drift", "decision", "published"):
+        assert any(line.startswith(f"[2024-06-28] {stage}: ") for line in story), (stage, story)
     a = night.audit
     assert a["model_version"] == first.audit["model_version"] and a["retrain"] is None
     assert a["validation"]["features"]["success"] and a["drift"] is not None

@@ -1,0 +1,5 @@
+"""``python -m spywatch``: the ``spywatch`` command."""
+
+from spywatch.cli import entry
+
+entry()
