@@ -46,8 +46,7 @@ class Alert:
 EVENT_ALERTS = (
     Alert("drift detected", "spywatch.drift.detected",
           "spywatch: drift detected ({{ event.resource.id }}, session {{ event.payload.session }})",
-          "Drifted share {{ event.payload.share }}: {{ event.payload.n_drifted }} feature(s) "
-          "{{ event.payload.drifted_features }}. Run {{ event.payload.run_id }}, synthetic={{ event.payload.synthetic }}."),
+          "Drift: {{ event.payload.detail }}. Run {{ event.payload.run_id }}, synthetic={{ event.payload.synthetic }}."),
     Alert("collapse detected", "spywatch.collapse.detected",
           "spywatch: model collapse ({{ event.resource.id }}, session {{ event.payload.session }})",
           "Verdict {{ event.payload.verdict }}, probable cause {{ event.payload.cause }}. "

@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 
 from flows.retrain import retrain
 from spywatch import pipeline
-from tasks.night import TaskRunner, night_config, session_label
+from tasks.night import TaskRunner, night_config, quiet_task_completions, session_label
 from tasks.reporting import emit_alerts, publish_artifacts
 from tasks.retrain import retrain_on_pool
 
@@ -61,6 +61,7 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
         policy: the retrain, promotion and fit settings by name (``spywatch.policy.POLICIES``).
         lock_timeout_s: how long to wait for another run holding the root's lock.
     """
+    quiet_task_completions()
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id, policy=policy)
 
     def retrain_challenger(night: pipeline.Night) -> dict:
@@ -76,7 +77,7 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
         get_run_logger().info("session %s is already published; nothing to do (force=True redoes it)",
                               result.session)
         return {"session": result.session, "status": result.status}
-    publish_artifacts(result, ticker)
+    publish_artifacts(result, ticker, str(cfg.root))
     emit_alerts(result, ticker)
     if not result.ok:
         f = result.failure

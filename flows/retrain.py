@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from prefect import flow
+from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
+
+from spywatch.train import device_warning
 
 from tasks.night import night_config, session_label
 from tasks.reporting import publish_retrain_artifacts
@@ -44,6 +46,18 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
                        policy=policy)
     session = cfg.session().date().isoformat()
     outcome = train_challenger(cfg)
+    warning = device_warning(_work_pool(), device, outcome.get("device", "?"))
+    if warning:
+        get_run_logger().warning(warning)
+        outcome = {**outcome, "device_warning": warning}
     write_outcome(cfg.root, session, outcome, request_id)
     publish_retrain_artifacts(session, outcome, ticker)
     return outcome
+
+
+def _work_pool() -> str | None:
+    """The work pool this run came from (None for a subflow or a run without a deployment)."""
+    if not flow_run.id:
+        return None
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run.id).work_pool_name

@@ -20,6 +20,7 @@ instead (``prefect.yaml``: ``spywatch``, ``nightly``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ STAGE_TASKS: dict[str, dict] = {
     "publish": {"timeout_seconds": 300},
     "publish_failure": {"timeout_seconds": 300},
 }
+
+
+class _NoBareCompletions(logging.Filter):
+    """Drops the task engine's "Finished in state Completed()" line: the task's state says it, and
+    the night's own line for the stage says what it found. Retries, failures and crashes stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage().startswith("Finished in state Completed"))
+
+
+def quiet_task_completions() -> None:
+    """Install the filter on Prefect's task-run logger, once per process (the run log and the console)."""
+    task_logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _NoBareCompletions) for f in task_logger.filters):
+        task_logger.addFilter(_NoBareCompletions())
 
 
 class TaskRunner:

@@ -17,11 +17,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from spywatch.cli import iso_date
+
     p = sub.add_parser("backfill", help="replay past nights under a retrain policy: retrains, promotions, alarms, "
                        "walk-forward AUC and Brier against a Random Forest, with intervals")
     p.add_argument("--source", required=True, help="csv:PATH | synthetic | synthetic:SEED | yfinance")
-    p.add_argument("--start", required=True, help="first date of the range (ISO)")
-    p.add_argument("--end", required=True, help="last date of the range (ISO)")
+    p.add_argument("--start", required=True, type=iso_date, help="first date of the range (ISO)")
+    p.add_argument("--end", required=True, type=iso_date, help="last date of the range (ISO)")
     p.add_argument("--frequency", choices=("daily", "weekly", "monthly"), default="monthly",
                    help="replay every session, or the last one of each week or month")
     p.add_argument("--policy", default="default", help="a named retrain policy of spywatch.policy "

@@ -1,12 +1,20 @@
-"""The ``spywatch`` command line. Each subcommand parses its arguments here and calls one
-function of the library; heavy imports happen inside the command that needs them."""
+"""spywatch keeps a PatchTST classifier on SPY daily bars healthy: every night it fetches and
+validates the bars, measures drift against the training data, audits the champion for collapse
+and decay, retrains and promotes a challenger only when it is better, and publishes the
+predictions with their audit.
+
+Each subcommand parses its arguments here (or in the module beside its stage) and calls one
+function of the library; heavy imports happen inside the command that needs them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,17 +49,52 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Watch, retrain and publish a PatchTST classifier of SPY's next 1/3/5 sessions (P of a +1% gain).
+
+  spywatch run                      one night end to end (the Prefect flow, on a local server)
+  spywatch run --source csv:FILE --as-of 2024-12-31    ... on a CSV of daily bars
+  spywatch serve                    the published reports over HTTP, for the Prefect UI's links
+  spywatch models list              the model versions; * marks the champion
+  spywatch validate / drift         check a CSV of bars, or a window of it against the training data
+  spywatch backfill / evaluate      replay a policy over past sessions; score PatchTST out of time
+
+Dates are ISO (YYYY-MM-DD). Outputs go under ./workspace unless --root / --out says otherwise."""
+
+EPILOG = """\
+exit status:
+  0  done: the night was published, the data passed, no drift
+  1  a finding: a check failed, drift was detected, the night failed (its audit says why)
+  2  a usage or input error (a bad argument, a file that is not there)
+  3  spywatch run: another run holds the root's lock (its PID, host and start are printed)"""
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def iso_date(text: str) -> str:
+    """An argparse type: a calendar date written YYYY-MM-DD, nothing looser (``31/12/2024``,
+    ``03/04/2024`` and ``20241231`` are refused rather than guessed)."""
+    if not ISO_DATE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (YYYY-MM-DD, e.g. 2024-12-31)")
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spywatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="spywatch", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("features", help="compute features and the train-vs-test feature-shift table")
     p.add_argument("--data", required=True, type=Path, help="bars CSV (Date, Open, High, Low, Close, Adj Close, Volume)")
-    p.add_argument("--train-end", required=True, help="last date of the training period (scaler fit)")
-    p.add_argument("--test-start", required=True)
-    p.add_argument("--test-end", default=None)
+    p.add_argument("--train-end", required=True, type=iso_date, help="last date of the training period (scaler fit)")
+    p.add_argument("--test-start", required=True, type=iso_date)
+    p.add_argument("--test-end", default=None, type=iso_date)
     p.add_argument("--out", default=None, help="folder for features.parquet and scaler.json")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=_cmd_features)
@@ -75,7 +118,7 @@ def _registrars():
     import importlib
 
     for module in ("spywatch.validation_cli", "spywatch.drift_cli", "spywatch.evaluate_cli",
-                   "spywatch.models_cli", "spywatch.run_cli", "spywatch.backfill_cli"):
+                   "spywatch.models_cli", "spywatch.run_cli", "spywatch.backfill_cli", "spywatch.serve"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -8,13 +8,15 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from spywatch.cli import iso_date
+
     p = sub.add_parser("evaluate", help="train PatchTST and baselines, evaluate out of time with paired "
                        "bootstrap comparisons, audit for collapse")
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--train-end", required=True, help="end of the training span (fit + validation)")
-    p.add_argument("--test-start", required=True)
-    p.add_argument("--test-end", default=None)
-    p.add_argument("--val-start", default=None, help="start of validation, with --recipe early_stopping "
+    p.add_argument("--train-end", required=True, type=iso_date, help="end of the training span (fit + validation)")
+    p.add_argument("--test-start", required=True, type=iso_date)
+    p.add_argument("--test-end", default=None, type=iso_date)
+    p.add_argument("--val-start", default=None, type=iso_date, help="start of validation, with --recipe early_stopping "
                    "(default: last 20%% of the training span)")
     p.add_argument("--recipe", choices=("full", "early_stopping"), default="full",
                    help="full: fit every session up to an embargo before the test for --epochs epochs (the "

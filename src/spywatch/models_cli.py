@@ -25,9 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = models.add_subparsers(dest="action", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
-                        help=f"registry root folder (default: {DEFAULT_REGISTRY}, relative to the current directory)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    where = common.add_mutually_exclusive_group()
+    where.add_argument("--root", type=Path, default=None,
+                       help="a spywatch root (the --root of spywatch run): its registry is ROOT/models")
+    where.add_argument("--registry", type=Path, default=None,
+                       help=f"the registry folder itself (default: {DEFAULT_REGISTRY}, relative to the current directory)")
+    common.add_argument("--json", action="store_true", help="print JSON (for machines) instead of text")
 
     p = actions.add_parser("list", parents=[common], help="all versions, oldest first; * marks the champion")
     p.add_argument("--verify", action="store_true", help="recompute every checksum (reads every file)")
@@ -47,57 +50,148 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guarded(_cmd_rollback))
 
 
+def _registry(args: argparse.Namespace) -> ModelRegistry:
+    """The registry named by --root or --registry; a folder that is not one is a usage error with a hint."""
+    path = args.root / "models" if args.root is not None else args.registry or DEFAULT_REGISTRY
+    if not path.is_dir():
+        raise RegistryError(f"no model registry at {path}: a spywatch root keeps its models in <root>/models "
+                            f"(--root DIR, or --registry DIR/models); `spywatch run --root DIR` creates it")
+    return ModelRegistry(path)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    infos = ModelRegistry(args.registry).list(verify=args.verify)
+    registry = _registry(args)
+    infos = registry.list(verify=args.verify)
+    rows = [(info, _summary(info)) for info in infos]
     if args.json:
-        _print_json([i.to_dict() for i in infos])
+        _print_json([{**i.to_dict(), **_public(summary)} for i, summary in rows])
     elif not infos:
-        print(f"no versions in {args.registry}")
+        print(f"no versions in {registry.root} (a spywatch root keeps its models in <root>/models)")
     else:
-        for info in infos:
-            print(_row(info))
+        print(f"  {'version':27} {'session':10}  {'fit span':24}  {'holdout mean AUC (h1 / h3 / h5)':34} status")
+        for info, summary in rows:
+            print(_row(info, summary))
+        print("* the champion")
     return 1 if any(i.problem for i in infos) else 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    registry = ModelRegistry(args.registry)
+    registry = _registry(args)
     info = registry.show(args.version)
     events = [e.to_dict() for e in registry.history() if e.version == args.version]
-    periods = _periods(info)
+    summary = _summary(info)
     if args.json:
-        _print_json({**info.to_dict(), "periods": periods, "history": events})
-    else:
-        print(_row(info))
-        for name in ("fit", "val", "holdout"):
-            span = (periods or {}).get(name)
-            print(f"  {name + ':':8} {' .. '.join(span) if span else '-'}")
-        print(f"  path:    {info.path}")
-        print(f"  files:   {', '.join(info.files) or '-'}")
-        print(f"  meta:    {json.dumps(dict(info.meta), sort_keys=True, default=str)}")
+        _print_json({**info.to_dict(), **_public(summary), "history": events})
+        return 1 if info.problem else 0
+    periods = summary["periods"] or {}
+    metrics = summary.pop("_metrics", {})
+    print(f"version   {info.version}" + ("   (the champion)" if info.is_champion else ""))
+    print(f"status    {'BAD: ' + info.problem if info.problem else 'checksums verified' if info.verified else '-'}")
+    print(f"created   {info.created_at or '-'}")
+    print(f"trained   for session {summary['session'] or '-'}, {metrics.get('members_n') or '?'} member(s) on "
+          f"{metrics.get('device') or '?'} in {_num(metrics.get('train_seconds'), 1)} s")
+    for name in ("fit", "val", "holdout"):
+        span = periods.get(name)
+        print(f"{name:9} {' .. '.join(span) if span else '-'}")
+    if periods.get("embargo_sessions") is not None:
+        print(f"embargo   {periods['embargo_sessions']} sessions between fit and holdout")
+    holdout = metrics.get("holdout") or {}
+    if holdout:
+        print("holdout   " + "   ".join(f"{h}: AUC {_num(m.get('auc'))} Brier {_num(m.get('brier'))} (n {m.get('n')})"
+                                        for h, m in holdout.items()))
+    print(f"files     {', '.join(info.files) or '-'}")
+    print(f"path      {info.path}")
+    if events:
+        print("history")
         for e in events:
-            print(f"  {e['at']}  #{e['seq']} {e['event']}  {json.dumps(e['reason'], sort_keys=True)}")
+            print(f"  {e['at']}  #{e['seq']} {e['event']}: {_brief(e['reason'])}")
     return 1 if info.problem else 0
 
 
-def _periods(info: VersionInfo) -> dict | None:
+def _summary(info: VersionInfo) -> dict[str, Any]:
+    """What a person asks of a version: the session it was trained for, its spans, its holdout AUC."""
+    metrics = _metrics(info)
+    holdout = metrics.get("holdout") or {}
+    aucs = {h: m.get("auc") for h, m in holdout.items() if isinstance(m, dict)}
+    known = [v for v in aucs.values() if isinstance(v, (int, float)) and v == v]
+    return {"session": (info.meta or {}).get("session") or (metrics.get("data") or {}).get("trained_session"),
+            "periods": _periods(info, metrics),
+            "holdout_auc": {**{h: _round(v) for h, v in aucs.items()},
+                            "mean": _round(sum(known) / len(known)) if known else None} if aucs else None,
+            "_metrics": {**metrics, "members_n": len(metrics.get("members") or []) or None}}
+
+
+def _public(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def _metrics(info: VersionInfo) -> dict[str, Any]:
+    path = info.path / "metrics.json"
+    if info.problem or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _row(info: VersionInfo, summary: dict[str, Any]) -> str:
+    mark = "*" if info.is_champion else " "
+    fit = " .. ".join((summary["periods"] or {}).get("fit") or []) or "-"
+    auc = summary["holdout_auc"]
+    auc_text = (f"{_num(auc['mean'])} ({' / '.join(_num(v) for h, v in auc.items() if h != 'mean')})"
+                if auc else "-")
+    status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "")
+    return f"{mark} {info.version:27} {summary['session'] or '-':10}  {fit:24}  {auc_text:34} {status}".rstrip()
+
+
+def _round(x: Any, digits: int = 4) -> Any:
+    if isinstance(x, float):
+        return round(x, digits)
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and x == x else "-"
+
+
+def _brief(reason: Any, most: int = 300) -> str:
+    """A history reason on one line: the gate's sentences where it has them, else its plain fields."""
+    if not isinstance(reason, dict):
+        return str(reason)
+    gate = reason.get("gate") if isinstance(reason.get("gate"), dict) else reason
+    parts = [str(r) for r in gate.get("reasons") or []]
+    parts += [f"{k} {_round(v)}" for k, v in reason.items()
+              if k not in ("gate", "reasons") and isinstance(v, (str, int, float, bool)) and v is not None]
+    parts += [f"{k} {' .. '.join(map(str, v))}" for k, v in reason.items()
+              if isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)]
+    text = "; ".join(parts) or "-"
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
+def _periods(info: VersionInfo, metrics: dict[str, Any] | None = None) -> dict | None:
     """The version's ``fit``, ``val`` and ``holdout`` spans ([first, last] ISO dates, or None):
     from its manifest's meta, else from its (checksummed) metrics.json."""
     periods = (info.meta or {}).get("periods")
-    if periods is None and (info.path / "metrics.json").is_file():
-        periods = json.loads((info.path / "metrics.json").read_text()).get("periods")
+    if periods is None:
+        periods = (metrics if metrics is not None else _metrics(info)).get("periods")
     if periods is None:
         return None
     return {k: periods.get(k) for k in ("fit", "val", "holdout")} | {"embargo_sessions": periods.get("embargo_sessions")}
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    record = ModelRegistry(args.registry).promote(args.version, _manual_reason(args.note))
+    record = _registry(args).promote(args.version, _manual_reason(args.note))
     return _report_move(args, record.to_dict(), f"champion is now {record.version} "
                         f"(was {record.event.champion_before or 'none'})")
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    record = ModelRegistry(args.registry).rollback(_manual_reason(args.note))
+    record = _registry(args).rollback(_manual_reason(args.note))
     return _report_move(args, record.to_dict(), f"rolled back: champion is now {record.version} "
                         f"(was {record.event.champion_before})")
 
@@ -116,12 +210,6 @@ def _manual_reason(note: str) -> dict[str, str]:
     except (KeyError, OSError):  # containers without a passwd entry or USER
         user = "unknown"
     return {"source": "cli", "user": user, "note": note}
-
-
-def _row(info: VersionInfo) -> str:
-    mark = "*" if info.is_champion else " "
-    status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "")
-    return f"{mark} {info.version}  {info.created_at or '-':20}  {status}".rstrip()
 
 
 def _print_json(obj: Any) -> None:

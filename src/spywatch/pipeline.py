@@ -357,11 +357,13 @@ class RetrainOutcome:
     train_seconds: float
     periods: dict = field(default_factory=dict)  # the challenger's fit / val / holdout spans
     members: int = 1
+    device: str = "cpu"  # where the challenger trained (torch's device string)
 
     def to_dict(self) -> dict:
         return {"challenger": self.challenger, "promoted": self.promoted, "gate": self.gate.to_dict(),
                 "window": self.window, "challenger_metrics": self.challenger_metrics,
-                "train_seconds": self.train_seconds, "periods": self.periods, "members": self.members}
+                "train_seconds": self.train_seconds, "periods": self.periods, "members": self.members,
+                "device": self.device}
 
 
 def holdout_span(table: FeatureTable, session: pd.Timestamp, holdout: int) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
@@ -432,7 +434,7 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
     return RetrainOutcome(challenger=version, gate=gate, promoted=gate.promote,
                           window=[str(lo.date()), str(hi.date())],
                           challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"],
-                          periods=bundle.periods, members=cfg.fit.members)
+                          periods=bundle.periods, members=cfg.fit.members, device=str(bundle.metrics.get("device")))
 
 
 def data_hash(table: FeatureTable, session: pd.Timestamp) -> str:
@@ -461,9 +463,16 @@ def alerts_for(audit: dict) -> list[dict]:
         out.append({"event": VALIDATION_EVENT, "payload": {**base, "failures": failed[:10], "n_failures": len(failed)}})
     drift = audit.get("drift")
     if drift and drift.get("dataset_drift"):
-        top = sorted(((k, v["score"]) for k, v in drift["per_feature"].items() if v["drifted"]), key=lambda kv: -kv[1])
-        out.append({"event": DRIFT_EVENT, "payload": {**base, "share": drift["share"], "n_drifted": drift["n_drifted"],
-                                                       "drifted_features": [k for k, _ in top][:10]}})
+        from spywatch.report import drift_detail, drift_severity
+
+        per_feature = drift.get("per_feature") or {}
+        ranked = sorted((k for k, v in per_feature.items() if v.get("drifted")),
+                        key=lambda k: (-drift_severity(per_feature[k]), k))
+        out.append({"event": DRIFT_EVENT, "payload": {
+            **base, "share": round(float(drift["share"]), 3), "n_drifted": drift["n_drifted"],
+            "n_features": drift.get("n_features"), "reasons": drift.get("drift_reasons") or [],
+            "drifted_features": ranked[:10], "drifted_features_cut": len(ranked) > 10,
+            "detail": drift_detail(drift)}})
     collapse = audit.get("collapse")
     if collapse and collapse["verdict"] != "healthy":
         out.append({"event": COLLAPSE_EVENT, "payload": {**base, "verdict": collapse["verdict"],
@@ -827,18 +836,19 @@ def narrate(stage: str, audit: dict) -> str | None:
         return f"features suite: {'passed' if v.get('success') else 'FAILED'} ({v.get('n_checks', '?')} checks)"
     if stage == "audit" and a.get("collapse"):
         c = a["collapse"]
-        return f"health: {c['verdict']}" + (f" (cause: {c['cause']})" if c.get("cause") else "") + \
-            f"; {len(c.get('members') or [])} member(s)"
+        spread = (c.get("evidence") or {}).get("pred_std") or {}
+        return (f"health: {c['verdict']}" + (f" (cause: {c['cause']})" if c.get("cause") else "")
+                + f"; {len(c.get('members') or [])} member(s)"
+                + (f"; std of P over the window {' / '.join(f'{h} {v:.3f}' for h, v in spread.items())}" if spread
+                   else ""))
     if stage == "drift" and a.get("drift"):
-        d = a["drift"]
-        top = ", ".join(sorted(d.get("drifted_features") or [])[:5]) or "none"
-        more = len(d.get("drifted_features") or []) - 5
-        return (f"drift: {'DETECTED' if d['dataset_drift'] else 'quiet'}, {d['n_drifted']} of {d['n_features']} "
-                f"features (share {d['share']:.2f}, rule: share >= {d.get('drift_share')}); drifted: {top}"
-                + (f" and {more} more" if more > 0 else ""))
+        from spywatch.report import drift_detail
+
+        return f"drift: {'DETECTED' if a['drift']['dataset_drift'] else 'quiet'} ({drift_detail(a['drift'])})"
     if stage == "decide" and a.get("decision"):
         d = a["decision"]
-        reasons = "; ".join(r["message"] for r in d["reasons"]) or "no trigger fired"
+        why = d["reasons"] if d["retrain"] else d.get("notes") or []  # what fired, or what each trigger read
+        reasons = "; ".join(r["message"] for r in why) or "no trigger fired"
         return f"decision: {'RETRAIN' if d['retrain'] else 'keep the champion'} ({reasons})"
     if stage == "retrain" and a.get("retrain"):
         r = a["retrain"]
@@ -846,10 +856,13 @@ def narrate(stage: str, audit: dict) -> str | None:
             return f"retrain FAILED: {r['error']}"
         gate = r.get("gate") or {}
         cmp_ = (gate.get("details") or {}).get("comparison") or {}
-        est = (f", challenger - champion mean AUC {cmp_['estimate']:+.3f} [{cmp_['ci_low']:+.3f}, "
-               f"{cmp_['ci_high']:+.3f}], P(better) {cmp_['p_a_better']:.2f}" if cmp_.get("estimate") is not None
+        est = (f", challenger - champion mean AUC {cmp_['estimate']:+.4f} [{cmp_['ci_low']:+.4f}, "
+               f"{cmp_['ci_high']:+.4f}], P(better) {cmp_['p_a_better']:.2f}" if cmp_.get("estimate") is not None
                else "")
-        return f"challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'} (rule {gate.get('rule')}{est})"
+        return (f"challenger {r['challenger']} ({r.get('members', 1)} member(s), trained on "
+                f"{r.get('device') or 'an unrecorded device'} in "
+                f"{r.get('train_seconds', 0):.0f} s): {'PROMOTED' if r['promoted'] else 'not promoted'} "
+                f"(rule {(gate.get('details') or {}).get('rule', gate.get('rule'))}{est})")
     if stage == "publish" and a.get("predictions"):
         p, spread = a["predictions"]["latest"], a["predictions"].get("member_std") or {}
         return "published: " + ", ".join(f"P({h}) = {v:.3f} ± {spread.get(h, float('nan')):.3f}"

@@ -115,7 +115,7 @@ def _part(audit: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _horizon_order(names: Iterable[str]) -> list[str]:
+def horizon_order(names: Iterable[str]) -> list[str]:
     """h1, h3, h5, ... in numeric order (h10 after h5), anything else after them by name."""
     def key(name: str) -> tuple[int, str]:
         digits = name[1:] if name[:1] == "h" else ""
@@ -123,7 +123,7 @@ def _horizon_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=key)
 
 
-def _line(item: Any) -> str:
+def line_text(item: Any) -> str:
     """A failure, reason or note as one sentence, whether the pipeline stored a string or a dict."""
     if not isinstance(item, dict):
         return str(item)
@@ -174,13 +174,42 @@ def validation_badge(validation: dict | None) -> Badge:
 def drift_badge(drift: dict | None) -> Badge:
     if drift is None:
         return Badge("Drift", "not measured", "muted", "no drift record in this audit")
-    n_features = drift.get("n_features") or len(drift.get("per_feature") or {})
-    detail = f"{drift.get('n_drifted', '?')} of {n_features} features drifted ({pct(drift.get('share'))})"
-    if _number(drift.get("drift_share")) is not None:
-        detail += f"; dataset rule ≥ {pct(drift['drift_share'])}"
     if drift.get("dataset_drift"):
-        return Badge("Drift", "drift detected", "warn", detail)
-    return Badge("Drift", "quiet", "ok", detail)
+        return Badge("Drift", "drift detected", "warn", drift_detail(drift))
+    return Badge("Drift", "quiet", "ok", drift_detail(drift))
+
+
+def drift_detail(drift: Mapping[str, Any], most: int = 5) -> str:
+    """Which rule fired and on what: the training rule (share of features drifted against the
+    training span), the regime rule (volatility features against the last year), the predictions.
+    Feature lists longer than ``most`` are cut, and say so."""
+    n_features = drift.get("n_features") or len(drift.get("per_feature") or {})
+    parts = [f"vs training: {drift.get('n_drifted', '?')} of {n_features} features drifted "
+             f"({pct(drift.get('share'))}"
+             + (f"; rule ≥ {pct(drift['drift_share'])})" if _number(drift.get("drift_share")) is not None else ")")
+             + _listed(drift.get("drifted_features"), most)]
+    regime = drift.get("regime") or {}
+    if regime:
+        recent = regime.get("recent") or {}
+        span = f" {recent['start']} → {recent['end']}" if recent.get("start") else ""
+        parts.append(f"vs the last year{span}: {regime.get('n_drifted', '?')} of {regime.get('n_features', '?')} "
+                     f"volatility features (rule ≥ {regime.get('min_drifted_features', '?')})"
+                     + _listed(regime.get("drifted_features"), most))
+    shifted = [h for h, t in (drift.get("prediction_drift") or {}).items() if isinstance(t, dict) and t.get("drifted")]
+    if shifted:
+        parts.append("predictions shifted on " + ", ".join(horizon_order(shifted)))
+    reasons = drift.get("drift_reasons") or []
+    if drift.get("dataset_drift") and reasons:
+        parts.insert(0, "fired: " + " and ".join(str(r) for r in reasons) + " rule")
+    return "; ".join(parts)
+
+
+def _listed(names: Any, most: int) -> str:
+    names = sorted(str(n) for n in names or [])
+    if not names:
+        return ""
+    shown = ", ".join(names[:most])
+    return f": {shown}" + (f" and {len(names) - most} more (list cut at {most})" if len(names) > most else "")
 
 
 def health_badge(collapse: dict | None) -> Badge:
@@ -454,7 +483,7 @@ def performance_views(performance: dict | None) -> list[HorizonPerformance]:
         return []
     by_h, roc, cal = ((performance.get(k) or {}) for k in ("horizons", "roc", "calibration"))
     out = []
-    for i, h in enumerate(_horizon_order([*by_h, *roc, *cal])):
+    for i, h in enumerate(horizon_order([*by_h, *roc, *cal])):
         models = by_h.get(h) if isinstance(by_h.get(h), dict) else {}
         champion = models.get("champion") if isinstance(models.get("champion"), dict) else {}
         colour = HORIZON_COLOURS[i % len(HORIZON_COLOURS)]
@@ -567,7 +596,7 @@ class SuiteFailures:
 def failed_suites(validation: dict | None) -> list[SuiteFailures]:
     """The suites that failed, each failure as one readable line; shown first on a bad night."""
     suites = [(name, (validation or {}).get(name)) for name in ("raw_bars", "features")]
-    return [SuiteFailures(name.replace("_", " "), [_line(x) for x in s.get("failures") or []])
+    return [SuiteFailures(name.replace("_", " "), [line_text(x) for x in s.get("failures") or []])
             for name, s in suites if isinstance(s, dict) and not s.get("success")]
 
 
@@ -619,7 +648,7 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
     evidence = (parts["collapse"] or {}).get("evidence") or {}
     history = [r for r in audit.get("prediction_history") or [] if isinstance(r, dict)]
     latest = (parts["predictions"] or {}).get("latest") or {}
-    horizons = _horizon_order([k for r in [*history, latest] for k in r if k != "date"])
+    horizons = horizon_order([k for r in [*history, latest] for k in r if k != "date"])
     prior = training_prior(evidence, parts["performance"])
     return {
         "audit": audit, "status": status, "synthetic": bool(audit.get("synthetic")),
@@ -641,7 +670,7 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
         "drift_window": drift_window(parts["drift"] or {}),
         "drift_report_href": _check_href(drift_report_href),
         "collapse": parts["collapse"], "evidence": evidence,
-        "evidence_horizons": _horizon_order(evidence.get("pred_std") or {}),
+        "evidence_horizons": horizon_order(evidence.get("pred_std") or {}),
         "shifts": top_shifts(evidence.get("feature_shift_std") or {}),
         "decision": parts["decision"], "retrain": parts["retrain"],
         "alerts": [a for a in audit.get("alerts") or [] if isinstance(a, dict)],
@@ -655,7 +684,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=fmt, pct=pct, sig=sig, line=_line,
+    env.filters.update(fmt=fmt, pct=pct, sig=sig, line=line_text,
                        compact=lambda v: json.dumps(v, sort_keys=True, default=str))
     return env
 

@@ -22,10 +22,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from spywatch.cli import iso_date
+
     p = sub.add_parser("run", help="run the nightly pipeline once (the Prefect flow, on a local server)")
     p.add_argument("--source", default="synthetic",
                    help="synthetic | synthetic:SEED | csv:PATH | yfinance | a fault spec (faulty:N:INNER, ...)")
-    p.add_argument("--as-of", default=None, help="session date to run for (default: the last settled session)")
+    p.add_argument("--as-of", default=None, type=iso_date, help="session date to run for (default: the last settled session)")
     p.add_argument("--root", type=Path, default=Path("workspace"), help="store, models and published outputs")
     p.add_argument("--ticker", default="SPY")
     p.add_argument("--retrain", choices=("inline", "never"), default="inline",
@@ -54,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     from spywatch.lock import RootLocked, root_lock
 
     root = args.root.expanduser().resolve()
+    print(f"spywatch run: session {_session_line(args.as_of)}; root {root}", flush=True)
     try:
         # The whole command holds the root's lock (the flow inside takes it again, re-entrantly):
         # a second run on this root waits here, before it starts a server on the same database.
@@ -64,6 +67,16 @@ def _run(args: argparse.Namespace) -> int:
     except RootLocked as exc:
         print(f"spywatch run: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+
+
+def _session_line(as_of: str | None) -> str:
+    """The session this run is for, and why (the flow resolves it the same way)."""
+    from spywatch import sessions
+
+    if as_of is None:
+        return f"{sessions.last_closed_session().date()} (the last settled NYSE session)"
+    resolved = sessions.last_session_on_or_before(as_of).date().isoformat()
+    return resolved if resolved == as_of else f"{resolved} (the last NYSE session on or before --as-of {as_of})"
 
 
 def _run_plain(args: argparse.Namespace, root: Path) -> int:
@@ -113,12 +126,6 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         t_ready = time.perf_counter()
         from flows.nightly import nightly
 
-        # The night's story is the flow's own lines (one per stage, with its numbers); Prefect's
-        # "Finished in state Completed()" per task says nothing the task's state does not.
-        import logging
-
-        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
-
         with _local_settings(server):
             state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
                             retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
@@ -166,8 +173,18 @@ def _report(state, root: Path, server: LocalServer | None, start_s: float, flow_
         _wait_for_interrupt()
     else:
         print(f"  Prefect run history: {server.home} (the local server has stopped). To browse it:\n"
-              f"    PREFECT_HOME={server.home} prefect server start --host 127.0.0.1 --port 4200\n"
+              f"    PREFECT_HOME={server.home} {_prefect_command()} server start --host 127.0.0.1 --port 4200\n"
               f"    then open http://127.0.0.1:4200/runs/flow-run/{run_id}   (or run with --ui)")
+
+
+def _prefect_command() -> str:
+    """``prefect`` as this shell can run it: the one beside this interpreter (``.venv/bin/prefect``),
+    relative to the current directory when it is under it."""
+    prefect = Path(sys.executable).with_name("prefect").absolute()
+    try:
+        return str(prefect.relative_to(Path.cwd()))
+    except ValueError:
+        return str(prefect)
 
 
 class LocalServer:

@@ -102,6 +102,17 @@ class TrainResult:
     n_params: int = 0
 
 
+def device_warning(work_pool: str | None, requested: str, used: str) -> str | None:
+    """What to tell the operator when a run on a GPU work pool trained on the CPU (None otherwise)."""
+    if used.startswith("cuda") or not work_pool or "gpu" not in work_pool.lower():
+        return None
+    why = ("this worker's torch sees no CUDA device (torch.cuda.is_available() is False)" if requested == "auto"
+           else f"device={requested!r} was asked for")
+    return (f"the retrain ran on work pool {work_pool!r} but trained on {used}: {why}. Check the worker's "
+            f"NVIDIA driver and that its torch is a CUDA build (python -c 'import torch; print(torch.cuda.is_available())'), "
+            f"or send retrains to the cpu pool on purpose.")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

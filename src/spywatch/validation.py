@@ -299,9 +299,11 @@ def _freshness_failure(dates: pd.Series, as_of: pd.Timestamp) -> CheckFailure | 
     if not known.empty and known.max() == expected:
         return None
     last = "no bar" if known.empty else f"last bar {known.max().date()}"
+    hint = ("" if known.empty else f"; a file that ends on {known.max().date()} (a csv: source) is run with "
+            f"--as-of {known.max().date()} (the flow's as_of)")
     return CheckFailure(RAW_BARS_SUITE, "fresh", "date",
                         f"{last} on or before as-of {as_of.date()}; expected {expected.date()} "
-                        f"(the last NYSE session on or before it)", (expected.date().isoformat(),), 1)
+                        f"(the last NYSE session on or before it){hint}", (expected.date().isoformat(),), 1)
 
 
 # ----------------------------------------------------------------------------- CSV input

@@ -15,10 +15,12 @@ SUITES = ("raw_bars", "features")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand (called by ``spywatch.cli``)."""
+    from spywatch.cli import iso_date
+
     p = subparsers.add_parser("validate", help="check a bars CSV (raw_bars) or its features against a model")
     p.add_argument("--data", required=True, type=Path,
                    help="bars CSV (Date, Open, High, Low, Close, Adj Close, Volume)")
-    p.add_argument("--as-of", default=None,
+    p.add_argument("--as-of", default=None, type=iso_date,
                    help="the run's date (default: the last settled NYSE session); raw_bars only")
     p.add_argument("--suite", choices=SUITES, default="raw_bars")
     p.add_argument("--model", type=Path, default=None,
@@ -48,6 +50,8 @@ def run_validate(args: argparse.Namespace) -> int:
     except validation.ValidationFailed as exc:
         result = exc.result
     print(result.format())
+    if args.suite == "raw_bars":
+        print(f"as of {as_of.date()} ({'--as-of' if args.as_of else 'the last settled NYSE session'})")
     if result.results_path is not None:
         print(f"record: {result.results_path}")
     return 0 if result.success else 1

@@ -34,7 +34,7 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))  # flows/ and tasks/ are top-level packages of the checkout
 
-from tests.flows.support import CHAMPION_AS_OF, MAX_EPOCHS, REPO, TINY_MODEL  # noqa: E402
+from tests.flows.support import CHAMPION_AS_OF, MAX_EPOCHS, REPO, SMALL_EPOCHS, SMALL_MODEL, TINY_MODEL  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
@@ -126,7 +126,7 @@ def start_server(home: Path, log: Path, *options: str, cwd: Path | None = None) 
     url = f"http://127.0.0.1:{port}/api"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), *options],
-                                env=prefect_env(home, None), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**prefect_env(home, None), "PREFECT_UI_API_URL": url}, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         _wait_healthy(url, proc, log)
@@ -169,8 +169,9 @@ def start_worker(prefect_server: PrefectServer) -> Callable[[str], subprocess.Po
     def start(pool: str) -> subprocess.Popen:
         log = prefect_server.home.parent / f"worker-{pool}.log"
         with open(log, "ab") as fh:
+            # INFO: the flow runs' own lines (the night's story) reach the API, as in production
             proc = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--limit", "4"],
-                                    env=prefect_server.env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**prefect_server.env, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         prefect_server.processes.append(proc)
         return proc
@@ -255,6 +256,18 @@ def champion_root(tmp_path_factory) -> Path:
                                         max_epochs=MAX_EPOCHS, collapse=CollapsePolicy(min_pred_std=1e-5)))
     assert result.audit["retrain"] and result.audit["retrain"]["promoted"], result.summary()
     assert ModelRegistry(root / "models").champion is not None
+    return root
+
+
+@pytest.fixture(scope="session")
+def healthy_champion_root(tmp_path_factory) -> Path:
+    """Bars to 2023-06-30 and a small champion that passed the collapse audit with the defaults."""
+    from spywatch.pipeline import PipelineConfig, run_nightly
+
+    root = tmp_path_factory.mktemp("healthy") / "root"
+    result = run_nightly(PipelineConfig(source="synthetic", root=root, as_of=CHAMPION_AS_OF, model=SMALL_MODEL,
+                                        max_epochs=SMALL_EPOCHS))
+    assert result.audit["retrain"]["promoted"] and result.audit["collapse"]["verdict"] == "healthy", result.summary()
     return root
 
 

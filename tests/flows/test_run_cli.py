@@ -43,7 +43,14 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
     text = out.stdout
     assert "spywatch nightly for session 2023-07-31: PUBLISHED" in text
     assert f"session folder: {fresh_root / 'published' / 'sessions' / '2023-07-31'}" in text
-    assert f"PREFECT_HOME={fresh_root / 'prefect'} prefect server start" in text
+    assert text.startswith(f"spywatch run: session 2023-07-31; root {fresh_root}")  # the session, echoed
+    prefect = str(Path(sys.executable).with_name("prefect").relative_to(REPO))  # as the shell runs it from cwd
+    assert f"PREFECT_HOME={fresh_root / 'prefect'} {prefect} server start" in text
+    # the night's story, one line per stage, without Prefect's bare "Finished in state" lines
+    for stage in ("data: synthetic", "champion: ", "features suite: passed", "drift: ", "decision: ",
+                  "published: P(h1) = "):
+        assert f"[2023-07-31] {stage}" in out.stdout + out.stderr, stage
+    assert (out.stdout + out.stderr).count("Finished in state") <= 1  # the flow's own; none per task
     assert "/runs/flow-run/" in text and "wall time:" in text
     assert Publisher(fresh_root).read_audit("2023-07-31")["status"] == "published"
     assert (fresh_root / "prefect" / "server.log").exists()  # its history stays with the outputs

@@ -241,7 +241,7 @@ def test_cli_writes_html_and_json(spy_csv, tmp_path, capsys):
     rc = main(["drift", "--data", str(spy_csv), "--reference-end", "2016-12-31",
                "--current-start", "2020-02-01", "--current-end", "2020-04-30", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert rc == 0
+    assert rc == 1  # drift detected is a finding: exit 1, like a failed check
     assert printed.startswith("DRIFT: 12/21 features drifted")
     assert "regime CHANGED: 7/7 volatility features drifted vs the 250 sessions before the window" in printed
     summary = json.loads((out / "drift.json").read_text())

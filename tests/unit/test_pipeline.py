@@ -104,6 +104,32 @@ def test_the_first_champion_is_an_ensemble_with_its_spans_and_member_spread(trai
     assert [m["member"] for m in a["collapse"]["members"]] == list(range(members))
 
 
+def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_hint(trained, capsys, tmp_path):
+    from spywatch.cli import main as cli_main
+
+    root, _, first = trained
+    a = first.audit
+    version, periods = a["model_version"], a["retrain"]["periods"]
+    holdout = a["retrain"]["challenger_metrics"]
+    assert cli_main(["models", "list", "--root", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    [row] = [line for line in lines if version in line]
+    mean = sum(m["auc"] for m in holdout.values()) / len(holdout)
+    assert row.startswith(f"* {version}") and "2024-05-31" in row and " .. ".join(periods["fit"]) in row
+    assert f"{mean:.3f} ({' / '.join(format(m['auc'], '.3f') for m in holdout.values())})" in row
+    assert lines[0].lstrip().startswith("version") and lines[-1] == "* the champion"
+
+    assert cli_main(["models", "show", version, "--root", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert f"version   {version}   (the champion)" in text and "status    checksums verified" in text
+    assert f"holdout   {' .. '.join(periods['holdout'])}" in text
+    assert f"h1: AUC {holdout['h1']['auc']:.3f}" in text and "{" not in text  # no raw JSON for a person
+
+    assert cli_main(["models", "list", "--root", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no model registry at" in err and "<root>/models" in err
+
+
 def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root, caplog):
     root, data, first = root
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
