@@ -97,8 +97,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"embargo   {periods['embargo_sessions']} sessions between fit and holdout")
     holdout = metrics.get("holdout") or {}
     if holdout:
-        print("holdout   " + "   ".join(f"{h}: AUC {_num(m.get('auc'))} Brier {_num(m.get('brier'))} (n {m.get('n')})"
-                                        for h, m in holdout.items()))
+        print("scores    " + "   ".join(f"{h}: AUC {_num(m.get('auc'))} Brier {_num(m.get('brier'))} (n {m.get('n')})"
+                                        for h, m in holdout.items()) + "  (on the holdout)")
     print(f"files     {', '.join(info.files) or '-'}")
     print(f"path      {info.path}")
     if events:
