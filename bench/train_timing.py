@@ -1,14 +1,20 @@
-"""Training time of the default champion, before and after the byte-mask dropout, in one run.
+"""Training time of the champion retrain, and what each way of cutting it costs in AUC, in one run.
 
-The champion is the pipeline's recipe (``FitSpec`` "full": every session up to an embargo before the
-test, FULL_EPOCHS epochs, no validation) with ``FitSettings().members`` members. Each member is
-trained here with torch's ``nn.Dropout`` (the implementation before, kept reachable by swapping the
-class the model is built with) and with ``spywatch.model.Dropout`` (one random byte per element),
-alternating, ``--repeats`` times each, on the same windows and seed; a retrain costs one member's time
-times the members. The AUC each reaches on 2022-2024 is recorded beside its time. Run it on an
-otherwise idle machine.
+Every row trains what a retrain trains (``fit_bundle``: the ``full`` recipe, ``FULL_EPOCHS`` epochs
+on every labelled session up to an embargo before the holdout, ``FitSettings().members`` members)
+and scores the ensemble on the 250 sessions after T, out of time:
 
-    .venv/bin/python bench/train_timing.py [--repeats 2] [--device auto|cpu|cuda]
+- ``reference``: the members one after the other with ``PatchTSTClassifier`` (explicit attention),
+  the implementation before the stacked path (``TrainConfig(stacked=False)``);
+- ``stacked``: the same model, the members trained as one ``PatchTSTStack`` (fused attention);
+- ``stacked`` with architecture changes that cut the work per window: ``stride4`` (non-overlapping
+  patches: 6 tokens instead of 10), ``layers1`` (one encoder layer), ``stride4_layers1``.
+
+T = the tuning periods of ``bench/fit_window.py`` (end of 2012, 2016, 2020), where a change is
+judged; ``eval`` (fit through 2021, scored on 2022-2024) is recorded beside them for confirmation,
+never to choose. Runs alternate by period so machine noise spreads evenly. Resumes from its JSON.
+
+    .venv/bin/python bench/train_timing.py [--device auto|cpu|cuda] [--variants a,b]   # ~12 min on 2 cores
 """
 
 from __future__ import annotations
@@ -17,90 +23,173 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from torch import nn
+import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from machine import machine  # noqa: E402
 
-import spywatch.model as model_module  # noqa: E402
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.audit import metrics_by_horizon  # noqa: E402
-from spywatch.bundle import FULL_EPOCHS  # noqa: E402
+from spywatch.bundle import FULL_EPOCHS, FitSpec, fit_bundle  # noqa: E402
 from spywatch.dataset import build_table  # noqa: E402
-from spywatch.evaluate import Split, model_inputs, resolve_periods  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
-from spywatch.model import PatchTSTConfig  # noqa: E402
 from spywatch.policy import FitSettings  # noqa: E402
-from spywatch.train import TrainConfig, make_windows, predict_proba, train_model  # noqa: E402
+from spywatch.train import TrainConfig, predict_members  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
-SPLIT = Split(train_end="2021-12-31", test_start="2022-01-01", test_end="2024-12-31")
-IMPLEMENTATIONS = {"torch_dropout": nn.Dropout, "byte_mask_dropout": model_module.Dropout}
+PERIODS = {"2012": "2012-12-31", "2016": "2016-12-30", "2020": "2020-12-31", "eval": "2021-12-31"}
+TUNING = ("2012", "2016", "2020")
+HOLDOUT = 250
+# name -> (stacked, PatchTSTConfig overrides)
+VARIANTS = {
+    "reference": (False, {}),
+    "stacked": (True, {}),
+    "stride4": (True, {"stride": 4}),
+    "layers1": (True, {"n_layers": 1}),
+    "stride4_layers1": (True, {"stride": 4, "n_layers": 1}),
+}
+
+
+def spans(table, period: str) -> tuple[pd.Timestamp, tuple[pd.Timestamp, pd.Timestamp]]:
+    """(train_end, scored span) for a retrain at T: as bench/fit_window.py (gated recipe); ``eval``
+    fits through 2021 (an embargo before 2022) and is scored on 2022-2024."""
+    idx, h = table.index, table.targets_config.max_horizon
+    if period == "eval":
+        first = int(idx.searchsorted(pd.Timestamp("2022-01-01")))
+        return idx[first - h - 1], (idx[first], idx[int(idx.searchsorted(pd.Timestamp("2024-12-31"), "right")) - 1])
+    pos_t = int(idx.get_loc(pd.Timestamp(PERIODS[period])))
+    hold_start = pos_t - h - HOLDOUT + 1
+    return idx[hold_start - h - 1], (idx[pos_t + 1], idx[min(len(idx) - 1, pos_t + HOLDOUT)])
+
+
+def run_one(table, period: str, variant: str, device: str) -> dict:
+    stacked, overrides = VARIANTS[variant]
+    train_end, scored = spans(table, period)
+    members = FitSettings().members
+    spec = FitSpec(train_end=str(train_end.date()), members=members, model=overrides)
+    t0 = time.perf_counter()
+    bundle = fit_bundle(table, spec, TrainConfig(stacked=stacked, device=device))
+    wall = time.perf_counter() - t0
+    w = bundle.windows(table, *scored).labelled()
+    t1 = time.perf_counter()
+    member_proba = predict_members(bundle.model, w.X)
+    predict_s = time.perf_counter() - t1
+    names = table.targets_config.names
+    ens = metrics_by_horizon(w.y, member_proba.mean(axis=0), names)
+    per_member = [metrics_by_horizon(w.y, p, names) for p in member_proba]
+    train_s = bundle.metrics["train_seconds"]
+    return {"period": period, "variant": variant, "device": bundle.metrics["device"], "members": members,
+            "epochs": FULL_EPOCHS, "fit": bundle.periods["fit"], "scored": [str(d.date()) for d in scored],
+            "n_fit": bundle.metrics["samples"]["fit"], "n_scored": len(w),
+            "train_seconds": round(train_s, 2), "seconds_per_epoch": round(train_s / FULL_EPOCHS, 3),
+            "fit_bundle_wall_seconds": round(wall, 2), "predict_seconds": round(predict_s, 3),
+            "peak_rss_mb": round(bundle.metrics["peak_rss_mb"]), "peak_gpu_mb": bundle.metrics["peak_gpu_mb"],
+            "auc": {h: round(ens[h]["auc"], 4) for h in names},
+            "mean_auc": round(statistics.mean(ens[h]["auc"] for h in names), 4),
+            "brier": round(statistics.mean(ens[h]["brier"] for h in names), 4),
+            "ece": round(statistics.mean(ens[h]["ece"] for h in names), 4),
+            "member_mean_auc": [round(statistics.mean(m[h]["auc"] for h in names), 4) for m in per_member]}
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {}
+    for variant in VARIANTS:
+        rows = {r["period"]: r for r in runs if r["variant"] == variant}
+        tuning = [rows[p] for p in TUNING if p in rows]
+        if not tuning:
+            continue
+        member = [a for r in tuning for a in r["member_mean_auc"]]
+        out[variant] = {
+            "periods": sorted(rows), "train_seconds_tuning": round(sum(r["train_seconds"] for r in tuning), 1),
+            "seconds_per_epoch_per_1000_windows": round(statistics.mean(
+                r["seconds_per_epoch"] / r["n_fit"] * 1000 for r in rows.values()), 3),
+            "mean_auc_tuning": round(statistics.mean(r["mean_auc"] for r in tuning), 4),
+            "brier_tuning": round(statistics.mean(r["brier"] for r in tuning), 4),
+            "ece_tuning": round(statistics.mean(r["ece"] for r in tuning), 4),
+            # seed spread: how far apart single members of one recipe land, period by period
+            "member_spread_tuning": round(statistics.mean(max(r["member_mean_auc"]) - min(r["member_mean_auc"])
+                                                          for r in tuning), 4),
+            "member_mean_auc_tuning": round(statistics.mean(member), 4),
+            "eval": rows.get("eval") and {k: rows["eval"][k] for k in ("train_seconds", "mean_auc", "auc", "brier",
+                                                                         "ece", "member_mean_auc")},
+        }
+    ref = out.get("reference")
+    for s in out.values():
+        if ref and s["periods"] == ref["periods"]:
+            s["speedup_vs_reference"] = round(ref["train_seconds_tuning"] / s["train_seconds_tuning"], 2)
+            s["auc_vs_reference"] = round(s["mean_auc_tuning"] - ref["mean_auc_tuning"], 4)
+    return out
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    runs = result["runs"]
+    lines = ["# Training time of a retrain, and what cutting it costs (bench/train_timing.py)", "",
+             f"- ran: `{result['command']}`, started {result['started']}, written {m['date']}, git {m.get('git')}",
+             f"- machine: {m['cpu']}, {m['host_cores']} cores, torch {m.get('torch')}, device {runs[0]['device']}",
+             f"- each row: what a retrain trains (`fit_bundle`, the `full` recipe, {FULL_EPOCHS} epochs, "
+             f"{runs[0]['members']} members) at T, scored on the {HOLDOUT} sessions after T; "
+             "tuning T = 2012, 2016, 2020 (judged there); `eval` = fit through 2021, scored on 2022-2024 "
+             "(confirmation only)",
+             "- AUC, Brier, ECE: of the ensemble, mean over h1/h3/h5; member spread: max - min of the members' "
+             "mean AUC within one run (the seed noise a change has to stay inside)", "",
+             "| variant | train s (3 tuning periods) | s/epoch per 1000 windows | speed-up | mean AUC (tuning) | "
+             "vs reference | member spread | Brier | ECE | eval s | eval mean AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in result["summary"].items():
+        ev = s.get("eval") or {}
+        lines.append(f"| `{name}` | {s['train_seconds_tuning']} | {s['seconds_per_epoch_per_1000_windows']} | "
+                     f"{s.get('speedup_vs_reference', '—')}x | {s['mean_auc_tuning']:.4f} | "
+                     f"{s.get('auc_vs_reference', 0):+.4f} | {s['member_spread_tuning']:.4f} | "
+                     f"{s['brier_tuning']:.4f} | {s['ece_tuning']:.4f} | {ev.get('train_seconds', '—')} | "
+                     f"{ev.get('mean_auc', float('nan')):.4f} |")
+    lines += ["", "Per run:", "", "| period | variant | n fit | train s | s/epoch | predict s | mean AUC | members |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["period"], list(VARIANTS).index(r["variant"]))):
+        lines.append(f"| {r['period']} | `{r['variant']}` | {r['n_fit']} | {r['train_seconds']} | "
+                     f"{r['seconds_per_epoch']} | {r['predict_seconds']} | {r['mean_auc']:.4f} | "
+                     f"{', '.join(f'{a:.4f}' for a in r['member_mean_auc'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--periods", default=",".join(PERIODS))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_timing")
+    ap.add_argument("--render", action="store_true", help="rewrite the markdown from the recorded JSON")
     args = ap.parse_args()
+    path = args.out.with_suffix(".json")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if args.render:
+        atomic_write_text(args.out.with_suffix(".md"), markdown(previous))
+        return
+    command = "python bench/train_timing.py " + " ".join(sys.argv[1:])
+    same = previous.get("command") == command and previous.get("runs")
+    runs = previous["runs"] if same else []
+    started = previous["started"] if same else pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
     table = build_table(read_bars_csv(DATA))
-    periods = resolve_periods(table.index, SPLIT, 5, table.features.dropna().index[0], early_stopping=False)
-    inputs = model_inputs(table, "normalized", periods.fit[1])
-    win = lambda span: make_windows(inputs.frame, table.targets, 20, *span).labelled()  # noqa: E731
-    fit_w, test_w = win(periods.fit), win(periods.test)
-    cfg = PatchTSTConfig(n_channels=inputs.frame.shape[1], n_outputs=3)
-    train = replace(TrainConfig(), max_epochs=FULL_EPOCHS, device=args.device)
-    runs = []
-    for repeat in range(args.repeats):
-        for name, cls in IMPLEMENTATIONS.items():
-            model_module.Dropout = cls  # the class EncoderLayer and the classifier build their dropout with
-            try:
-                res = train_model(fit_w, None, cfg, train)
-            finally:
-                model_module.Dropout = IMPLEMENTATIONS["byte_mask_dropout"]
-            test = metrics_by_horizon(test_w.y, predict_proba(res.model, test_w.X), table.targets_config.names)
-            runs.append({"implementation": name, "repeat": repeat, "device": res.device, "seconds": round(res.seconds, 2),
-                         "seconds_per_epoch": round(res.seconds / len(res.history), 2), "epochs": len(res.history),
-                         "peak_rss_mb": round(res.peak_rss_mb), "peak_gpu_mb": res.peak_gpu_mb,
-                         "test_auc": {h: round(m["auc"], 4) for h, m in test.items()},
-                         "mean_test_auc": round(statistics.mean(m["auc"] for m in test.values()), 4)})
-            print(json.dumps(runs[-1]), flush=True)
-    members = FitSettings().members
-    summary = {}
-    for name in IMPLEMENTATIONS:
-        rows = [r for r in runs if r["implementation"] == name]
-        per_member = statistics.median(r["seconds"] for r in rows)
-        summary[name] = {"member_seconds_median": round(per_member, 1),
-                         "seconds_per_epoch_median": statistics.median(r["seconds_per_epoch"] for r in rows),
-                         "retrain_seconds": round(per_member * members, 1),
-                         "mean_test_auc": [r["mean_test_auc"] for r in rows]}
-    speedup = summary["torch_dropout"]["member_seconds_median"] / summary["byte_mask_dropout"]["member_seconds_median"]
-    out = {"machine": machine(), "command": "python bench/train_timing.py " + " ".join(sys.argv[1:]),
-           "periods": periods.to_dict(), "samples": {"fit": len(fit_w), "test": len(test_w)}, "members": members,
-           "epochs": FULL_EPOCHS, "runs": runs, "summary": summary, "speedup": round(speedup, 2),
-           "model": cfg.to_dict(), "train": train.to_dict()}
-    atomic_write_json(args.out.with_suffix(".json"), out)
-    m = out["machine"]
-    lines = ["# Training time of the default champion (bench/train_timing.py)", "",
-             f"- ran: `{out['command']}`, {m['date']}, git {m.get('git')}",
-             f"- machine: {m['cpu']}, {m['host_cores']} cores, torch {m.get('torch')}, device {runs[0]['device']}",
-             f"- one member: the `full` recipe, {FULL_EPOCHS} epochs on {len(fit_w)} windows "
-             f"(fit {periods.fit[0].date()}..{periods.fit[1].date()}), the default PatchTST; a retrain trains "
-             f"{members} members; AUC on {len(test_w)} sessions of 2022-2024", "",
-             "| dropout | s per member (median) | s per epoch | retrain s | mean test AUC per run |",
-             "|---|---|---|---|---|"]
-    for name, s in summary.items():
-        lines.append(f"| {name} | {s['member_seconds_median']} | {s['seconds_per_epoch_median']:.2f} | "
-                     f"{s['retrain_seconds']} | {', '.join(f'{a:.4f}' for a in s['mean_test_auc'])} |")
-    lines += ["", f"Speed-up of the byte mask: {out['speedup']}x per member (runs alternated, same windows and seed)."]
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    done = {(r["period"], r["variant"]) for r in runs}
+    for period in args.periods.split(","):
+        for variant in args.variants.split(","):
+            if (period, variant) in done:
+                continue
+            runs.append(run_one(table, period, variant, args.device))
+            print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("fit", "scored")}), flush=True)
+            result = {"command": command, "started": started, "machine": machine(), "runs": runs,
+                      "summary": summarise(runs), "variants": {k: {"stacked": s, "model": o}
+                                                               for k, (s, o) in VARIANTS.items()}}
+            atomic_write_json(path, json.loads(json.dumps(result, default=str)))
+            atomic_write_text(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(json.loads(path.read_text())))
 
 
 if __name__ == "__main__":

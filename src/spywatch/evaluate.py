@@ -26,7 +26,7 @@ from spywatch.comparison import BootstrapConfig, auc_interval, compare
 from spywatch.dataset import FeatureTable, build_table
 from spywatch.features import FEATURES, FeatureScaler
 from spywatch.model import PatchTSTConfig
-from spywatch.train import TrainConfig, inspect, make_windows, peak_rss_mb, train_model
+from spywatch.train import TrainConfig, inspect, make_windows, peak_rss_mb, train_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +270,8 @@ def evaluate(bars: pd.DataFrame, split: Split, config: EvalConfig = EvalConfig()
 
     shift = inputs.stats.shift_std(inputs.unscaled.loc[periods.test[0]:periods.test[1]])
     runs, member_proba = [], []
-    for seed in range(config.seeds):
-        res = train_model(fit_w, val_w, model_cfg, replace(train_cfg, seed=seed))
+    trained = train_ensemble(fit_w, val_w, model_cfg, replace(train_cfg, seed=0), config.seeds).members
+    for seed, res in enumerate(trained):
         ins = inspect(res.model, test_w.X)
         verdict = check_collapse(ins.proba, names, base.prior, test_w.y, ins.attention_entropy_ratio,
                                  ins.representation_std, ins.pos_to_content_ratio, shift)

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spywatch.model import PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, attention_entropy_ratio
+from spywatch.model import (PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, PatchTSTStack,
+                            attention_entropy_ratio, stackable)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU
     amp: bool = True  # bfloat16 autocast on CUDA only
     threads: int | None = None  # CPU threads; default min(2, cores): more oversubscribes on small hosts
+    # Train an ensemble's members together as one stacked model (train_stack); False: one after
+    # the other (train_model), the reference path the bench compares against.
+    stacked: bool = True
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -229,11 +233,130 @@ class EnsembleResult:
 
 def train_ensemble(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
                    n_members: int) -> EnsembleResult:
-    """``n_members`` models on the same windows, seeds ``cfg.seed``, ``cfg.seed + 1``, ..."""
+    """``n_members`` models on the same windows, seeds ``cfg.seed``, ``cfg.seed + 1``, ...: trained
+    together as one :class:`PatchTSTStack` (``cfg.stacked``, the default), or one after the other
+    (the reference path, kept for the bench and for the post-norm BatchNorm variant)."""
     if n_members < 1:
         raise ValueError(f"n_members must be >= 1, got {n_members}")
-    results = [train_model(train, val, model_cfg, replace(cfg, seed=cfg.seed + i)) for i in range(n_members)]
+    if cfg.stacked and stackable(model_cfg):
+        results = train_stack(train, val, model_cfg, cfg, n_members)
+    else:
+        results = [train_model(train, val, model_cfg, replace(cfg, seed=cfg.seed + i)) for i in range(n_members)]
     return EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in results]), members=results)
+
+
+def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
+                n_members: int) -> list[TrainResult]:
+    """``train_model`` for ``n_members`` seeds at once, as one stacked model.
+
+    Member i starts from the weights ``train_model`` would draw with seed ``cfg.seed + i``, walks
+    its own shuffle of the windows (its own generator), has its gradient clipped on its own slice
+    and, with validation windows, keeps its own best epoch (the loop ends when every member has run
+    out of patience). AdamW and the schedule act element-wise, so each member's update is what it
+    would be alone; only the dropout masks come from another stream. Returns one ``TrainResult``
+    per member (its ``seconds`` is its share of the joint time).
+    """
+    train = train.labelled()
+    val = val.labelled() if val is not None else None
+    if len(train) < cfg.batch_size or (val is not None and len(val) == 0):
+        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), "
+                         f"val={None if val is None else len(val)}")
+    K = n_members
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count() or 1)))
+    else:
+        torch.cuda.reset_peak_memory_stats(device)
+    members = []
+    for i in range(K):
+        seed_everything(cfg.seed + i)
+        members.append(PatchTSTClassifier(model_cfg))
+    seed_everything(cfg.seed)
+    model = PatchTSTStack.from_members(members).to(device)
+    n_params = sum(p.numel() for p in model.parameters()) // K
+    loss_fn = _train_loss(cfg, train, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
+    sched = _schedule(opt, cfg, steps_per_epoch)
+    use_amp = cfg.amp and device.type == "cuda"
+    Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
+    if val is not None:
+        Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
+    gens = [torch.Generator(device="cpu").manual_seed(cfg.seed + i) for i in range(K)]
+    best = [float("inf")] * K
+    best_state: list[dict | None] = [None] * K
+    best_epoch, bad = [0] * K, [0] * K
+    history: list[list[dict]] = [[] for _ in range(K)]
+    t0 = time.perf_counter()
+    for epoch in _progress(range(1, cfg.max_epochs + 1), cfg.progress):
+        model.train()
+        orders = torch.stack([torch.randperm(len(train), generator=g) for g in gens]).to(device)  # (K, N)
+        totals = torch.zeros(K, device=device)
+        for i in range(0, len(train), cfg.batch_size):
+            idx = orders[:, i:i + cfg.batch_size]  # (K, b)
+            if idx.shape[1] < 2:
+                continue
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(Xt[idx])  # (K, b, H)
+            losses = torch.stack([loss_fn(logits[k].float(), yt[idx[k]]) for k in range(K)])  # (K,)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            model.clip_grad_norm_(1.0)
+            opt.step()
+            sched.step()
+            totals += losses.detach() * idx.shape[1]
+        val_losses = _stack_val_losses(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp) if val is not None else None
+        lr = sched.get_last_lr()[0]
+        for k in range(K):
+            val_loss = None if val_losses is None else val_losses[k]
+            history[k].append({"epoch": epoch, "train_loss": float(totals[k]) / len(train), "val_loss": val_loss,
+                               "lr": lr})
+            if val_loss is None:
+                best_epoch[k] = epoch
+            elif bad[k] < cfg.patience:  # a member out of patience keeps its best epoch
+                if val_loss < best[k] - 1e-5:
+                    best[k], best_epoch[k], bad[k] = val_loss, epoch, 0
+                    best_state[k] = {n: p.detach()[k].to("cpu", copy=True) for n, p in model.named_parameters()}
+                else:
+                    bad[k] += 1
+        if val is not None and all(b >= cfg.patience for b in bad):
+            break
+    seconds = time.perf_counter() - t0
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    model = model.to("cpu")
+    with torch.no_grad():
+        for k in range(K):
+            if best_state[k] is not None:
+                for n, p in model.named_parameters():
+                    p[k].copy_(best_state[k][n])
+    trained = model.to_members()
+    return [TrainResult(model=trained[k], history=history[k], best_epoch=best_epoch[k],
+                        best_val_loss=best[k] if val is not None else float("nan"), seconds=seconds / K,
+                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
+            for k in range(K)]
+
+
+def _train_loss(cfg: TrainConfig, train: Windows, device: torch.device):
+    pos_weight = horizon_weight = None
+    rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
+    if cfg.pos_weight:
+        pos_weight = torch.tensor((1 - rate) / rate, dtype=torch.float32, device=device)
+    if cfg.balance_horizons:
+        entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+        horizon_weight = torch.tensor(entropy.mean() / entropy, dtype=torch.float32, device=device)
+    return _loss(cfg.loss, pos_weight, horizon_weight)
+
+
+@torch.no_grad()
+def _stack_val_losses(model: PatchTSTStack, X: torch.Tensor, y: torch.Tensor, loss_fn, batch: int,
+                      amp: bool) -> list[float]:
+    model.eval()
+    totals = np.zeros(model.k)
+    for i in range(0, len(X), batch):
+        with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(X[i:i + batch]).float()  # (K, b, H)
+        totals += [float(loss_fn(logits[k], y[i:i + batch])) * logits.shape[1] for k in range(model.k)]
+    return list(totals / len(X))
 
 
 def _loss(kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tensor | None = None):
@@ -309,15 +432,26 @@ def members_of(model) -> list[PatchTSTClassifier]:
     return list(model.members) if isinstance(model, PatchTSTEnsemble) else [model]
 
 
+def stacked(model) -> PatchTSTStack | None:
+    """The members as one stacked model for inference (None on the reference-only BatchNorm variant)."""
+    members = members_of(model)
+    return PatchTSTStack.from_members(members).eval() if stackable(members[0].cfg) else None
+
+
 @torch.no_grad()
 def predict_members(model, X: np.ndarray, batch: int = 1024) -> np.ndarray:
     """Each member's probabilities, (K, N, H); a single model counts as one member."""
     model.eval()
-    out = []
-    for member in members_of(model):
-        parts = [torch.sigmoid(member(torch.from_numpy(X[i:i + batch]))).numpy() for i in range(0, len(X), batch)]
-        out.append(np.concatenate(parts) if parts else np.empty((0, member.cfg.n_outputs), "float32"))
-    return np.stack(out)
+    members = members_of(model)
+    stack = stacked(model)
+    if len(X) == 0:
+        return np.empty((len(members), 0, members[0].cfg.n_outputs), "float32")
+    parts = []
+    for i in range(0, len(X), batch):
+        xb = torch.from_numpy(X[i:i + batch])
+        logits = stack(xb) if stack is not None else torch.stack([m(xb) for m in members])  # (K, b, H)
+        parts.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(parts, axis=1)
 
 
 def predict_proba(model, X: np.ndarray, batch: int = 1024) -> np.ndarray:
@@ -328,21 +462,28 @@ def predict_proba(model, X: np.ndarray, batch: int = 1024) -> np.ndarray:
 @torch.no_grad()
 def inspect(model, X: np.ndarray, batch: int = 1024) -> Inspection:
     model.eval()
-    member_probs, reps, ents, ratios = [], [], [], []
-    sample = torch.from_numpy(X[: min(len(X), 512)])
-    for member in members_of(model):
-        probs, rep, ent = [], [], []
-        for i in range(0, len(X), batch):
-            xb = torch.from_numpy(X[i:i + batch])
-            out = member.forward_with_details(xb, need_weights=True)
+    members = members_of(model)
+    stack = stacked(model)
+    K = len(members)
+    probs, reps, ents = [], [], []  # per batch: (K, b, H), (K, b, R), K x (ratio, b)
+    for i in range(0, len(X), batch):
+        xb = torch.from_numpy(X[i:i + batch])
+        if stack is not None:
+            out = stack.forward_with_details(xb, need_weights=True)
             probs.append(torch.sigmoid(out.logits).numpy())
-            rep.append(out.encoder_representation.numpy())
-            ent.append((attention_entropy_ratio(out.attention), len(xb)))
-        member_probs.append(np.concatenate(probs))
-        reps.append(float(np.concatenate(rep).std(axis=0).mean()))
-        ents.append(sum(e * n for e, n in ent) / max(1, sum(n for _, n in ent)))
-        ratios.append(member.pos_to_content_ratio(sample))
-    stacked = np.stack(member_probs)
-    return Inspection(proba=stacked.mean(axis=0), attention_entropy_ratio=float(np.mean(ents)),
-                      representation_std=float(np.min(reps)), pos_to_content_ratio=float(np.mean(ratios)),
-                      member_proba=stacked)
+            reps.append(out.encoder_representation.numpy())
+            ents.append([attention_entropy_ratio([w[k] for w in out.attention]) for k in range(K)])
+        else:
+            outs = [m.forward_with_details(xb, need_weights=True) for m in members]
+            probs.append(np.stack([torch.sigmoid(o.logits).numpy() for o in outs]))
+            reps.append(np.stack([o.encoder_representation.numpy() for o in outs]))
+            ents.append([attention_entropy_ratio(o.attention) for o in outs])
+    sizes = np.array([p.shape[1] for p in probs], dtype=float)
+    member_proba = np.concatenate(probs, axis=1)  # (K, N, H)
+    rep_std = np.concatenate(reps, axis=1).std(axis=1).mean(axis=1)  # (K,)
+    ent = (np.array(ents) * sizes[:, None]).sum(axis=0) / max(1.0, sizes.sum())  # (K,)
+    sample = torch.from_numpy(X[: min(len(X), 512)])
+    ratios = [m.pos_to_content_ratio(sample) for m in members]
+    return Inspection(proba=member_proba.mean(axis=0), attention_entropy_ratio=float(np.mean(ent)),
+                      representation_std=float(np.min(rep_std)), pos_to_content_ratio=float(np.mean(ratios)),
+                      member_proba=member_proba)

@@ -299,3 +299,108 @@ def test_representation_check_reads_the_encoder_only_and_fires_on_a_dead_encoder
     verdict = check_collapse(ins.proba, bundle.horizons, bundle.prior, w.y, ins.attention_entropy_ratio,
                              ins.representation_std, ins.pos_to_content_ratio)
     assert verdict.collapsed and any("representation std" in f for f in verdict.findings)
+
+
+# ----------------------------------------------------------------------------- the stacked (fast) path
+
+STACK_CONFIGS = [dict(n_channels=6), dict(n_channels=6, stride=2, n_layers=2),
+                 dict(n_channels=5, head="flatten", revin=True, n_layers=1),
+                 dict(n_channels=4, n_heads=4, d_model=16, head_skip=False, pad_end=False)]
+
+
+@pytest.mark.parametrize("overrides", STACK_CONFIGS, ids=["default", "stride2_layers2", "flatten_revin",
+                                                          "four_heads_no_skip"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_stack_computes_what_its_members_compute_forward_and_backward(overrides, k):
+    from spywatch.model import PatchTSTStack
+
+    torch.manual_seed(0)
+    cfg = PatchTSTConfig(**overrides)
+    members = [PatchTSTClassifier(cfg).eval() for _ in range(k)]
+    stack = PatchTSTStack.from_members(members).eval()
+    x = torch.randn(48, cfg.lookback, cfg.n_channels)
+    y = (torch.rand(48, cfg.n_outputs) < 0.3).float()
+
+    ref = torch.stack([m.forward_with_details(x, need_weights=True).logits for m in members])
+    out = stack.forward_with_details(x, need_weights=True)
+    torch.testing.assert_close(out.logits, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stack(x), ref, atol=1e-5, rtol=1e-5)  # the fused attention, without weights
+    for i, m in enumerate(members):  # the audit's inputs: attention weights and the encoder's pooled output
+        detail = m.forward_with_details(x, need_weights=True)
+        for w_stack, w_ref in zip(out.attention, detail.attention):
+            torch.testing.assert_close(w_stack[i], w_ref, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(out.encoder_representation[i], detail.encoder_representation, atol=1e-5, rtol=1e-5)
+
+    # the same gradients on a fixed batch: the stack's loss is the sum of its members' losses
+    loss = torch.nn.functional.binary_cross_entropy_with_logits
+    sum(loss(m(x), y) for m in members).backward()
+    sum(loss(logits, y) for logits in stack(x)).backward()
+    for i, m in enumerate(members):
+        for stacked_param, member_param, transposed in stack._pairs(m):
+            expected = member_param.grad.T if transposed else member_param.grad
+            torch.testing.assert_close(stacked_param.grad[i].reshape(expected.shape), expected, atol=1e-6, rtol=1e-4)
+
+    # and back: the members a stack hands out are the members it was built from
+    for a, b in zip(stack.to_members(), members):
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_the_stack_clips_each_members_gradient_on_its_own():
+    from spywatch.model import PatchTSTStack
+
+    torch.manual_seed(1)
+    cfg = PatchTSTConfig(n_channels=3)
+    members = [PatchTSTClassifier(cfg).eval() for _ in range(2)]  # eval: no dropout, the same function
+    stack = PatchTSTStack.from_members(members).eval()
+    x = torch.randn(16, cfg.lookback, 3)
+    scale = torch.tensor([100.0, 0.01])  # one member's gradient far above the limit, the other's far below
+    (stack(x).sum(dim=(1, 2)) * scale).sum().backward()
+    for m, s in zip(members, scale):
+        (m(x).sum() * s).backward()
+    norms = stack.clip_grad_norm_(1.0)
+    for i, m in enumerate(members):
+        assert float(norms[i]) == pytest.approx(float(torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)), rel=1e-4)
+        for stacked_param, member_param, transposed in stack._pairs(m):
+            expected = member_param.grad.T if transposed else member_param.grad
+            torch.testing.assert_close(stacked_param.grad[i].reshape(expected.shape), expected, atol=1e-6, rtol=1e-4)
+    assert float(norms[0]) > 1.0 > float(norms[1])
+
+
+def test_a_stacked_ensemble_trains_its_members_as_they_train_alone():
+    """Without dropout the only randomness is the init and the shuffle, both drawn from each
+    member's seed: the stacked training lands where each member lands trained alone."""
+    from spywatch.train import train_ensemble
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 20, 4)).astype("float32")
+    y = (rng.random((400, 3)) < 0.3).astype("float32")
+    w = Windows(X, y, pd.date_range("2001-01-01", periods=400))
+    cfg = PatchTSTConfig(n_channels=4, dropout=0.0, head_dropout=0.0)
+    train = TrainConfig(max_epochs=3, batch_size=64, seed=5)
+    stacked = train_ensemble(w, None, cfg, train, 3)
+    alone = [train_model(w, None, cfg, TrainConfig(max_epochs=3, batch_size=64, seed=5 + i)) for i in range(3)]
+    xt = torch.from_numpy(X[:64])
+    with torch.no_grad():
+        for s, a in zip(stacked.members, alone):
+            torch.testing.assert_close(s.model(xt), a.model(xt), atol=2e-4, rtol=1e-3)
+            assert [h["train_loss"] for h in s.history] == pytest.approx([h["train_loss"] for h in a.history], rel=1e-4)
+    reference = train_ensemble(w, None, cfg, TrainConfig(max_epochs=3, batch_size=64, seed=5, stacked=False), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(stacked.model.proba(xt), reference.model.proba(xt), atol=2e-4, rtol=1e-3)
+
+
+def test_stacked_early_stopping_keeps_each_members_best_epoch():
+    from spywatch.train import train_ensemble
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 20, 3)).astype("float32")
+    y = (rng.random((300, 3)) < 0.3).astype("float32")  # noise: validation loss turns up early
+    dates = pd.date_range("2001-01-01", periods=300)
+    train, val = Windows(X[:220], y[:220], dates[:220]), Windows(X[220:], y[220:], dates[220:])
+    cfg = PatchTSTConfig(n_channels=3, dropout=0.0, head_dropout=0.0)
+    result = train_ensemble(train, val, cfg, TrainConfig(max_epochs=30, batch_size=32, patience=2, lr=1e-2), 2)
+    for member in result.members:
+        losses = [h["val_loss"] for h in member.history]
+        assert member.best_epoch == 1 + int(np.argmin(losses[:member.best_epoch + 2]))
+        assert member.best_val_loss == pytest.approx(min(losses[:member.best_epoch]))
+    assert len(result.members[0].history) < 30  # stopped once every member ran out of patience
