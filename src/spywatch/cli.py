@@ -118,7 +118,8 @@ def _registrars():
     import importlib
 
     for module in ("spywatch.validation_cli", "spywatch.drift_cli", "spywatch.evaluate_cli",
-                   "spywatch.models_cli", "spywatch.run_cli", "spywatch.backfill_cli", "spywatch.serve"):
+                   "spywatch.models_cli", "spywatch.run_cli", "spywatch.backfill_cli", "spywatch.serve",
+                   "spywatch.fleet_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

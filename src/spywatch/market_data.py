@@ -74,6 +74,21 @@ class CsvSource:
         return _window(read_bars_csv(self.path), start, end)
 
 
+@dataclass(frozen=True)
+class CsvDirSource:
+    """One CSV per ticker in a folder, ``DIR/<TICKER>.csv`` (the fleet's offline source)."""
+
+    folder: Path
+    name: str = "csv-dir"
+    synthetic: bool = False
+
+    def fetch(self, ticker: str, start: dt.date | None, end: dt.date) -> pd.DataFrame:
+        path = self.folder / f"{ticker.upper()}.csv"
+        if not path.exists():
+            raise DataFormatError(f"{path}: file not found (csv-dir:{self.folder} has no {ticker.upper()}.csv)")
+        return _window(read_bars_csv(path), start, end)
+
+
 def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
     """Parse a bars CSV strictly; every problem names the file, the column and the row/date.
 
@@ -89,6 +104,10 @@ def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
         raise DataFormatError(f"{path}: file is empty (no header, no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: cannot be parsed as CSV: {exc}") from None
+    if "Adj Close" not in raw.columns and {"Open", "High", "Low", "Close"} <= set(raw.columns):
+        # An adjusted file (Date, Open, High, Low, Close, Volume: split- and dividend-adjusted prices,
+        # like shared/data/etf/): its Close is the adjusted close.
+        raw["Adj Close"] = raw["Close"]
     missing = [c for c in CSV_COLUMNS if c not in raw.columns]
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing}; expected {list(CSV_COLUMNS)}")
@@ -317,7 +336,11 @@ def source_from_spec(spec: str) -> MarketDataSource:
         if not arg:
             raise ValueError("source 'csv' needs a path: csv:PATH")
         return CsvSource(Path(arg).expanduser().resolve())
+    if kind == "csv-dir":
+        if not arg:
+            raise ValueError("source 'csv-dir' needs a folder: csv-dir:DIR (one DIR/<TICKER>.csv per ticker)")
+        return CsvDirSource(Path(arg).expanduser().resolve())
     if kind == "yfinance":
         return YFinanceSource()
-    raise ValueError(f"unknown source {spec!r}; expected synthetic, csv:PATH, yfinance or a fault spec "
+    raise ValueError(f"unknown source {spec!r}; expected synthetic, csv:PATH, csv-dir:DIR, yfinance or a fault spec "
                      f"({', '.join(faults.SPEC_KINDS)})")

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s; 0: do not wait)")
     p.add_argument("--ui", action="store_true", help="keep the local Prefect server and its UI up after the run")
     p.add_argument("--no-prefect", action="store_true", help="run pipeline.run_night directly, without Prefect")
+    fleet = p.add_mutually_exclusive_group()
+    fleet.add_argument("--tickers", default=None, metavar="A,B,...",
+                       help="a fleet: one night per ticker, each on ROOT/tickers/<TICKER>, fanned out on a Dask "
+                            "LocalCluster (the nightly-fleet flow); e.g. --source csv-dir:DIR")
+    fleet.add_argument("--fleet", type=Path, default=None, help="a fleet file (fleet.yaml) instead of --tickers")
+    p.add_argument("--dask-address", default=None, help="with a fleet: an existing Dask scheduler (tcp://host:8786)")
     p.set_defaults(func=_run, skip_teardown=True)
 
 
@@ -57,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
 
     root = args.root.expanduser().resolve()
     print(f"spywatch run: session {_session_line(args.as_of)}; root {root}", flush=True)
+    if args.tickers or args.fleet:
+        if args.no_prefect:
+            raise ValueError("a fleet runs as the nightly-fleet flow on Dask; --no-prefect takes one ticker")
+        return _run_flow(args, root)  # each ticker's night takes its own root's lock
     try:
         # The whole command holds the root's lock (the flow inside takes it again, re-entrantly):
         # a second run on this root waits here, before it starts a server on the same database.
@@ -124,14 +134,25 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         if server is not None:
             server.wait_healthy()
         t_ready = time.perf_counter()
-        from flows.nightly import nightly
-
         with _local_settings(server):
-            state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
-                            retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
+            if args.tickers or args.fleet:
+                from flows.fleet import nightly_fleet
+
+                tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] if args.tickers else None
+                state = nightly_fleet(root=str(root), tickers=tickers, fleet_file=str(args.fleet) if args.fleet else None,
+                                      as_of=args.as_of, source=args.source, policy=args.policy,
+                                      retrain_mode=args.retrain, dask_address=args.dask_address, return_state=True)
+            else:
+                from flows.nightly import nightly
+
+                state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
+                                retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
         t_done = time.perf_counter()
         drain_events()
-        _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
+        if args.tickers or args.fleet:
+            _report_fleet(state, root, t_ready - t0, t_done - t_ready)
+        else:
+            _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
         return 0 if state.is_completed() else 1
     finally:
         if server is not None:
@@ -324,6 +345,18 @@ def _failure_summary(root: Path, run_id: str) -> str | None:
                                  outputs={"audit": folder / "audit.json", "report": folder / "report.html",
                                           "latest": publisher.latest_path}).summary()
     return None
+
+
+def _report_fleet(state, root: Path, start_s: float, flow_s: float) -> None:  # noqa: ANN001
+    from spywatch import fleet
+
+    print()
+    if not state.is_completed():
+        print(f"spywatch nightly-fleet: {state.type.value}: {state.message}")
+    rows = fleet.fleet_rows(root)
+    print(fleet.summary_markdown(rows))
+    print(f"  fleet page: {fleet.page_path(root)}")
+    print(f"  wall time: {start_s + flow_s:.1f} s = Prefect start and imports {start_s:.1f} s + flow {flow_s:.1f} s")
 
 
 def _summary(out: dict) -> str:

@@ -35,7 +35,13 @@ CRASH = "synthetic-regime:2023-09-01:3:-0.006"
 def test_prefect_yaml_declares_the_operational_contract():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"nightly", "retrain", "backfill", "drill"}
+    assert set(deployments) == {"nightly", "retrain", "backfill", "drill", "nightly-fleet"}
+    fleet = deployments["nightly-fleet"]  # its own root and slot; the fleet file is validated as it loads
+    assert fleet["entrypoint"] == "flows/fleet.py:nightly_fleet" and fleet["parameters"]["fleet_file"] == "fleet.yaml"
+    assert fleet["parameters"]["root"] != deployments["nightly"]["parameters"]["root"]
+    from spywatch.fleet import load_fleet
+
+    assert "SPY" in load_fleet(REPO / fleet["parameters"]["fleet_file"]).names
     drill = deployments["drill"]  # its own slot, its own root: a drill never cancels or blocks a night
     assert drill["entrypoint"] == deployments["nightly"]["entrypoint"] and not drill.get("schedules")
     assert drill["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
@@ -228,6 +234,8 @@ def _test_spec(root, drill_root) -> dict:
             deployment["parameters"].update({"as_of": SESSION, "fetch_backoff_s": 0.5})
         if deployment["name"] == "drill":
             deployment["parameters"].update({"root": str(drill_root), "as_of": SESSION})
+        if deployment["name"] == "nightly-fleet":
+            deployment["parameters"].update({"root": str(drill_root.parent / "fleet")})
     return spec
 
 

@@ -1,0 +1,238 @@
+"""The fleet: many tickers, each a root of its own, one night each.
+
+Layout: a fleet root holds one complete spywatch root per ticker, ``ROOT/tickers/<TICKER>/`` (its
+bar store, its registry and champion alias, its drift history, its published outputs and its
+lock), so nights of different tickers never share a file and run in parallel; the fleet's page is
+``ROOT/fleet.html``. Alerts carry the ticker in their resource id (``spywatch.model.<TICKER>``).
+
+A fleet file (``fleet.yaml``) lists the tickers and per-ticker overrides::
+
+    source: csv-dir:../shared/data/etf     # default for every ticker
+    policy: default
+    tickers:
+      - QQQ
+      - ticker: TLT
+        source: yfinance                   # an override for this ticker
+
+Every error names the ticker and the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+TICKER_KEYS = {"ticker", "source", "policy"}
+FLEET_KEYS = {"source", "policy", "tickers"}
+
+
+@dataclass(frozen=True)
+class TickerSpec:
+    ticker: str
+    source: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class Fleet:
+    tickers: tuple[TickerSpec, ...]
+    source: str = "yfinance"
+    policy: str = "default"
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.ticker for t in self.tickers]
+
+    def spec(self, ticker: str) -> TickerSpec:
+        for t in self.tickers:
+            if t.ticker == ticker:
+                return t
+        raise ValueError(f"ticker {ticker!r} is not in the fleet ({', '.join(self.names)})")
+
+
+class FleetError(ValueError):
+    """A fleet file that cannot be used: the message names the ticker and the key."""
+
+
+def parse_fleet(doc: Any, where: str = "fleet") -> Fleet:
+    """Validate a parsed fleet document (see the module doc)."""
+    from spywatch.market_data import source_from_spec
+    from spywatch.policy import POLICIES
+
+    if not isinstance(doc, dict):
+        raise FleetError(f"{where}: expected a mapping with 'tickers', got {type(doc).__name__}")
+    unknown = sorted(set(doc) - FLEET_KEYS)
+    if unknown:
+        raise FleetError(f"{where}: unknown key(s) {unknown}; expected {sorted(FLEET_KEYS)}")
+    default_source, default_policy = doc.get("source", "yfinance"), doc.get("policy", "default")
+    raw = doc.get("tickers")
+    if not isinstance(raw, list) or not raw:
+        raise FleetError(f"{where}: 'tickers' must be a non-empty list")
+    specs, seen = [], set()
+    for i, item in enumerate(raw):
+        entry = {"ticker": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict):
+            raise FleetError(f"{where}: tickers[{i}] must be a ticker or a mapping with 'ticker'")
+        name = entry.get("ticker")
+        label = f"{where}: ticker {name!r}" if name else f"{where}: tickers[{i}]"
+        if not isinstance(name, str) or not TICKER.match(name):
+            raise FleetError(f"{label}: key 'ticker' must be an upper-case symbol like SPY or BRK.B")
+        bad = sorted(set(entry) - TICKER_KEYS)
+        if bad:
+            raise FleetError(f"{label}: unknown key(s) {bad}; expected {sorted(TICKER_KEYS)}")
+        if name in seen:
+            raise FleetError(f"{label}: listed twice")
+        seen.add(name)
+        source, policy = entry.get("source", default_source), entry.get("policy", default_policy)
+        try:
+            source_from_spec(str(source))
+        except ValueError as exc:
+            raise FleetError(f"{label}: key 'source': {exc}") from None
+        if policy not in POLICIES:
+            raise FleetError(f"{label}: key 'policy': {policy!r} is not one of {sorted(POLICIES)}")
+        specs.append(TickerSpec(name, str(source), str(policy)))
+    return Fleet(tuple(specs), str(default_source), str(default_policy))
+
+
+def load_fleet(path: Path | str) -> Fleet:
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot be read ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise FleetError(f"{path}: not valid YAML ({exc})") from None
+    fleet = parse_fleet(doc, str(path))
+    return Fleet(fleet.tickers, fleet.source, fleet.policy, path)
+
+
+def fleet_of(tickers: list[str], source: str, policy: str = "default") -> Fleet:
+    """A fleet from a ticker list (``spywatch run --tickers``), validated like a file."""
+    return parse_fleet({"source": source, "policy": policy, "tickers": list(tickers)}, "--tickers")
+
+
+def ticker_root(root: Path | str, ticker: str) -> Path:
+    return Path(root) / "tickers" / ticker.upper()
+
+
+def page_path(root: Path | str) -> Path:
+    return Path(root) / "fleet.html"
+
+
+# ----------------------------------------------------------------------------- status and page
+
+
+def ticker_row(root: Path | str, ticker: str, night: dict | None = None) -> dict:
+    """One ticker's line of the fleet: tonight's result (``night``) or else what is published."""
+    from spywatch import report
+    from spywatch.publish import Publisher
+
+    troot = ticker_root(root, ticker)
+    publisher = Publisher(troot)
+    latest = publisher.latest() if (troot / "published").exists() else None
+    known = [d for d in ((latest or {}).get("session"), (latest or {}).get("failed_session")) if d]
+    session = (night or {}).get("session") or (max(known) if known else None)
+    audit = None
+    if session:
+        try:
+            audit = publisher.read_audit(session)
+        except (OSError, ValueError):
+            audit = None
+    a = audit or {}
+    status = (night or {}).get("status") or a.get("status") or "never run"
+    folder = Path("tickers") / ticker / "published" / "sessions" / str(session)
+    return {
+        "ticker": ticker, "session": session, "status": status,
+        "failure": (a.get("failure") or {}).get("kind"), "failure_reason": (a.get("failure") or {}).get("reason"),
+        "stale": bool((latest or {}).get("stale")),
+        "data": (f"{a['data']['first_session']}..{a['data']['last_session']}, {a['data']['new_sessions']} new"
+                 if a.get("data") else None),
+        "validation": report.validation_badge(a.get("validation") or None).value if a else None,
+        "drift": report.drift_badge(a.get("drift")).value if a else None,
+        "health": report.health_badge(a.get("collapse")).value if a else None,
+        "decision": report.decision_badge(a.get("decision"), a.get("retrain")).value if a else None,
+        "model_version": a.get("model_version"),
+        "probabilities": {h: round(v, 3) for h, v in ((a.get("predictions") or {}).get("latest") or {}).items()
+                          if h != "date"},
+        "report": str(folder / "report.html") if session and (troot / "published" / "sessions" / str(session)
+                                                              / "report.html").exists() else None,
+        "drift_report": str(folder / "drift.html") if session and (troot / "published" / "sessions" / str(session)
+                                                                   / "drift.html").exists() else None,
+    }
+
+
+def fleet_rows(root: Path | str, tickers: list[str] | None = None) -> list[dict]:
+    root = Path(root)
+    if tickers is None:
+        tickers = sorted(p.name for p in (root / "tickers").iterdir() if p.is_dir()) if (root / "tickers").is_dir() else []
+    return [ticker_row(root, t) for t in tickers]
+
+
+def render_page(rows: list[dict], title: str = "spywatch fleet") -> str:
+    """The fleet's page: one row per ticker, links relative to the fleet root (self-contained)."""
+    esc = lambda v: html.escape("—" if v in (None, "", {}) else str(v))  # noqa: E731
+    tone = {"published": "ok", "already_published": "ok"}
+    body = []
+    for r in rows:
+        probs = ", ".join(f"{h} {v:.3f}" for h, v in r["probabilities"].items()) or None
+        links = " ".join(f'<a href="{html.escape(href)}">{name}</a>' for name, href in
+                         (("audit", r["report"]), ("drift", r["drift_report"])) if href)
+        status = r["status"] + (f" ({r['failure']})" if r["failure"] else "") + (" · stale" if r["stale"] else "")
+        body.append(f'<tr class="{tone.get(r["status"], "bad")}"><td><b>{esc(r["ticker"])}</b></td>'
+                    f'<td>{esc(r["session"])}</td><td>{esc(status)}</td><td>{esc(r["data"])}</td>'
+                    f'<td>{esc(r["validation"])}</td><td>{esc(r["drift"])}</td><td>{esc(r["health"])}</td>'
+                    f'<td>{esc(r["decision"])}</td><td>{esc(probs)}</td><td>{links or "—"}</td></tr>')
+    failed = [r["ticker"] for r in rows if r["status"] not in tone]
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    summary = (f"{len(rows) - len(failed)} of {len(rows)} tickers published"
+               + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2433; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #d8dde6; padding: 6px 8px; text-align: left; vertical-align: top; }}
+th {{ background: #f3f5f9; }}
+tr.ok td:first-child {{ border-left: 4px solid #2e9e5b; }}
+tr.bad td:first-child {{ border-left: 4px solid #c0392b; }}
+.summary {{ margin: 8px 0 16px; font-weight: 600; }}
+</style></head><body>
+<h1>{esc(title)}</h1>
+<p class="summary">{esc(summary)}</p>
+<p>written {esc(now)}</p>
+<table><thead><tr><th>ticker</th><th>session</th><th>status</th><th>data</th><th>validation</th><th>drift</th>
+<th>health</th><th>decision</th><th>P(+1% within h)</th><th>reports</th></tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+
+
+def write_page(root: Path | str, rows: list[dict]) -> Path:
+    from spywatch.atomic import atomic_write_text
+
+    return atomic_write_text(page_path(root), render_page(rows))
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    failed = [r for r in rows if r["status"] not in ("published", "already_published")]
+    lines = [f"# Fleet: {len(rows) - len(failed)} of {len(rows)} tickers published"
+             + (f", **{len(failed)} failed**: {', '.join(r['ticker'] for r in failed)}" if failed else ""), "",
+             "| ticker | session | status | validation | drift | health | decision | P(h1) | P(h3) | P(h5) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r["probabilities"]
+        lines.append(f"| {r['ticker']} | {r['session'] or '—'} | {r['status']}"
+                     + (f" ({r['failure']})" if r["failure"] else "")
+                     + f" | {r['validation'] or '—'} | {r['drift'] or '—'} | {r['health'] or '—'} | "
+                     f"{r['decision'] or '—'} | " + " | ".join(f"{p[h]:.3f}" if h in p else "—" for h in ("h1", "h3", "h5"))
+                     + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,110 @@
+"""The fleet: three tickers on a real Prefect server and a Dask LocalCluster of two workers, one
+with a corrupt last bar: two publish, one fails alone, the fleet run is Failed and names it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.flows.support import REPO, SMALL_EPOCHS, SMALL_MODEL
+
+pytestmark = pytest.mark.integration
+
+ETF = REPO.parent / "shared" / "data" / "etf"
+SESSION = "2024-12-31"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _corrupt_last_bar(path: Path) -> None:
+    lines = path.read_text().splitlines()
+    date, open_, high, low, close, volume = lines[-1].split(",")
+    lines[-1] = ",".join([date, open_, str(float(low) - 1), str(float(high) + 1), close, volume])  # High < Low
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
+def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(prefect_server, tmp_path,
+                                                                                  monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.fleet import nightly_fleet
+    from spywatch import fleet
+    from spywatch.publish import Publisher
+
+    data = tmp_path / "etf"
+    data.mkdir()
+    for ticker in ("QQQ", "DIA", "TLT"):
+        shutil.copyfile(ETF / f"{ticker}.csv", data / f"{ticker}.csv")
+    _corrupt_last_bar(data / "TLT.csv")
+    # the Dask workers are new processes: they reach the server through the environment
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    root = tmp_path / "fleet"
+
+    state = nightly_fleet(root=str(root), tickers=["QQQ", "DIA", "TLT"], as_of=SESSION, source=f"csv-dir:{data}",
+                          retrain_mode="inline", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, n_workers=2,
+                          return_state=True)
+
+    assert state.is_failed(), state
+    assert "1 of 3 tickers failed (TLT: raw_bars_invalid)" in state.message, state.message
+    for ticker in ("QQQ", "DIA"):  # the good ones published on their own roots
+        audit = Publisher(fleet.ticker_root(root, ticker)).read_audit(SESSION)
+        assert audit["status"] == "published" and audit["data"]["source"] == "csv-dir", ticker
+        assert set(audit["predictions"]["latest"]) >= {"h1", "h3", "h5"}
+    tlt = Publisher(fleet.ticker_root(root, "TLT"))
+    assert tlt.latest()["stale"] and tlt.read_audit(SESSION)["failure"]["kind"] == "raw_bars_invalid"
+    assert not (fleet.ticker_root(root, "QQQ") / "published" / "sessions" / SESSION / "attempts").exists()
+
+    # each night ran as a task on a Dask worker process, not in this one
+    rows = {r["ticker"]: r for r in fleet.fleet_rows(root)}
+    assert [r["status"] for r in rows.values()] == ["published", "published", "validation_failed"]
+    with get_client(sync_client=True) as client:
+        summary = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "spywatch-fleet-summary"])))
+        per_ticker = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "spywatch-qqq-summary", "spywatch-dia-summary", "spywatch-tlt-summary"])))
+    assert "2 of 3 tickers published, **1 failed**: TLT" in summary[0].data
+    assert {a.key for a in per_ticker} == {"spywatch-qqq-summary", "spywatch-dia-summary", "spywatch-tlt-summary"}
+    runs = _task_runs_named("night-")
+    assert len(runs) == 3 and all(r["pid"] not in (None, os.getpid()) for r in runs), runs
+
+    # the fleet page: one row per ticker, its links open the tickers' reports
+    page = fleet.page_path(root)
+    text = page.read_text()
+    assert "2 of 3 tickers published; failed: TLT" in text
+    assert f'href="tickers/QQQ/published/sessions/{SESSION}/report.html"' in text
+    assert (root / "tickers" / "QQQ" / "published" / "sessions" / SESSION / "report.html").exists()
+    if CHROMIUM.exists():
+        import subprocess
+
+        dom = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        for ticker in ("QQQ", "DIA", "TLT"):
+            assert f"<b>{ticker}</b>" in dom
+        assert dom.count('class="ok"') == 2 and dom.count('class="bad"') == 1
+
+
+def _task_runs_named(prefix: str) -> list[dict]:
+    """The fleet's ticker tasks and the process each ran in (from the line each logs when done)."""
+    import re
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=prefix)))
+        out = []
+        for run in runs:
+            deadline, pid = time.monotonic() + 30, None
+            while pid is None and time.monotonic() < deadline:
+                lines = [r.message for r in client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[run.id])))]
+                found = [re.search(r"on worker .+:(\d+)$", line) for line in lines]
+                pid = next((int(m.group(1)) for m in found if m), None)
+                time.sleep(0.5 if pid is None else 0)
+            out.append({"name": run.name, "state": run.state.type.value if run.state else None, "pid": pid})
+    return out
