@@ -95,7 +95,7 @@ def test_features_cli_shift_table_on_real_data(spy_csv, capsys, tmp_path):
 
 def test_features_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
-    bad.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n")
+    bad.write_text("Date,Open,High,Low,Close,Adj Close\n2024-01-02,1,2,0.5,1,1\n")  # no Volume
     rc = main(["features", "--data", str(bad), "--train-end", "2016-12-31", "--test-start", "2022-01-01"])
     assert rc == 2
-    assert "missing column(s) ['Adj Close']" in capsys.readouterr().err
+    assert "missing column(s) ['Volume']" in capsys.readouterr().err
