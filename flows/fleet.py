@@ -89,20 +89,8 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
             ``LocalCluster`` of ``n_workers`` single-threaded workers.
         the rest: as for ``nightly``.
     """
-    from prefect_dask import DaskTaskRunner
-
-    if (tickers is None) == (fleet_file is None):
-        raise ValueError("give either tickers or fleet_file")
-    fleet = fleet_mod.load_fleet(fleet_file) if fleet_file else fleet_mod.fleet_of(tickers, source, policy)
-    if dask_address:
-        runner = DaskTaskRunner(address=dask_address)  # its workers need this checkout on their path
-        threads = None  # each worker host's own setting
-    else:
-        _checkout_on_path()
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1})
-        # the host's cores shared out: two workers each training on all cores oversubscribe them
-        # (4 tickers on 2 cores: 58 s per ticker instead of ~20)
-        threads = max(1, (os.cpu_count() or 1) // max(1, min(n_workers, len(fleet.tickers))))
+    fleet = _fleet(tickers, fleet_file, source, policy)
+    runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
     rows = fleet_nights.with_options(task_runner=runner)(root, specs, as_of, retrain_mode, retrain_deployment,
                                                          model, max_epochs, device, threads)
@@ -134,6 +122,102 @@ def fleet_nights(root: str, specs: list[dict], as_of: dt.date | None, retrain_mo
             rows.append({**fleet_mod.ticker_row(root, s["ticker"]), "status": "error", "failure": type(exc).__name__,
                          "failure_reason": str(exc), "ok": False})
     return rows
+
+
+@task(name="ticker-backfill", task_run_name="backfill-{ticker}", cache_policy=NO_CACHE)
+def ticker_backfill(root: str, ticker: str, source: str, policy: str, start: str, end: str, frequency: str,
+                    model: dict | None, max_epochs: int | None, device: str, rf_trees: int,
+                    threads: int | None = None) -> dict:
+    """One ticker's replay on its own root (``spywatch backfill``'s code); its record goes to
+    ``ROOT/tickers/<T>/backfill/``. A replay that cannot run, or a night of it that did not
+    publish, is that ticker's failure."""
+    from dataclasses import replace
+
+    import torch
+
+    from spywatch.backfill import backfill_config, run_backfill
+
+    troot = fleet_mod.ticker_root(root, ticker)
+    out = troot / "backfill"
+    try:
+        cfg = backfill_config(troot, source, ticker, policy, model, max_epochs, device)
+        if threads:
+            torch.set_num_threads(threads)
+            cfg = replace(cfg, threads=threads)
+        record = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees).to_dict()
+    except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
+        get_run_logger().error("%s: backfill failed: %s: %s", ticker, type(exc).__name__, exc)
+        return {"ticker": ticker, "ok": False, "error": f"{type(exc).__name__}: {exc}", "record": str(out)}
+    diff = record.get("mean_auc_difference") or {}
+    bad = [step for step in record["steps"] if step["status"] != "published"]
+    if bad or not record["steps"]:
+        first = bad[0] if bad else {"session": start, "status": "no steps", "error": None}
+        return {"ticker": ticker, "ok": False, "record": str(out),
+                "error": f"{len(bad)} of {len(record['steps'])} nights not published (first {first['session']}: "
+                         f"{first['status']}{': ' + str(first['error']) if first.get('error') else ''})"}
+    return {"ticker": ticker, "ok": True, "steps": record["summary"]["steps"],
+            "retrains": record["summary"]["retrains"], "promotions": record["summary"]["promotions"],
+            "events": record["summary"]["events"], "mean_auc_difference": diff, "record": str(out)}
+
+
+@flow(name="backfill-fleet", flow_run_name="backfill-fleet-{start}-{end}", timeout_seconds=48 * 3600, log_prints=True)
+def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] | None = None,
+                   fleet_file: str | None = None, source: str = "yfinance", policy: str = "default",
+                   frequency: Literal["monthly", "weekly", "daily"] = "monthly", model: dict[str, int] | None = None,
+                   max_epochs: int | None = None, device: str = "auto", rf_trees: int = 100,
+                   dask_address: str | None = None, n_workers: int = 2) -> dict:
+    """The ``backfill`` replay for every ticker of a fleet, one Dask task per ticker, each on its
+    own root; a summary artifact compares them. Ends Failed naming the tickers that could not run."""
+    fleet = _fleet(tickers, fleet_file, source, policy)
+    runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
+    specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
+    rows = fleet_backfills.with_options(task_runner=runner)(root, specs, start.isoformat(), end.isoformat(), frequency,
+                                                            model, max_epochs, device, rf_trees, threads)
+    lines = [f"# Fleet backfill {start} .. {end} ({frequency})", "",
+             "| ticker | steps | retrains | promotions | alarms | PatchTST - RF mean AUC [90% CI] | record |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["ok"]:
+            lines.append(f"| {r['ticker']} | **failed**: {r['error']} | | | | | `{r['record']}` |")
+            continue
+        d = r["mean_auc_difference"]
+        ci = f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d.get("estimate") is not None else "—"
+        lines.append(f"| {r['ticker']} | {r['steps']} | {r['retrains']} | {r['promotions']} | {r['events']} | {ci} | "
+                     f"`{r['record']}` |")
+    create_markdown_artifact(markdown="\n".join(lines) + "\n", key="spywatch-fleet-backfill",
+                             description=f"fleet backfill of {len(rows)} tickers")
+    failed = [r["ticker"] for r in rows if not r["ok"]]
+    if failed:
+        raise FleetFailed(f"{len(failed)} of {len(rows)} backfills failed ({', '.join(failed)}); the others finished "
+                          f"(their records are in the fleet-backfill artifact)")
+    return {"tickers": fleet.names, "rows": rows}
+
+
+@flow(name="fleet-backfills")
+def fleet_backfills(root: str, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
+                    max_epochs: int | None, device: str, rf_trees: int, threads: int | None = None) -> list[dict]:
+    futures = [ticker_backfill.submit(root, s["ticker"], s["source"], s["policy"], start, end, frequency, model,
+                                      max_epochs, device, rf_trees, threads) for s in specs]
+    return [f.result() for f in futures]
+
+
+def _fleet(tickers: list[str] | None, fleet_file: str | None, source: str, policy: str) -> fleet_mod.Fleet:
+    if (tickers is None) == (fleet_file is None):
+        raise ValueError("give either tickers or fleet_file")
+    return fleet_mod.load_fleet(fleet_file) if fleet_file else fleet_mod.fleet_of(tickers, source, policy)
+
+
+def _dask(address: str | None, n_workers: int, n_tickers: int):  # noqa: ANN202
+    """(task runner, torch threads per worker): a standing cluster at ``address`` (its hosts keep
+    their own settings), or a temporary LocalCluster of single-threaded workers sharing the cores
+    (two workers each training on both cores oversubscribed them: 4 tickers 233 s instead of 105)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address), None  # its workers need this checkout on their path
+    _checkout_on_path()
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(n_workers, n_tickers)))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1}), threads
 
 
 def _checkout_on_path() -> None:

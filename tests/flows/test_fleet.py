@@ -108,3 +108,35 @@ def _task_runs_named(prefix: str) -> list[dict]:
                 time.sleep(0.5 if pid is None else 0)
             out.append({"name": run.name, "state": run.state.type.value if run.state else None, "pid": pid})
     return out
+
+
+@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
+def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(prefect_server, tmp_path, monkeypatch):
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.fleet import backfill_fleet
+    from spywatch import fleet
+
+    data = tmp_path / "etf"
+    data.mkdir()
+    shutil.copyfile(ETF / "QQQ.csv", data / "QQQ.csv")
+    lines = (ETF / "DIA.csv").read_text().splitlines()
+    (data / "NEW.csv").write_text("\n".join([lines[0], *[r for r in lines[1:] if r >= "2024-06-01"]]) + "\n")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    root = tmp_path / "fleet"
+
+    state = backfill_fleet(root=str(root), start="2024-10-01", end="2024-12-31", tickers=["QQQ", "NEW"],
+                           source=f"csv-dir:{data}", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, rf_trees=20,
+                           n_workers=2, return_state=True)
+
+    assert state.is_failed() and "1 of 2 backfills failed (NEW)" in state.message, state.message
+    record = json.loads((fleet.ticker_root(root, "QQQ") / "backfill" / "policy.json").read_text())
+    assert [s["session"] for s in record["steps"]] == ["2024-10-31", "2024-11-29", "2024-12-31"]
+    assert record["steps"][0]["retrained"] and record["summary"]["errors"] == 0
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "spywatch-fleet-backfill"])))
+    assert "| QQQ | 3 |" in artifact.data and "| NEW | **failed**: 3 of 3 nights not published" in artifact.data
