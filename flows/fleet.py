@@ -12,9 +12,12 @@ ticker.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
+import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
@@ -55,7 +58,8 @@ def ticker_night(root: str, ticker: str, as_of: dt.date | None, source: str, pol
         return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
 
     retrain = {"inline": pipeline.retrain_inline, "never": None, "deployment": on_pool}[retrain_mode]
-    result = pipeline.run_night(cfg, retrain=retrain)
+    with _one_job_per_worker():
+        result = pipeline.run_night(cfg, retrain=retrain)
     if result.status != pipeline.RunStatus.ALREADY_PUBLISHED:
         links = run_page.report_links(troot, result.outputs)
         create_markdown_artifact(markdown=run_page.summary_markdown(result.session, result.status, result.audit,
@@ -144,7 +148,8 @@ def ticker_backfill(root: str, ticker: str, source: str, policy: str, start: str
         if threads:
             torch.set_num_threads(threads)
             cfg = replace(cfg, threads=threads)
-        record = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees).to_dict()
+        with _one_job_per_worker():
+            record = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees).to_dict()
     except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
         get_run_logger().error("%s: backfill failed: %s: %s", ticker, type(exc).__name__, exc)
         return {"ticker": ticker, "ok": False, "error": f"{type(exc).__name__}: {exc}", "record": str(out)}
@@ -218,6 +223,15 @@ def _dask(address: str | None, n_workers: int, n_tickers: int):  # noqa: ANN202
     _checkout_on_path()
     threads = max(1, (os.cpu_count() or 1) // max(1, min(n_workers, n_tickers)))
     return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1}), threads
+
+
+@contextlib.contextmanager
+def _one_job_per_worker() -> Iterator[None]:
+    """The Random Forests run with one job in a Dask worker (scikit-learn's choice there, and the
+    right one when workers share the cores); its warning saying so, once per forest, is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
+        yield
 
 
 def _checkout_on_path() -> None:
