@@ -140,3 +140,37 @@ def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(
         [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "spywatch-fleet-backfill"])))
     assert "| QQQ | 3 |" in artifact.data and "| NEW | **failed**: 3 of 3 nights not published" in artifact.data
+
+
+@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
+def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.flows.support import kill_processes_using
+
+    data = tmp_path / "etf"
+    data.mkdir()
+    for ticker in ("QQQ", "DIA"):
+        shutil.copyfile(ETF / f"{ticker}.csv", data / f"{ticker}.csv")
+    root = tmp_path / "fleet"
+    spywatch = str(Path(sys.executable).with_name("spywatch"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the command starts its own server
+    try:
+        run = subprocess.run([spywatch, "run", "--tickers", "qqq,DIA", "--source", f"csv-dir:{data}", "--as-of", SESSION,
+                              "--root", str(root)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        leftovers = kill_processes_using(f"PREFECT_HOME={root / 'prefect'}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "# Fleet: 2 of 2 tickers published" in run.stdout and f"fleet page: {root / 'fleet.html'}" in run.stdout
+    assert not leftovers
+    status = subprocess.run([spywatch, "fleet", "status", "--root", str(root)], capture_output=True, text=True,
+                            timeout=120)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ticker", "session", "status"]
+    assert [line.split()[:3] for line in lines[1:3]] == [["DIA", SESSION, "published"], ["QQQ", SESSION, "published"]]
+    # a root that is not a fleet gets a usage error with a hint
+    missing = subprocess.run([spywatch, "fleet", "status", "--root", str(tmp_path / "nothing")], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "is not a fleet root" in missing.stderr
