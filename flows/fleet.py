@@ -39,18 +39,12 @@ def ticker_night(root: str, ticker: str, as_of: dt.date | None, source: str, pol
                  device: str, run_id: str | None, threads: int | None = None) -> dict:
     """One ticker's night on its own root; returns its fleet row (never raises for a bad night).
     ``threads``: torch's CPU threads in this worker (the cores shared out between the workers)."""
-    from dataclasses import replace
-
-    import torch
-
     from spywatch import pipeline, run_page
     from tasks.retrain import retrain_on_pool
 
     troot = fleet_mod.ticker_root(root, ticker)
-    cfg = night_config(str(troot), as_of, source, ticker, model, max_epochs, device, run_id=run_id, policy=policy)
-    if threads:
-        torch.set_num_threads(threads)
-        cfg = replace(cfg, threads=threads)
+    cfg = _with_threads(night_config(str(troot), as_of, source, ticker, model, max_epochs, device, run_id=run_id,
+                                     policy=policy), threads)
 
     def on_pool(night: pipeline.Night) -> dict:
         request = {"as_of": night.sid, "root": str(troot), "source": source, "ticker": ticker, "model": model,
@@ -135,19 +129,12 @@ def ticker_backfill(root: str, ticker: str, source: str, policy: str, start: str
     """One ticker's replay on its own root (``spywatch backfill``'s code); its record goes to
     ``ROOT/tickers/<T>/backfill/``. A replay that cannot run, or a night of it that did not
     publish, is that ticker's failure."""
-    from dataclasses import replace
-
-    import torch
-
     from spywatch.backfill import backfill_config, run_backfill
 
     troot = fleet_mod.ticker_root(root, ticker)
     out = troot / "backfill"
     try:
-        cfg = backfill_config(troot, source, ticker, policy, model, max_epochs, device)
-        if threads:
-            torch.set_num_threads(threads)
-            cfg = replace(cfg, threads=threads)
+        cfg = _with_threads(backfill_config(troot, source, ticker, policy, model, max_epochs, device), threads)
         with _one_job_per_worker():
             record = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees).to_dict()
     except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
@@ -223,6 +210,18 @@ def _dask(address: str | None, n_workers: int, n_tickers: int):  # noqa: ANN202
     _checkout_on_path()
     threads = max(1, (os.cpu_count() or 1) // max(1, min(n_workers, n_tickers)))
     return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1}), threads
+
+
+def _with_threads(cfg, threads: int | None):  # noqa: ANN001, ANN202 (a PipelineConfig in, one out)
+    """Give this worker's torch (inference now, training through ``cfg.threads``) its share of the cores."""
+    if not threads:
+        return cfg
+    from dataclasses import replace
+
+    import torch
+
+    torch.set_num_threads(threads)
+    return replace(cfg, threads=threads)
 
 
 @contextlib.contextmanager

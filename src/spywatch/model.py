@@ -79,6 +79,16 @@ class PatchTSTOutput:
 # ----------------------------------------------------------------------------- layers
 
 
+def _positional_encoding(shape: tuple[int, ...], init: str) -> nn.Parameter:
+    """Learnable positional encoding: uniform +-0.02 (the paper's), or ``randn`` (the original bug)."""
+    pos = torch.empty(shape)
+    if init == "uniform":
+        nn.init.uniform_(pos, -0.02, 0.02)
+    else:
+        nn.init.normal_(pos, 0.0, 1.0)
+    return nn.Parameter(pos)
+
+
 class RevIN(nn.Module):
     """Reversible instance normalisation over the time axis of each window and channel."""
 
@@ -89,10 +99,13 @@ class RevIN(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, L, C)
-        mean = x.mean(dim=1, keepdim=True)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)
-        return (x - mean) / std * self.weight + self.bias
+        return instance_norm(x, self.eps) * self.weight + self.bias  # x: (B, L, C)
+
+
+def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each window and channel standardised over its time axis (the second-last: (..., L, C))."""
+    mean = x.mean(dim=-2, keepdim=True)
+    return (x - mean) / torch.sqrt(x.var(dim=-2, keepdim=True, unbiased=False) + eps)
 
 
 class Dropout(nn.Module):
@@ -205,12 +218,7 @@ class PatchTSTClassifier(nn.Module):
         self.revin = RevIN(cfg.n_channels) if cfg.revin else None
         self.pad = nn.ReplicationPad1d((0, cfg.stride)) if cfg.pad_end else None
         self.patch_proj = nn.Linear(cfg.patch_len, cfg.d_model)
-        pos = torch.empty(1, n, cfg.d_model)
-        if cfg.pos_init == "uniform":
-            nn.init.uniform_(pos, -0.02, 0.02)
-        else:
-            nn.init.normal_(pos, 0.0, 1.0)
-        self.pos = nn.Parameter(pos)
+        self.pos = _positional_encoding((1, n, cfg.d_model), cfg.pos_init)
         self.drop = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else nn.Identity()
@@ -384,12 +392,7 @@ class PatchTSTStack(nn.Module):
         if cfg.revin:
             self.revin_w, self.revin_b = nn.Parameter(torch.ones(k, 1, 1, C)), nn.Parameter(torch.zeros(k, 1, 1, C))
         self.patch_w, self.patch_b = _stacked(k, P, D)
-        pos = torch.empty(k, 1, N, D)
-        if cfg.pos_init == "uniform":
-            nn.init.uniform_(pos, -0.02, 0.02)
-        else:
-            nn.init.normal_(pos, 0.0, 1.0)
-        self.pos = nn.Parameter(pos)
+        self.pos = _positional_encoding((k, 1, N, D), cfg.pos_init)
         self.drop = Dropout(cfg.dropout)
         self.head_drop = Dropout(cfg.head_dropout)
         self.layers = nn.ModuleList(StackedLayer(cfg, k) for _ in range(cfg.n_layers))
@@ -411,9 +414,7 @@ class PatchTSTStack(nn.Module):
                              f"{cfg.n_channels}), got {tuple(x.shape)}")
         last = x[:, :, -1, :]  # (K, B, C): the head's skip inputs are the raw last session
         if cfg.revin:
-            mean = x.mean(dim=2, keepdim=True)
-            std = torch.sqrt(x.var(dim=2, keepdim=True, unbiased=False) + 1e-5)
-            x = (x - mean) / std * self.revin_w + self.revin_b
+            x = instance_norm(x) * self.revin_w + self.revin_b
         xt = x.transpose(2, 3)  # (K, B, C, L)
         if cfg.pad_end:
             xt = torch.cat([xt, xt[..., -1:].expand(*xt.shape[:-1], cfg.stride)], dim=-1)

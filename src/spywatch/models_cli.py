@@ -62,9 +62,9 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
 def _cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     infos = registry.list(verify=args.verify)
-    rows = [(info, _summary(info)) for info in infos]
+    rows = [(info, _summary(info, _metrics(info))) for info in infos]
     if args.json:
-        _print_json([{**i.to_dict(), **_public(summary)} for i, summary in rows])
+        _print_json([{**i.to_dict(), **summary} for i, summary in rows])
     elif not infos:
         print(f"no versions in {registry.root} (a spywatch root keeps its models in <root>/models)")
     else:
@@ -79,16 +79,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     registry = _registry(args)
     info = registry.show(args.version)
     events = [e.to_dict() for e in registry.history() if e.version == args.version]
-    summary = _summary(info)
+    metrics = _metrics(info)
+    summary = _summary(info, metrics)
     if args.json:
-        _print_json({**info.to_dict(), **_public(summary), "history": events})
+        _print_json({**info.to_dict(), **summary, "history": events})
         return 1 if info.problem else 0
     periods = summary["periods"] or {}
-    metrics = summary.pop("_metrics", {})
     print(f"version   {info.version}" + ("   (the champion)" if info.is_champion else ""))
     print(f"status    {'BAD: ' + info.problem if info.problem else 'checksums verified' if info.verified else '-'}")
     print(f"created   {info.created_at or '-'}")
-    print(f"trained   for session {summary['session'] or '-'}, {metrics.get('members_n') or '?'} member(s) on "
+    print(f"trained   for session {summary['session'] or '-'}, {len(metrics.get('members') or []) or '?'} member(s) on "
           f"{metrics.get('device') or '?'} in {_num(metrics.get('train_seconds'), 1)} s")
     for name in ("fit", "val", "holdout"):
         span = periods.get(name)
@@ -108,21 +108,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 1 if info.problem else 0
 
 
-def _summary(info: VersionInfo) -> dict[str, Any]:
-    """What a person asks of a version: the session it was trained for, its spans, its holdout AUC."""
-    metrics = _metrics(info)
+def _summary(info: VersionInfo, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a person asks of a version: the session it was trained for, its spans, its holdout AUC
+    (``metrics``: the version's metrics.json, read once by the caller)."""
     holdout = metrics.get("holdout") or {}
     aucs = {h: m.get("auc") for h, m in holdout.items() if isinstance(m, dict)}
     known = [v for v in aucs.values() if isinstance(v, (int, float)) and v == v]
     return {"session": (info.meta or {}).get("session") or (metrics.get("data") or {}).get("trained_session"),
             "periods": _periods(info, metrics),
             "holdout_auc": {**{h: _round(v) for h, v in aucs.items()},
-                            "mean": _round(sum(known) / len(known)) if known else None} if aucs else None,
-            "_metrics": {**metrics, "members_n": len(metrics.get("members") or []) or None}}
-
-
-def _public(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if not k.startswith("_")}
+                            "mean": _round(sum(known) / len(known)) if known else None} if aucs else None}
 
 
 def _metrics(info: VersionInfo) -> dict[str, Any]:
@@ -173,12 +168,12 @@ def _brief(reason: Any, most: int = 300) -> str:
     return text if len(text) <= most else text[:most - 1] + "…"
 
 
-def _periods(info: VersionInfo, metrics: dict[str, Any] | None = None) -> dict | None:
+def _periods(info: VersionInfo, metrics: dict[str, Any]) -> dict | None:
     """The version's ``fit``, ``val`` and ``holdout`` spans ([first, last] ISO dates, or None):
     from its manifest's meta, else from its (checksummed) metrics.json."""
     periods = (info.meta or {}).get("periods")
     if periods is None:
-        periods = (metrics if metrics is not None else _metrics(info)).get("periods")
+        periods = metrics.get("periods")
     if periods is None:
         return None
     return {k: periods.get(k) for k in ("fit", "val", "holdout")} | {"embargo_sessions": periods.get("embargo_sessions")}

@@ -156,16 +156,7 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
         torch.cuda.reset_peak_memory_stats(device)
     model = PatchTSTClassifier(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    pos_weight = None
-    if cfg.pos_weight:
-        rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
-        pos_weight = torch.tensor((1 - rate) / rate, dtype=torch.float32, device=device)
-    horizon_weight = None
-    if cfg.balance_horizons:
-        rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
-        entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
-        horizon_weight = torch.tensor(entropy.mean() / entropy, dtype=torch.float32, device=device)
-    loss_fn = _loss(cfg.loss, pos_weight, horizon_weight)
+    loss_fn = _train_loss(cfg, train, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
     sched = _schedule(opt, cfg, steps_per_epoch)
