@@ -210,6 +210,7 @@ def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict
     from spywatch.audit import metrics_by_horizon
     from spywatch.model import PatchTSTConfig
     from spywatch.train import TrainConfig, make_windows, predict_members, train_ensemble
+    from spywatch.training_audit import training_section
 
     train_config = train_config or TrainConfig()
     if spec.recipe == "full":
@@ -221,12 +222,16 @@ def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict
     win = lambda span: make_windows(inputs, table.targets, spec.lookback, *span).labelled()  # noqa: E731
     fit_w = win(periods.fit)
     val_w = win(periods.val) if periods.val is not None else None
+    hold_w = win(periods.holdout) if periods.holdout else None
     cfg = PatchTSTConfig(n_channels=len(FEATURES), n_outputs=len(table.targets_config.horizons),
                          lookback=spec.lookback, **spec.model)
-    result = train_ensemble(fit_w, val_w, cfg, train_config, spec.members)
+    # Without a validation slice the training audit follows the holdout's loss per epoch (it never
+    # steers training: the epochs are fixed); the gate then scores the same holdout.
+    result = train_ensemble(fit_w, val_w, cfg, train_config, spec.members, monitor=hold_w, monitor_name="holdout")
     names = table.targets_config.names
     first = result.members[0]
     metrics: dict = {
+        "training": training_section([m.evidence for m in result.members], names),
         "train_prior": {h: float(fit_w.y[:, j].mean()) for j, h in enumerate(names)},
         "periods": periods.to_dict(), "recipe": spec.recipe,
         "samples": {"fit": len(fit_w), "val": len(val_w) if val_w is not None else 0},
@@ -242,7 +247,7 @@ def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict
     # Reference predictions for the drift of the champion's outputs: out-of-sample ones (holdout,
     # else validation), never the fitted sessions, where a model is more confident than it will be.
     for key, span, w in (("validation", periods.val, val_w),
-                         ("holdout", periods.holdout, win(periods.holdout) if periods.holdout else None)):
+                         ("holdout", periods.holdout, hold_w)):
         if w is None or len(w) == 0:
             continue
         members = predict_members(result.model, w.X)  # (K, N, H)

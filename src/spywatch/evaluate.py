@@ -31,6 +31,11 @@ from spywatch.train import TrainConfig, inspect, make_windows, peak_rss_mb, trai
 log = logging.getLogger(__name__)
 
 RAW_INPUTS = ("Close", "MACD", "ATR", "RSI", "Volume")
+# The original study's other choices (with ``features="raw"``: the collapse demonstration): the
+# ``randn`` positional encoding, sigmoid + BCELoss, a flatten head without the skip inputs, the
+# paper's post-norm BatchNorm encoder with 3 layers, the output bias at the layer's own init.
+ORIGINAL_MODEL = {"pos_init": "randn", "head": "flatten", "head_skip": False, "norm": "batchnorm", "n_layers": 3}
+ORIGINAL_TRAIN = {"loss": "sigmoid_bce", "prior_bias": False}
 # The volatility family of FEATURES: how far the price has been moving, not which way. The label
 # (a gain of at least 1% within h sessions) is largely a question of how far the price moves, so
 # a logistic on these alone is the bar a model must clear to show that it reads more than the

@@ -267,6 +267,10 @@ class PatchTSTClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_details(x, need_weights=False).logits
 
+    def output_bias(self) -> torch.Tensor:
+        """The bias of the last layer: one entry per horizon."""
+        return self.head[-1].bias
+
     def pos_to_content_ratio(self, x: torch.Tensor) -> float:
         """Mean norm of the positional encoding over the mean norm of the patch embeddings.
 
@@ -441,6 +445,10 @@ class PatchTSTStack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_details(x).logits
 
+    def output_bias(self) -> torch.Tensor:
+        """The last layer's bias, (K, 1, H)."""
+        return self.head2_b if self.cfg.head == "channel_mix" else self.head1_b
+
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """``nn.utils.clip_grad_norm_`` for each member on its own slice: (K,) norms before clipping."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
@@ -496,6 +504,16 @@ class PatchTSTStack(nn.Module):
         for member in members:
             member.eval()
         return members
+
+
+@torch.no_grad()
+def start_at_prior(model: nn.Module, prior) -> None:
+    """Set the output bias to the logit of the training prior (per horizon), so that the untrained
+    model predicts about the prior instead of ~0.5: its loss starts near the prior's, and training
+    spends no epochs walking the bias there (the usual initialisation for imbalanced targets)."""
+    p = torch.as_tensor(prior, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+    bias = model.output_bias()
+    bias.copy_(torch.log(p / (1 - p)).to(bias.device).expand_as(bias))
 
 
 def stackable(cfg: PatchTSTConfig) -> bool:

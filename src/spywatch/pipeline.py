@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, R
 from spywatch.market_data import MarketDataSource, source_from_spec
 from spywatch.policy import FitSettings, policy_named
 from spywatch.publish import Publisher
-from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy
+from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy, training_gate
 from spywatch.store import ParquetStore, UpdateResult
+from spywatch.training_audit import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -358,12 +360,13 @@ class RetrainOutcome:
     periods: dict = field(default_factory=dict)  # the challenger's fit / val / holdout spans
     members: int = 1
     device: str = "cpu"  # where the challenger trained (torch's device string)
+    training: dict | None = None  # the challenger's training audit (metrics["training"])
 
     def to_dict(self) -> dict:
         return {"challenger": self.challenger, "promoted": self.promoted, "gate": self.gate.to_dict(),
                 "window": self.window, "challenger_metrics": self.challenger_metrics,
                 "train_seconds": self.train_seconds, "periods": self.periods, "members": self.members,
-                "device": self.device}
+                "device": self.device, "training": self.training}
 
 
 def holdout_span(table: FeatureTable, session: pd.Timestamp, holdout: int) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
@@ -406,6 +409,14 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
                                                          "train_end": str(train_end.date()),
                                                          "members": cfg.fit.members, "periods": bundle.periods})
     window_name = f"{lo.date()}..{hi.date()}"
+    context = {"session": str(session.date()), "holdout": [str(lo.date()), str(hi.date())], "policy": cfg.policy}
+    outcome = partial(RetrainOutcome, challenger=version, window=[str(lo.date()), str(hi.date())],
+                      train_seconds=bundle.metrics["train_seconds"], periods=bundle.periods, members=cfg.fit.members,
+                      device=str(bundle.metrics.get("device")), training=bundle.metrics.get("training"))
+    refused = training_gate(bundle.metrics.get("training"))
+    if refused is not None:  # before the holdout is read: nothing to compare
+        gate = registry.refuse(version, refused, context)
+        return outcome(gate=gate, promoted=False, challenger_metrics={})
 
     def score(b: ModelBundle):
         w = b.windows(table, *window).labelled()
@@ -426,15 +437,10 @@ def retrain_and_gate(table: FeatureTable, session: pd.Timestamp, root: Path, cfg
                              cfg.promotion.bootstrap(table.targets_config.max_horizon), a="challenger", b="champion")
         champ_fit_end = pd.Timestamp(champion.bundle.periods["fit"][1])
         fresher = pd.Timestamp(bundle.periods["fit"][1]) > champ_fit_end
-    gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion,
-                                      context={"session": str(session.date()), "holdout": [str(lo.date()), str(hi.date())],
-                                               "policy": cfg.policy},
+    gate = registry.promote_if_better(version, challenger_score, champion_score, cfg.promotion, context=context,
                                       comparison=comparison, fresher=fresher,
                                       champion_version=champion.version if champion is not None else None)
-    return RetrainOutcome(challenger=version, gate=gate, promoted=gate.promote,
-                          window=[str(lo.date()), str(hi.date())],
-                          challenger_metrics=challenger_metrics, train_seconds=bundle.metrics["train_seconds"],
-                          periods=bundle.periods, members=cfg.fit.members, device=str(bundle.metrics.get("device")))
+    return outcome(gate=gate, promoted=gate.promote, challenger_metrics=challenger_metrics)
 
 
 def data_hash(table: FeatureTable, session: pd.Timestamp) -> str:
@@ -803,7 +809,8 @@ def _load_champion(night: Night, runner) -> None:  # noqa: ANN001
     if night.champion is not None:
         confirmed = last_confirmation(night.champion, night.session)
         night.audit["champion"] = {"trained_session": model_session(night.champion.bundle).date().isoformat(),
-                                   "confirmed_session": confirmed.date().isoformat() if confirmed else None}
+                                   "confirmed_session": confirmed.date().isoformat() if confirmed else None,
+                                   "training": night.champion.bundle.metrics.get("training")}
     night.narrate(runner, "champion")
 
 
@@ -830,7 +837,8 @@ def narrate(stage: str, audit: dict) -> str | None:
     if stage == "champion":
         c = a.get("champion") or {}
         return (f"champion: {a['model_version']} (trained at {c.get('trained_session')}, confirmed "
-                f"{c.get('confirmed_session') or 'never'})" if a.get("model_version") else "champion: none yet")
+                f"{c.get('confirmed_session') or 'never'}; {summary_line(c.get('training'))})"
+                if a.get("model_version") else "champion: none yet")
     if stage == "validate_features":
         v = (a.get("validation") or {}).get("features") or {}
         return f"features suite: {'passed' if v.get('success') else 'FAILED'} ({v.get('n_checks', '?')} checks)"
@@ -861,7 +869,8 @@ def narrate(stage: str, audit: dict) -> str | None:
                else "")
         return (f"challenger {r['challenger']} ({r.get('members', 1)} member(s), trained on "
                 f"{r.get('device') or 'an unrecorded device'} in "
-                f"{r.get('train_seconds', 0):.0f} s): {'PROMOTED' if r['promoted'] else 'not promoted'} "
+                f"{r.get('train_seconds', 0):.0f} s; {summary_line(r.get('training'))}): "
+                f"{'PROMOTED' if r['promoted'] else 'not promoted'} "
                 f"(rule {(gate.get('details') or {}).get('rule', gate.get('rule'))}{est})")
     if stage == "publish" and a.get("predictions"):
         p, spread = a["predictions"]["latest"], a["predictions"].get("member_std") or {}

@@ -150,7 +150,8 @@ class GateResult:
     """The gate's verdict; ``reasons`` holds one line per check, passed or failed, with numbers.
 
     ``rule`` names what decided: ``better``, ``non_inferior_fresher``, ``no_champion``,
-    ``champion_collapsed``, ``margin``, ``always``, or ``refused``.
+    ``champion_collapsed``, ``margin``, ``always``, ``refused``, or ``training_unhealthy`` (refused
+    before scoring: ``training_gate``).
     """
 
     promote: bool
@@ -161,6 +162,21 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         return {"promote": self.promote, "rule": self.rule, "reasons": list(self.reasons),
                 "details": dict(self.details)}
+
+
+def training_gate(training: Mapping[str, Any] | None) -> GateResult | None:
+    """The gate's first check, before the holdout is read: a challenger whose training verdict
+    (``metrics["training"]``, training_audit) is not healthy is refused, its findings the reasons.
+    None when the verdict is healthy, or was not recorded (versions from before the training
+    audit): scoring decides then."""
+    if not training or training.get("verdict") in (None, "healthy"):
+        return None
+    reasons = [f"challenger training verdict {training['verdict']}: refused before scoring "
+               f"(a model whose training failed the audit is not compared)"]
+    reasons += [f"member {f['member']}: {f['finding']}: {f['text']}" for f in training.get("findings", [])]
+    return GateResult(promote=False, reasons=tuple(reasons), rule="training_unhealthy",
+                      details={"rule": "training_unhealthy", "training_verdict": training["verdict"],
+                               "findings": [f["finding"] for f in training.get("findings", [])]})
 
 
 def gate(challenger: ModelScore, champion: ModelScore | None, policy: PromotionPolicy,
@@ -478,6 +494,17 @@ class ModelRegistry:
             else:
                 self._version_path(version)
                 self._append_history(self._event("refuse", version, current, reason))
+            return result
+
+    def refuse(self, version: str, result: GateResult, context: Mapping[str, Any] | None = None) -> GateResult:
+        """Record a refusal decided before any scoring (``training_gate``) in the history."""
+        if result.promote:
+            raise ValueError("refuse() records refusals only")
+        with self._lock():
+            self._reconcile_history()
+            self._version_path(version)
+            self._append_history(self._event("refuse", version, self.champion,
+                                             {**dict(context or {}), "gate": result.to_dict()}))
             return result
 
     def rollback(self, reason: Mapping[str, Any] | None = None) -> ChampionRecord:

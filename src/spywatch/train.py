@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from spywatch.model import (PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, PatchTSTStack,
-                            attention_entropy_ratio, stackable)
+                            attention_entropy_ratio, stackable, start_at_prior)
+from spywatch.training_record import TrainingRecorder, freeze, init_readings, log_loss_per_horizon
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ class TrainConfig:
     # Train an ensemble's members together as one stacked model (train_stack); False: one after
     # the other (train_model), the reference path the bench compares against.
     stacked: bool = True
+    # Start each horizon's output bias at the logit of the training prior (model.start_at_prior);
+    # False: the layer's own init (a mean prediction about 0.5 at the start).
+    prior_bias: bool = True
+    # Record the training evidence (training_audit: losses against the prior's, gradient norms and
+    # update ratios per parameter group, the untrained model's readings); off only to time it.
+    record: bool = True
+    # Parameter groups left untrained (training_audit.parameter_groups names them: patch_embedding,
+    # positional_encoding, layer_<i>, head), e.g. to fit a head on a fixed encoder.
+    freeze: tuple[str, ...] = ()
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -104,6 +114,7 @@ class TrainResult:
     peak_gpu_mb: float | None = None
     device: str = "cpu"
     n_params: int = 0
+    evidence: dict | None = None  # training_audit's record for this model (None when cfg.record is off)
 
 
 def device_warning(work_pool: str | None, requested: str, used: str) -> str | None:
@@ -136,34 +147,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig) -> TrainResult:
+def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
+                monitor: Windows | None = None, monitor_name: str = "monitor") -> TrainResult:
     """Fit with AdamW and a warm-up + cosine schedule.
 
     With validation windows: early stopping on validation loss, and the model at its best
     validation epoch is returned. With ``val=None``: exactly ``cfg.max_epochs`` epochs (the
     schedule ends there), and the final model is returned. On the CPU, in eval mode.
+    ``monitor``: windows whose loss is recorded each epoch for the training audit when there is no
+    validation set (e.g. the holdout); they never steer training.
     """
-    train = train.labelled()
-    val = val.labelled() if val is not None else None
-    if len(train) < cfg.batch_size or (val is not None and len(val) == 0):
-        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), "
-                         f"val={None if val is None else len(val)}")
+    train, val, watch = _checked(train, val, monitor, cfg)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count() or 1)))
     else:
         torch.cuda.reset_peak_memory_stats(device)
-    model = PatchTSTClassifier(model_cfg).to(device)
+    model = PatchTSTClassifier(model_cfg)
+    if cfg.prior_bias:
+        start_at_prior(model, train.y.mean(axis=0))
+    init = init_readings(model, train.X, train.y) if cfg.record else None
+    model = model.to(device)
+    freeze(model, cfg.freeze)
     n_params = sum(p.numel() for p in model.parameters())
     loss_fn = _train_loss(cfg, train, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rec = TrainingRecorder(model, 1, stacked=False, prior=train.y.mean(axis=0), enabled=cfg.record)
+    rec.record_init([init])
+    opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
     sched = _schedule(opt, cfg, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
-    if val is not None:
-        Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
+    Xv, yv = _on(watch, device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     best, best_state, best_epoch, bad = float("inf"), None, 0, 0
     history: list[dict] = []
@@ -183,11 +199,17 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
             loss = loss_fn(logits.float(), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            rec.after_backward()
+            rec.add_train_loss(logits, yt[idx])
+            nn.utils.clip_grad_norm_(_trainable(model), 1.0)
+            rec.before_step()
             opt.step()
+            rec.after_step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        val_loss = evaluate_loss(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp) if val is not None else None
+        losses, log_loss = _eval_losses(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp, 1)
+        val_loss = float(losses[0]) if val is not None else None
+        rec.end_epoch(epoch, log_loss, _watch_name(val, monitor_name) if watch is not None else None)
         history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss,
                         "lr": sched.get_last_lr()[0]})
         if hasattr(bar, "set_postfix"):
@@ -207,9 +229,11 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    evidence = _evidence(rec, model, train, watch, loss_fn, 1)[0]
     return TrainResult(model=model, history=history, best_epoch=best_epoch,
                        best_val_loss=best if val is not None else float("nan"), seconds=seconds,
-                       peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
+                       peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params,
+                       evidence=evidence)
 
 
 @dataclass
@@ -223,21 +247,22 @@ class EnsembleResult:
 
 
 def train_ensemble(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
-                   n_members: int) -> EnsembleResult:
+                   n_members: int, monitor: Windows | None = None, monitor_name: str = "monitor") -> EnsembleResult:
     """``n_members`` models on the same windows, seeds ``cfg.seed``, ``cfg.seed + 1``, ...: trained
     together as one :class:`PatchTSTStack` (``cfg.stacked``, the default), or one after the other
     (the reference path, kept for the bench and for the post-norm BatchNorm variant)."""
     if n_members < 1:
         raise ValueError(f"n_members must be >= 1, got {n_members}")
     if cfg.stacked and stackable(model_cfg):
-        results = train_stack(train, val, model_cfg, cfg, n_members)
+        results = train_stack(train, val, model_cfg, cfg, n_members, monitor, monitor_name)
     else:
-        results = [train_model(train, val, model_cfg, replace(cfg, seed=cfg.seed + i)) for i in range(n_members)]
+        results = [train_model(train, val, model_cfg, replace(cfg, seed=cfg.seed + i), monitor, monitor_name)
+                   for i in range(n_members)]
     return EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in results]), members=results)
 
 
 def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
-                n_members: int) -> list[TrainResult]:
+                n_members: int, monitor: Windows | None = None, monitor_name: str = "monitor") -> list[TrainResult]:
     """``train_model`` for ``n_members`` seeds at once, as one stacked model.
 
     Member i starts from the weights ``train_model`` would draw with seed ``cfg.seed + i``, walks
@@ -247,11 +272,7 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     would be alone; only the dropout masks come from another stream. Returns one ``TrainResult``
     per member (its ``seconds`` is its share of the joint time).
     """
-    train = train.labelled()
-    val = val.labelled() if val is not None else None
-    if len(train) < cfg.batch_size or (val is not None and len(val) == 0):
-        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), "
-                         f"val={None if val is None else len(val)}")
+    train, val, watch = _checked(train, val, monitor, cfg)
     K = n_members
     device = pick_device(cfg.device)
     if device.type == "cpu":
@@ -262,17 +283,22 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     for i in range(K):
         seed_everything(cfg.seed + i)
         members.append(PatchTSTClassifier(model_cfg))
+        if cfg.prior_bias:
+            start_at_prior(members[-1], train.y.mean(axis=0))
     seed_everything(cfg.seed)
+    init = [init_readings(m, train.X, train.y) for m in members] if cfg.record else [None] * K
     model = PatchTSTStack.from_members(members).to(device)
+    freeze(model, cfg.freeze)
     n_params = sum(p.numel() for p in model.parameters()) // K
     loss_fn = _train_loss(cfg, train, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rec = TrainingRecorder(model, K, stacked=True, prior=train.y.mean(axis=0), enabled=cfg.record)
+    rec.record_init(init)
+    opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
     sched = _schedule(opt, cfg, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
-    if val is not None:
-        Xv, yv = torch.from_numpy(val.X).to(device), torch.from_numpy(val.y).to(device)
+    Xv, yv = _on(watch, device)
     gens = [torch.Generator(device="cpu").manual_seed(cfg.seed + i) for i in range(K)]
     best = [float("inf")] * K
     best_state: list[dict | None] = [None] * K
@@ -292,11 +318,17 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
             losses = torch.stack([loss_fn(logits[k].float(), yt[idx[k]]) for k in range(K)])  # (K,)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
+            rec.after_backward()
+            rec.add_train_loss(logits, yt[idx])
             model.clip_grad_norm_(1.0)
+            rec.before_step()
             opt.step()
+            rec.after_step()
             sched.step()
             totals += losses.detach() * idx.shape[1]
-        val_losses = _stack_val_losses(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp) if val is not None else None
+        losses_v, log_loss = _eval_losses(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp, K)
+        val_losses = list(losses_v) if val is not None else None
+        rec.end_epoch(epoch, log_loss, _watch_name(val, monitor_name) if watch is not None else None)
         lr = sched.get_last_lr()[0]
         for k in range(K):
             val_loss = None if val_losses is None else val_losses[k]
@@ -320,10 +352,12 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
             if best_state[k] is not None:
                 for n, p in model.named_parameters():
                     p[k].copy_(best_state[k][n])
+    evidence = _evidence(rec, model, train, watch, loss_fn, K)
     trained = model.to_members()
     return [TrainResult(model=trained[k], history=history[k], best_epoch=best_epoch[k],
                         best_val_loss=best[k] if val is not None else float("nan"), seconds=seconds / K,
-                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params)
+                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params,
+                        evidence=evidence[k])
             for k in range(K)]
 
 
@@ -338,16 +372,67 @@ def _train_loss(cfg: TrainConfig, train: Windows, device: torch.device):
     return _loss(cfg.loss, pos_weight, horizon_weight)
 
 
+def _checked(train: Windows, val: Windows | None, monitor: Windows | None,
+             cfg: TrainConfig) -> tuple[Windows, Windows | None, Windows | None]:
+    """Labelled train / validation windows (refused when too few), and the windows whose loss the
+    training audit follows each epoch: the validation set, else the monitor windows, else none."""
+    train = train.labelled()
+    val = val.labelled() if val is not None else None
+    if len(train) < cfg.batch_size or (val is not None and len(val) == 0):
+        raise ValueError(f"too few labelled windows: train={len(train)} (batch {cfg.batch_size}), "
+                         f"val={None if val is None else len(val)}")
+    watch = val if val is not None else (monitor.labelled() if monitor is not None and cfg.record else None)
+    return train, val, watch if watch is not None and len(watch) else None
+
+
+def _watch_name(val: Windows | None, monitor_name: str) -> str:
+    return "validation" if val is not None else monitor_name
+
+
+def _on(w: Windows | None, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if w is None:
+        return None, None
+    return torch.from_numpy(w.X).to(device), torch.from_numpy(w.y).to(device)
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+FIT_SAMPLE = 2048  # training windows the returned model is scored on (spread evenly over the fit span)
+
+
+def _evidence(rec: TrainingRecorder, model: nn.Module, train: Windows, watch: Windows | None, loss_fn,
+              k: int) -> list:
+    """The recorder's evidence, with the returned model's eval-mode log loss on (a sample of) its
+    training windows beside the prior's: without dropout's noise, the cleanest reading of whether
+    it learned more than the prior."""
+    if not rec.enabled:
+        return [None] * k
+    pick = np.linspace(0, len(train) - 1, min(len(train), FIT_SAMPLE)).astype(int)
+    X, y = torch.from_numpy(train.X[pick]), torch.from_numpy(train.y[pick])
+    _, fit_loss = _eval_losses(model.to("cpu"), X, y, loss_fn, 4096, False, k)
+    return rec.finish(watch.y if watch is not None else None, train.y, fit_loss, train.y[pick])
+
+
 @torch.no_grad()
-def _stack_val_losses(model: PatchTSTStack, X: torch.Tensor, y: torch.Tensor, loss_fn, batch: int,
-                      amp: bool) -> list[float]:
+def _eval_losses(model: nn.Module, X: torch.Tensor | None, y: torch.Tensor | None, loss_fn, batch: int, amp: bool,
+                 k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """On windows X, y in eval mode: the training loss (k,) and the log loss per horizon (k, H) of
+    each of the ``k`` models (a stack's members, or one model). (nan, None) without windows."""
+    if X is None:
+        return np.full(k, np.nan), None
     model.eval()
-    totals = np.zeros(model.k)
+    totals = np.zeros(k)
+    log_loss = torch.zeros(k, y.shape[1], dtype=torch.float64, device=X.device)
     for i in range(0, len(X), batch):
+        yb = y[i:i + batch]
         with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(X[i:i + batch]).float()  # (K, b, H)
-        totals += [float(loss_fn(logits[k], y[i:i + batch])) * logits.shape[1] for k in range(model.k)]
-    return list(totals / len(X))
+            logits = model(X[i:i + batch])
+        logits = logits.float().reshape(k, -1, logits.shape[-1])  # (k, b, H)
+        totals += [float(loss_fn(logits[j], yb)) * len(yb) for j in range(k)]
+        log_loss += log_loss_per_horizon(logits, yb).double()
+    return totals / len(X), (log_loss / len(X)).cpu().numpy()
 
 
 def _loss(kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tensor | None = None):
@@ -385,17 +470,6 @@ def _progress(it, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(it, desc="epochs", leave=False)
-
-
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn, batch: int, amp: bool) -> float:
-    model.eval()
-    total = 0.0
-    for i in range(0, len(X), batch):
-        with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(X[i:i + batch])
-        total += float(loss_fn(logits.float(), y[i:i + batch])) * len(logits)
-    return total / len(X)
 
 
 # ----------------------------------------------------------------------------- inference

@@ -170,13 +170,16 @@ def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root)
     assert [r["code"] for r in night.audit["decision"]["reasons"]] == ["max_age"]
     assert not night.audit["retrain"]["promoted"]
     assert night.audit["model_version"] == first.audit["model_version"]
-    assert night.audit["champion"] == {"trained_session": "2024-05-31", "confirmed_session": "2024-06-28"}
+    assert night.audit["champion"]["trained_session"] == "2024-05-31"
+    assert night.audit["champion"]["confirmed_session"] == "2024-06-28"
+    assert night.audit["champion"]["training"]["verdict"] == "healthy"  # the champion's training audit, shown nightly
     again = run_nightly(c)  # confirmed tonight: age 0, so max_age does not fire again
     assert again.audit["retrain"] is None
     assert not [r for r in again.audit["decision"]["reasons"] if r["code"] == "max_age"]
     earlier = run_nightly(replace(c, as_of="2024-05-31"))  # a past session re-run: the later confirmation
     assert earlier.status == "published", earlier.summary()  # does not count, and the age is never negative
-    assert earlier.audit["champion"] == {"trained_session": "2024-05-31", "confirmed_session": None}
+    assert (earlier.audit["champion"]["trained_session"], earlier.audit["champion"]["confirmed_session"]) == \
+        ("2024-05-31", None)
     age = [n for n in earlier.audit["decision"]["notes"] if "age_days" in n["values"]][0]["values"]["age_days"]
     assert age == 0.0
 

@@ -1,0 +1,198 @@
+"""The training evidence, recorded while a model trains (the torch half of ``training_audit``).
+
+``TrainingRecorder`` answers the training half of the original audit's checklist for every model
+the training loop fits (each ensemble member, on either training path): before the first step,
+the untrained model's prediction spread, log loss and pos/content ratio; per epoch, the train and
+validation log loss per horizon beside the loss of predicting the training prior, the gradient
+norm per parameter group (before clipping) and the update-to-weight ratio per group; at the end,
+how far each group moved from its initial weights. ``training_audit`` reads it into a verdict.
+
+Parameter groups: ``patch_embedding`` (the patch projection, and RevIN when on),
+``positional_encoding``, ``layer_<i>`` (each encoder layer), ``head`` (the final norm and the
+classification head).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def group_of(name: str) -> str:
+    """The parameter group of a parameter of ``PatchTSTClassifier`` or ``PatchTSTStack``."""
+    if name.startswith(("patch_proj.", "patch_w", "patch_b", "revin")):
+        return "patch_embedding"
+    if name == "pos":
+        return "positional_encoding"
+    m = re.match(r"layers\.(\d+)\.", name)
+    if m:
+        return f"layer_{m.group(1)}"
+    return "head"
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault(group_of(name), []).append((name, p))
+    order = ["patch_embedding", "positional_encoding"] + sorted(
+        (g for g in groups if g.startswith("layer_")), key=lambda g: int(g.split("_")[1])) + ["head"]
+    return {g: groups[g] for g in order if g in groups}
+
+
+def freeze(model: nn.Module, groups: tuple[str, ...]) -> None:
+    """Stop training the named groups (``requires_grad=False``); an unknown name is refused."""
+    if not groups:
+        return
+    known = parameter_groups(model)
+    unknown = sorted(set(groups) - set(known))
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: the groups are {list(known)}")
+    for g in groups:
+        for _, p in known[g]:
+            p.requires_grad_(False)
+
+
+def prior_log_loss(y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """(H,) log loss of predicting ``prior`` for every window of ``y`` (N, H)."""
+    p = np.clip(np.asarray(prior, dtype="float64"), 1e-6, 1 - 1e-6)
+    y = np.asarray(y, dtype="float64")
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0)
+
+
+@torch.no_grad()
+def init_readings(member: nn.Module, X: np.ndarray, y: np.ndarray) -> dict:
+    """What the untrained model predicts on the first 512 windows: the spread and mean of its
+    probabilities and its log loss per horizon, and its pos/content ratio. Eval mode: no dropout,
+    so no random numbers are drawn (the training that follows is unchanged)."""
+    sample = torch.from_numpy(np.ascontiguousarray(X[:512]))
+    was = member.training
+    member.eval()
+    logits = member(sample)
+    member.train(was)
+    proba = torch.sigmoid(logits).numpy()
+    loss = log_loss_per_horizon(logits.unsqueeze(0), torch.from_numpy(y[:512]))[0] / len(sample)
+    return {"pred_std": [float(s) for s in proba.std(axis=0)], "pred_mean": [float(s) for s in proba.mean(axis=0)],
+            "loss": [float(v) for v in loss], "pos_to_content": float(member.pos_to_content_ratio(sample))}
+
+
+def log_loss_per_horizon(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed (not mean) log loss per horizon over the batch: (..., B, H) -> (..., H)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), y.expand_as(logits), reduction="none").sum(dim=-2)
+
+
+class TrainingRecorder:
+    """Collects the evidence for ``k`` models trained together (``k`` = 1 on the reference path,
+    the stack's members on the stacked path: every parameter has the member on its leading axis).
+
+    Call ``after_backward`` after ``loss.backward()`` (before clipping), ``before_step`` /
+    ``after_step`` around ``opt.step()``, ``add_train_loss`` per batch and ``end_epoch`` per epoch.
+    The per-step work is a few reductions per parameter, kept on the device until the epoch ends.
+    """
+
+    def __init__(self, model: nn.Module, k: int, stacked: bool, prior: np.ndarray, enabled: bool = True) -> None:
+        self.enabled, self.k, self.stacked = enabled, k, stacked
+        self.groups = parameter_groups(model)
+        self.names = list(self.groups)
+        self.prior = np.asarray(prior, dtype="float64")
+        self.members: list[dict] = [{"epochs": []} for _ in range(k)]
+        if not enabled:
+            return
+        self._params = [[p for _, p in self.groups[g]] for g in self.names]
+        self._init = [[p.detach().clone() for p in ps] for ps in self._params]
+        self._prev: list[list[torch.Tensor]] | None = None
+        self._reset_epoch()
+
+    def _per_member(self, t: torch.Tensor) -> torch.Tensor:
+        """Squared norm per member of a parameter-shaped tensor: (k,)."""
+        t = t.detach().float()
+        return t.reshape(self.k, -1).pow(2).sum(dim=1) if self.stacked else t.pow(2).sum().reshape(1)
+
+    def _group_sq(self, tensors: list[list[torch.Tensor | None]]) -> torch.Tensor:
+        """(G, k) squared norms of per-group tensor lists (a missing gradient counts 0)."""
+        rows = []
+        for ts in tensors:
+            parts = [self._per_member(t) for t in ts if t is not None]
+            rows.append(torch.stack(parts).sum(dim=0) if parts else torch.zeros(self.k, device=self._device()))
+        return torch.stack(rows)
+
+    def _device(self) -> torch.device:
+        return self._params[0][0].device
+
+    def _reset_epoch(self) -> None:
+        G, dev = len(self.names), self._device()
+        self._grad = torch.zeros(G, self.k, device=dev)
+        self._ratio = torch.zeros(G, self.k, device=dev)
+        self._steps = 0
+        self._train_loss = torch.zeros(self.k, len(self.prior), device=dev, dtype=torch.float64)
+        self._train_n = 0
+
+    def record_init(self, readings: list[dict]) -> None:
+        for m, r in zip(self.members, readings):
+            m["init"] = r
+
+    def after_backward(self) -> None:
+        if self.enabled:
+            self._grad += self._group_sq([[p.grad for p in ps] for ps in self._params]).sqrt()
+
+    def before_step(self) -> None:
+        if self.enabled:
+            self._prev = [[p.detach().clone() for p in ps] for ps in self._params]
+
+    def after_step(self) -> None:
+        if not self.enabled or self._prev is None:
+            return
+        delta = self._group_sq([[p.detach() - q for p, q in zip(ps, qs)] for ps, qs in zip(self._params, self._prev)])
+        weight = self._group_sq(self._prev)
+        self._ratio += (delta / weight.clamp_min(1e-30)).sqrt()
+        self._steps += 1
+
+    def add_train_loss(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """``logits`` (k, B, H) (or (B, H) when k = 1) and labels (B, H) or (k, B, H) of one batch."""
+        if self.enabled:
+            with torch.no_grad():
+                lg = logits.detach().reshape(self.k, -1, logits.shape[-1])
+                yy = y.reshape(-1, *lg.shape[1:]) if y.dim() == 3 else y
+                self._train_loss += log_loss_per_horizon(lg, yy).double()
+                self._train_n += lg.shape[1]
+
+    def end_epoch(self, epoch: int, val_log_loss: np.ndarray | None, val_source: str | None) -> None:
+        """``val_log_loss``: (k, H) mean log loss on the validation (or monitor) windows, or None."""
+        if not self.enabled:
+            return
+        steps = max(1, self._steps)
+        grad = (self._grad / steps).cpu().numpy()
+        ratio = (self._ratio / steps).cpu().numpy()
+        train = (self._train_loss / max(1, self._train_n)).cpu().numpy()
+        for i, m in enumerate(self.members):
+            m["epochs"].append({
+                "epoch": epoch,
+                "train_loss": [float(v) for v in train[i]],
+                "val_loss": None if val_log_loss is None else [float(v) for v in val_log_loss[i]],
+                "grad_norm": {g: float(grad[j, i]) for j, g in enumerate(self.names)},
+                "update_ratio": {g: float(ratio[j, i]) for j, g in enumerate(self.names)},
+            })
+            m["val_source"] = val_source
+        self._reset_epoch()
+
+    def finish(self, val_y: np.ndarray | None, train_y: np.ndarray, fit_loss: np.ndarray,
+               fit_y: np.ndarray) -> list[dict]:
+        """Each member's evidence (JSON-ready): its epochs, init readings, weight change per group,
+        the prior's loss on the training and validation windows, and ``fit_loss`` (k, H): the
+        returned model's eval-mode log loss on the training windows ``fit_y``, beside the prior's there."""
+        change = np.sqrt(self._group_sq([[p.detach() - q.to(p.device) for p, q in zip(ps, qs)]
+                                         for ps, qs in zip(self._params, self._init)]).cpu().numpy()
+                         / np.maximum(self._group_sq([[q.to(p.device) for p, q in zip(ps, qs)]
+                                                      for ps, qs in zip(self._params, self._init)]).cpu().numpy(), 1e-30))
+        val_prior = prior_log_loss(val_y, self.prior) if val_y is not None and len(val_y) else None
+        floats = lambda a: [float(v) for v in a]  # noqa: E731
+        return [{**m, "groups": self.names, "prior": floats(self.prior),
+                 "weight_change": {g: float(change[j, i]) for j, g in enumerate(self.names)},
+                 "prior_loss": {"train": floats(prior_log_loss(train_y, self.prior)),
+                                "val": None if val_prior is None else floats(val_prior),
+                                "fit_sample": floats(prior_log_loss(fit_y, self.prior))},
+                 "fit_loss": floats(fit_loss[i]), "fit_sample": int(len(fit_y))}
+                for i, m in enumerate(self.members)]
