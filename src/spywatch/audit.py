@@ -36,6 +36,10 @@ def horizon_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
     y = np.asarray(y, dtype="float64")
     p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    if not np.isfinite(p).all():  # a diverged model: nothing to score, and nothing raised here
+        nan = float("nan")
+        return {"n": int(len(y)), "base_rate": float(y.mean()) if len(y) else nan, "auc": nan, "pr_auc": nan,
+                "brier": nan, "log_loss": nan, "ece": nan, "pred_mean": nan, "pred_std": nan}
     both = 0 < y.sum() < len(y)
     return {
         "n": int(len(y)),

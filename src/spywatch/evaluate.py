@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch.audit import CollapseVerdict, check_collapse, metrics_by_horizon
+from spywatch.training_audit import member_lines, training_section
 from spywatch.baselines import BaselineConfig, fit_baselines, fit_logistic
 from spywatch.bundle import FULL_EPOCHS
 from spywatch.comparison import BootstrapConfig, auc_interval, compare
@@ -281,10 +282,12 @@ def evaluate(bars: pd.DataFrame, split: Split, config: EvalConfig = EvalConfig()
         verdict = check_collapse(ins.proba, names, base.prior, test_w.y, ins.attention_entropy_ratio,
                                  ins.representation_std, ins.pos_to_content_ratio, shift)
         member_proba.append(ins.proba)
+        training = training_section([res.evidence], names)
         runs.append({"seed": seed, "train_seconds": res.seconds, "best_epoch": res.best_epoch,
                      "epochs": len(res.history), "best_val_loss": res.best_val_loss, "device": res.device,
-                     "n_params": res.n_params, "verdict": verdict})
-        log.info("seed %d: %.1fs, epochs %d, verdict %s", seed, res.seconds, len(res.history), verdict.verdict)
+                     "n_params": res.n_params, "verdict": verdict, "training": training})
+        log.info("seed %d: %.1fs, epochs %d, verdict %s, training %s", seed, res.seconds, len(res.history),
+                 verdict.verdict, training["verdict"] if training else "not recorded")
     preds = Predictions(y=test_w.y.astype("float64"), dates=test_w.dates, horizons=names,
                         members=np.stack(member_proba), baselines=base_pred)
     return _report(preds, runs, boot, periods, config, model_cfg, len(fit_w), len(val_w) if val_w else 0,
@@ -328,6 +331,8 @@ def _report(preds: Predictions, runs: list[dict], boot: BootstrapConfig, periods
         "audit": {"verdict": worst.verdict, "cause": worst.cause, "causes": worst.causes,
                   "findings": worst.findings, "evidence": worst.to_dict()["evidence"],
                   "verdict_by_seed": [r["verdict"].verdict for r in runs]},
+        # the training half, seed by seed, beside the inference verdict above
+        "training_audit": _training_audit(runs),
         "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
         "train_seconds_by_seed": [r["train_seconds"] for r in runs],
         "epochs_by_seed": [r["epochs"] for r in runs],
@@ -370,8 +375,27 @@ def format_report(report: dict) -> str:
     lines.append("")
     lines.append(f"audit: {a['verdict']}" + (f" (cause: {a['cause']})" if a["cause"] else ""))
     lines.extend(f"  - {f}" for f in a["findings"])
+    t = report.get("training_audit")
+    if t:
+        lines.append(f"training audit: {t['verdict']} (by seed: {', '.join(t['verdict_by_seed'])})")
+        lines.extend(f"  - {f}" for f in t["findings"])
+        lines.extend(f"  . {r}" for r in t["readings"])
     lines.append(f"train {report['train_seconds']:.1f}s/seed on {report['device']}, peak RSS {report['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
+
+
+def _training_audit(runs: list[dict]) -> dict | None:
+    sections = [r["training"] for r in runs]
+    if any(t is None for t in sections):
+        return None
+    unhealthy = [t for t in sections if t["verdict"] != "healthy"]
+    return {"verdict": unhealthy[0]["verdict"] if unhealthy else "healthy",
+            "verdict_by_seed": [t["verdict"] for t in sections],
+            "findings": [f"seed {r['seed']}: {f['finding']}: {f['text']}" for r, t in zip(runs, sections)
+                         for f in t["findings"]],
+            "readings": [f"seed {r['seed']}: {line.split(': ', 1)[1]}" for r, t in zip(runs, sections)
+                         for line in member_lines(t)],
+            "thresholds": sections[0]["thresholds"], "by_seed": sections}
 
 
 def _model_line(h: str, name: str, m: dict) -> str:

@@ -54,5 +54,6 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, report)
         print(f"wrote {args.out}")
     else:
-        print(json.dumps({"audit": report["audit"]["verdict"]}))
+        print(json.dumps({"audit": report["audit"]["verdict"],
+                          "training_audit": (report.get("training_audit") or {}).get("verdict")}))
     return 0

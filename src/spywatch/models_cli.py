@@ -15,6 +15,7 @@ from typing import Any
 
 from spywatch.artifact import ArtifactError
 from spywatch.registry import ModelRegistry, RegistryError, VersionInfo
+from spywatch.training_audit import member_lines
 
 DEFAULT_REGISTRY = Path("workspace/models")
 
@@ -68,7 +69,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     elif not infos:
         print(f"no versions in {registry.root} (a spywatch root keeps its models in <root>/models)")
     else:
-        print(f"  {'version':27} {'session':10}  {'fit span':24}  {'holdout mean AUC (h1 / h3 / h5)':34} status")
+        print(f"  {'version':27} {'session':10}  {'fit span':24}  {'holdout mean AUC (h1 / h3 / h5)':34} "
+              f"{'training':20} status")
         for info, summary in rows:
             print(_row(info, summary))
         print("* the champion")
@@ -99,6 +101,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if holdout:
         print("scores    " + "   ".join(f"{h}: AUC {_num(m.get('auc'))} Brier {_num(m.get('brier'))} (n {m.get('n')})"
                                         for h, m in holdout.items()) + "  (on the holdout)")
+    training = metrics.get("training")
+    if training:
+        print(f"training  {training['verdict']}" + (" (refused by the gate before scoring)" if training["verdict"] != "healthy"
+                                                    else ""))
+        for f in training.get("findings") or []:
+            print(f"  {f['finding']} (member {f['member']}): {f['text']}")
+        for line in member_lines(training):
+            print(f"  {line}")
+    else:
+        print("training  not audited (a version from before the training audit)")
     print(f"files     {', '.join(info.files) or '-'}")
     print(f"path      {info.path}")
     if events:
@@ -116,6 +128,9 @@ def _summary(info: VersionInfo, metrics: dict[str, Any]) -> dict[str, Any]:
     known = [v for v in aucs.values() if isinstance(v, (int, float)) and v == v]
     return {"session": (info.meta or {}).get("session") or (metrics.get("data") or {}).get("trained_session"),
             "periods": _periods(info, metrics),
+            "training": {"verdict": metrics["training"]["verdict"],
+                         "findings": [f"{f['finding']} (member {f['member']}): {f['text']}"
+                                      for f in metrics["training"]["findings"]]} if metrics.get("training") else None,
             "holdout_auc": {**{h: _round(v) for h, v in aucs.items()},
                             "mean": _round(sum(known) / len(known)) if known else None} if aucs else None}
 
@@ -137,7 +152,9 @@ def _row(info: VersionInfo, summary: dict[str, Any]) -> str:
     auc_text = (f"{_num(auc['mean'])} ({' / '.join(_num(v) for h, v in auc.items() if h != 'mean')})"
                 if auc else "-")
     status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "")
-    return f"{mark} {info.version:27} {summary['session'] or '-':10}  {fit:24}  {auc_text:34} {status}".rstrip()
+    training = (summary.get("training") or {}).get("verdict") or "-"
+    return (f"{mark} {info.version:27} {summary['session'] or '-':10}  {fit:24}  {auc_text:34} {training:20} "
+            f"{status}").rstrip()
 
 
 def _round(x: Any, digits: int = 4) -> Any:

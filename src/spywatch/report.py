@@ -466,6 +466,119 @@ def _segments(frame: _Frame, values: list[float | None], colour: str) -> list[Po
     return out
 
 
+# ----------------------------------------------------------------------------- the training panel
+
+GROUP_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+
+
+@dataclass(frozen=True)
+class TrainingPanel:
+    """The training audit of tonight's challenger, else of the champion (training_audit)."""
+
+    whose: str
+    verdict: str
+    findings: list[str]
+    loss_charts: list[Chart]
+    grad_chart: Chart | None
+    groups: list[tuple[str, str]]  # (group, colour)
+    readings: list[str]
+    refused: bool  # the gate refused the challenger on this verdict
+
+
+def _epoch_ticks(frame: _Frame, n: int) -> list[Tick]:
+    step = max(1, math.ceil(n / 10))
+    return [Tick(frame.x(e), str(e)) for e in range(1, n + 1, step)]
+
+
+def loss_chart(section: Mapping[str, Any], j: int, colour: str) -> Chart | None:
+    """Horizon ``j``'s log loss over the epochs in units of the prior's (1 = predicting the training
+    prior, dashed): each member's training loss solid, its holdout loss thin."""
+    members = section.get("members") or []
+    name = (section.get("horizons") or [f"h{j}"] * (j + 1))[j]
+    lines, values, series = [], [], []
+    for ev in members:
+        epochs, prior = ev.get("epochs") or [], ev.get("prior_loss") or {}
+        for key, ref, width in (("train_loss", prior.get("train"), 2.0), ("val_loss", prior.get("val"), 1.1)):
+            if not ref or not epochs or epochs[0].get(key) is None:
+                continue
+            ys = [_number(e[key][j]) for e in epochs]
+            ys = [y / ref[j] if y is not None and ref[j] else None for y in ys]
+            series.append((ys, width))
+            values += [y for y in ys if y is not None]
+    n = max((len(ev.get("epochs") or []) for ev in members), default=0)
+    if n < 1 or not values:
+        return None
+    lo = max(0.0, math.floor(min(min(values), 0.9) * 20) / 20)
+    hi = min(3.0, math.ceil(max(max(values), 1.05) * 20) / 20)
+    f = _Frame(left=44, top=10, right=270, bottom=170, x_min=1, x_max=max(2, n), y_min=lo, y_max=hi)
+    lines.append(Polyline("#6b7280", f.points([1, max(2, n)], [1.0, 1.0]), dashed=True, width=1.2))
+    for ys, width in series:  # epochs 1..n; a NaN epoch is left out, values clipped to the frame
+        known = [(e + 1, min(hi, max(lo, y))) for e, y in enumerate(ys) if y is not None]
+        if known:
+            lines.append(Polyline(colour, f.points(*zip(*known)), width=width))
+    step = 0.05 if hi - lo <= 0.3 else 0.1 if hi - lo <= 0.8 else 0.5
+    ticks = [Tick(f.y(v), f"{v:.2f}") for v in np.arange(math.ceil(lo / step) * step, hi + 1e-9, step)]
+    last = [ys[-1] for ys, w in series if w == 2.0 and ys and ys[-1] is not None]
+    return f.chart(f"log loss {name} / the prior's", (280, 200), _epoch_ticks(f, n), ticks,
+                   ("epoch", f"{name} loss ÷ prior's"), lines, [],
+                   note=f"last {min(last):.3f}" if last else "")
+
+
+def grad_chart(section: Mapping[str, Any]) -> tuple[Chart | None, list[tuple[str, str]]]:
+    """Mean gradient norm per parameter group over the epochs (mean over members), log scale; a
+    group no gradient reaches falls to the floor (1e-12)."""
+    members = section.get("members") or []
+    groups = list((members[0].get("groups") if members else None) or [])
+    n = min((len(ev.get("epochs") or []) for ev in members), default=0)
+    if not groups or n < 1:
+        return None, []
+    floor = 1e-12
+    curves = {}
+    for g in groups:
+        ys = []
+        for e in range(n):
+            vals = [_number(ev["epochs"][e]["grad_norm"].get(g)) for ev in members]
+            vals = [v for v in vals if v is not None]
+            ys.append(math.log10(max(floor, float(np.mean(vals)))) if vals else None)
+        curves[g] = ys
+    known = [y for ys in curves.values() for y in ys if y is not None]
+    if not known:
+        return None, []
+    lo, hi = math.floor(min(known)), math.ceil(max(known) + 1e-9)
+    hi = max(hi, lo + 1)
+    f = _Frame(left=52, top=10, right=560, bottom=170, x_min=1, x_max=max(2, n), y_min=lo, y_max=hi)
+    colours = dict(zip(groups, GROUP_COLOURS * 4))
+    lines = [Polyline(colours[g], f.points(*zip(*[(e + 1, y) for e, y in enumerate(ys) if y is not None])), width=1.8)
+             for g, ys in curves.items() if any(y is not None for y in ys)]
+    step = max(1, math.ceil((hi - lo) / 6))
+    ticks = [Tick(f.y(v), f"1e{v:d}") for v in range(lo, hi + 1, step)]
+    return (f.chart("gradient norm per parameter group", (570, 200), _epoch_ticks(f, n), ticks,
+                    ("epoch", "mean grad norm (log)"), lines, []), list(colours.items()))
+
+
+def training_panel(audit: Mapping[str, Any]) -> TrainingPanel | None:
+    from spywatch.training_audit import member_lines
+
+    retrain, champion = _part(audit, "retrain") or {}, audit.get("champion") or {}
+    if isinstance(retrain.get("training"), Mapping):
+        section = retrain["training"]
+        whose = f"challenger {retrain.get('challenger')} (trained tonight)"
+    elif isinstance(champion.get("training"), Mapping):
+        section = champion["training"]
+        whose = f"champion {audit.get('model_version')} (trained for {champion.get('trained_session')})"
+    else:
+        return None
+    names = list(section.get("horizons") or [])
+    charts = [c for j, (h, colour) in enumerate(zip(names, HORIZON_COLOURS)) if (c := loss_chart(section, j, colour))]
+    grads, groups = grad_chart(section)
+    refused = (retrain.get("gate") or {}).get("rule") == "training_unhealthy" and section is retrain.get("training")
+    return TrainingPanel(whose=whose, verdict=str(section.get("verdict")),
+                         findings=[f"{f['finding']} (member {f['member']}): {f['text']}"
+                                   for f in section.get("findings") or []],
+                         loss_charts=charts, grad_chart=grads, groups=groups, readings=member_lines(section),
+                         refused=refused)
+
+
 # ----------------------------------------------------------------------------- sections
 
 
@@ -672,7 +785,7 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
         "collapse": parts["collapse"], "evidence": evidence,
         "evidence_horizons": horizon_order(evidence.get("pred_std") or {}),
         "shifts": top_shifts(evidence.get("feature_shift_std") or {}),
-        "decision": parts["decision"], "retrain": parts["retrain"],
+        "decision": parts["decision"], "retrain": parts["retrain"], "training": training_panel(audit),
         "alerts": [a for a in audit.get("alerts") or [] if isinstance(a, dict)],
         "timings": timing_rows(audit.get("timings")),
     }

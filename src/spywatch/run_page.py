@@ -146,6 +146,11 @@ def gate_markdown(retrain: dict[str, Any] | None, session: str) -> str | None:
               + (f", holdout {' .. '.join(periods['holdout'])}" if periods.get("holdout") else ""), ""]
     if retrain.get("device_warning"):
         lines += [f"**Warning:** {retrain['device_warning']}", ""]
+    training = retrain.get("training")
+    if training:
+        lines += [f"Training audit: **{training['verdict']}**"
+                  + (f" ({'; '.join(f['finding'] + ' in member ' + str(f['member']) for f in training['findings'])})"
+                     if training.get("findings") else ""), ""]
     if cmp_.get("estimate") is not None:
         boot = cmp_.get("bootstrap") or {}
         lines += [f"Challenger - champion {cmp_.get('metric', 'mean_auc')}: **{cmp_['estimate']:+.4f}**, "

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from tests.flows.conftest import PREFECT
+from tests.browser import ui_screenshot
 from tests.flows.support import (MAX_EPOCHS, REPO, SMALL_EPOCHS, SMALL_MODEL, TINY_MODEL, alert_text, artifacts,
-                                 flow_run, run_log, ui_screenshot, wait_for_run)
+                                 flow_run, run_log, wait_for_run)
 
 pytestmark = pytest.mark.integration
 

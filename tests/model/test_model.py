@@ -123,6 +123,8 @@ def test_metrics_are_sane():
     y = np.array([0, 0, 1, 1, 0, 1.0])
     m = horizon_metrics(y, np.array([0.1, 0.2, 0.8, 0.7, 0.3, 0.9]))
     assert m["auc"] == 1.0 and m["base_rate"] == 0.5 and 0 <= m["ece"] <= 1 and m["brier"] < 0.1
+    diverged = horizon_metrics(y, np.array([0.1, np.nan, 0.8, 0.7, 0.3, 0.9]))  # a NaN model is scored, not raised
+    assert diverged["n"] == 6 and np.isnan(diverged["auc"]) and np.isnan(diverged["brier"])
 
 
 @pytest.fixture(scope="module")

@@ -124,6 +124,10 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     assert f"version   {version}   (the champion)" in text and "status    checksums verified" in text
     assert f"holdout   {' .. '.join(periods['holdout'])}" in text
     assert f"h1: AUC {holdout['h1']['auc']:.3f}" in text and "{" not in text  # no raw JSON for a person
+    training = a["retrain"]["training"]
+    assert f"training  {training['verdict']}" in text and row.split()[-1] == training["verdict"]
+    loss = training["members"][0]["fit_loss"][0]
+    assert f"member 0: log loss on its training windows vs the prior's: h1 {loss:.4f}" in text
 
     assert cli_main(["models", "list", "--root", str(tmp_path / "elsewhere")]) == 2
     err = capsys.readouterr().err
@@ -182,6 +186,33 @@ def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root)
         ("2024-05-31", None)
     age = [n for n in earlier.audit["decision"]["notes"] if "age_days" in n["values"]][0]["values"]["age_days"]
     assert age == 0.0
+
+
+def test_a_challenger_whose_training_fails_the_audit_is_refused_before_scoring(root):
+    """The original study's randn positional encoding in a challenger: its training verdict is
+    pos_dominates_at_init, and the gate refuses it without reading the holdout; the champion stays
+    and tonight is published with it."""
+    root, data, first = root
+    c = replace(cfg(root, "2024-06-28", f"csv:{data}", retrain_policy=RetrainPolicy(max_age_days=20),
+                    collapse=CollapsePolicy(min_pred_std=0.0, min_representation_std=0.0)),
+                model={**TINY, "pos_init": "randn"})
+    night = run_nightly(c)
+    assert night.status == "published", night.summary()
+    r = night.audit["retrain"]
+    assert r["training"]["verdict"] == "pos_dominates_at_init" and not r["promoted"]
+    assert r["gate"]["rule"] == "training_unhealthy" and r["challenger_metrics"] == {}  # never scored
+    assert "comparison" not in r["gate"]["details"]
+    assert r["gate"]["reasons"][0].startswith("challenger training verdict pos_dominates_at_init: refused before scoring")
+    assert any("positional encoding is" in line for line in r["gate"]["reasons"][1:])
+    assert night.audit["model_version"] == first.audit["model_version"]
+    registry = ModelRegistry(root / "models")
+    assert registry.champion == first.audit["model_version"]
+    last = registry.history()[-1]
+    assert (last.event, last.version) == ("refuse", r["challenger"])
+    assert last.reason["gate"]["rule"] == "training_unhealthy"
+    # the version is kept for inspection, its verdict readable beside its findings
+    shown = json.loads((registry.get(r["challenger"]).path / "metrics.json").read_text())["training"]
+    assert shown["findings"][0]["finding"] == "pos_dominates_at_init" and shown["findings"][0]["pos_to_content"] > 1
 
 
 def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "tests" / "data" / "audit_example.json"
 VALIDATION_FAILURE = REPO / "tests" / "data" / "audit_validation_failure.json"
 DOCS_PNG = REPO / "docs" / "audit_report.png"
+TRAINING_PNG = REPO / "docs" / "training_panel.png"
 CHROMIUM = Path("/usr/bin/chromium")
 DRIFT_HREF = "drift_report.html"
 # the whole example page at 1280 px wide; the test screenshot uses the 1280x2400 of the CI script
@@ -206,9 +207,38 @@ def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timing
     for h, p in example["predictions"]["latest"].items():
         if h != "date":
             assert f"{100 * p:.1f}%" in text, (h, p)
-    assert html.count("<svg") == 3 * 2 + 1  # ROC and reliability per horizon, one history chart
+    # ROC and reliability per horizon, one history chart, the training panel's loss per horizon and gradients
+    assert html.count("<svg") == 3 * 2 + 1 + 3 + 1
     assert f'href="{DRIFT_HREF}"' in html
     assert "No predictions published" not in text
+
+
+def test_the_training_panel_shows_tonights_challengers_verdict_its_losses_against_the_prior_and_gradients(example):
+    """The example night retrained: the panel reads the challenger's real training record."""
+    from spywatch.report import training_panel
+
+    training = example["retrain"]["training"]
+    panel = training_panel(example)
+    assert panel.whose.startswith(f"challenger {example['retrain']['challenger']}") and panel.verdict == training["verdict"]
+    assert [c.title for c in panel.loss_charts] == [f"log loss {h} / the prior's" for h in training["horizons"]]
+    assert [g for g, _ in panel.groups] == training["members"][0]["groups"]
+    n = len(training["members"][0]["epochs"])
+    # per horizon: the prior's line, then each member's training and holdout curves, one point per epoch
+    assert all(len(c.lines) == 1 + 2 * len(training["members"]) for c in panel.loss_charts)
+    assert all(len(line.points.split()) == n for c in panel.loss_charts for line in c.lines[1:])
+    assert len(panel.grad_chart.lines) == len(panel.groups) and len(panel.readings) == len(training["members"])
+    text = visible_text(render_audit_html(example))
+    assert f"Training audit · {panel.whose}" in text and "dashed: the prior's loss (1.0)" in text
+    for line in panel.readings:
+        assert line in text
+    # a night without a retrain shows the champion's record; an old champion has none
+    quiet = copy.deepcopy(example)
+    quiet["retrain"] = None
+    quiet["champion"]["training"] = training
+    assert training_panel(quiet).whose.startswith(f"champion {example['model_version']}")
+    quiet["champion"]["training"] = None
+    assert training_panel(quiet) is None
+    assert "No training audit recorded" in visible_text(render_audit_html(quiet))
 
 
 def test_validation_failure_night_shows_failures_and_stale_predictions_first(validation_failure):
@@ -328,7 +358,7 @@ def test_chromium_renders_the_verdicts_numbers_and_svg_plots(example, example_pa
         assert phrase in text, phrase
     h1 = example["performance"]["horizons"]["h1"]
     assert fmt(h1["champion"]["auc"]) in text and fmt(h1["random_forest"]["auc"]) in text
-    assert len(re.findall(r"<svg\b", dom)) == 7
+    assert len(re.findall(r"<svg\b", dom)) == 11
     assert len(re.findall(r"<polyline\b", dom)) >= 6 and "<circle" in dom
 
 
@@ -342,7 +372,8 @@ def test_chromium_screenshot_is_a_non_empty_png(example_page, tmp_path):
 
 @needs_chromium
 @pytest.mark.skipif(not os.environ.get("SPYWATCH_UPDATE_DOCS_SCREENSHOT"),
-                    reason="set SPYWATCH_UPDATE_DOCS_SCREENSHOT=1 to regenerate docs/audit_report.png")
+                    reason="set SPYWATCH_UPDATE_DOCS_SCREENSHOT=1 to regenerate docs/audit_report.png and "
+                           "docs/training_panel.png")
 def test_update_docs_screenshot(example_page, tmp_path):
     png = tmp_path / "audit.png"
     chromium(f"--screenshot={png}", f"--window-size={DOCS_WINDOW}", example_page.as_uri(),
@@ -350,6 +381,13 @@ def test_update_docs_screenshot(example_page, tmp_path):
     DOCS_PNG.parent.mkdir(exist_ok=True)
     shutil.copyfile(png, DOCS_PNG)
     assert png_size(DOCS_PNG)[0] == 1280
+    # the training panel alone, wherever it sits on the page
+    from tests.browser import ui_screenshot
+
+    ui_screenshot(example_page.as_uri(), TRAINING_PNG, tmp_path / "profile-training", wait_for="Training audit",
+                  size=(1280, 1200), clip="#training")
+    width, height = png_size(TRAINING_PNG)
+    assert 900 <= width <= 1280 and height > 300
 
 
 def test_regime_check_is_rendered():

@@ -87,6 +87,7 @@ def test_gate_shows_the_paired_comparison_the_rule_and_the_device(audit):
     assert f"**{c['estimate']:+.4f}**, 90% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]" in text
     assert f"rule `{retrain['gate']['details']['rule']}`" in text and "trained on **cpu**" in text
     assert "**Warning:** the retrain ran on work pool 'gpu'" in text
+    assert f"Training audit: **{retrain['training']['verdict']}**" in text
     assert run_page.gate_markdown({"error": "boom", "challenger": None, "promoted": False}, "x") is None
 
 
