@@ -56,6 +56,7 @@ def cases() -> dict[str, dict]:
     return {
         "default": {},
         "original study's choices": {"mode": "raw", "model": ORIGINAL_MODEL, "train": ORIGINAL_TRAIN},
+        "raw inputs into the default model": {"mode": "raw"},
         "randn positional encoding": {"model": {"pos_init": "randn"}},
         "frozen encoder": {"train": {"freeze": ENCODER}},
         "learning rate 0": {"train": {"lr": 0.0}},
@@ -164,7 +165,7 @@ def markdown(result: dict) -> str:
              f"- machine: {m['cpu']}, {m['host_cores']} cores, torch {m.get('torch')}",
              f"- thresholds: loss on the training windows at least {100 * t.prior_margin:g}% below the prior's in "
              f"one horizon; dead group: mean gradient norm < max({t.dead_grad_abs:g}, {t.dead_grad_rel:g} x the "
-             f"largest group's); no update: weights moved < {t.min_weight_change:g} of their norm; positional "
+             f"median group's); exploding: above {t.max_grad_ratio:g}x the median group's; no update: weights moved < {t.min_weight_change:g} of their norm; positional "
              f"encoding > {t.max_pos_to_content:g}x the patch embeddings at init; diverged: NaN/inf, or a training "
              f"loss above {t.max_loss_to_prior:g}x both the prior's and the untrained model's", "",
              "## 1. Findings (fit 1994-2016, 2 members, 8 epochs; the 2017 sessions followed as the holdout)", "",

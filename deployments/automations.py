@@ -55,6 +55,10 @@ EVENT_ALERTS = (
           "spywatch: new champion {{ event.payload.version }} ({{ event.resource.id }})",
           "Promoted at session {{ event.payload.session }}. Gate: {{ event.payload.gate }}. "
           "Run {{ event.payload.run_id }}."),
+    Alert("challenger training unhealthy", "spywatch.training.unhealthy",
+          "spywatch: challenger {{ event.payload.version }} refused on its training ({{ event.resource.id }})",
+          "Training verdict {{ event.payload.verdict }} at session {{ event.payload.session }}; the champion stays. "
+          "Findings: {{ event.payload.findings }}. Run {{ event.payload.run_id }}."),
     Alert("validation failed", "spywatch.validation.failed",
           "spywatch: data validation failed ({{ event.resource.id }}, session {{ event.payload.session }})",
           "{{ event.payload.n_failures }} failed check(s); nothing was published, the last good predictions "

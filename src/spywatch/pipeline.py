@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DRIFT_EVENT = "spywatch.drift.detected"
 COLLAPSE_EVENT = "spywatch.collapse.detected"
 PROMOTED_EVENT = "spywatch.model.promoted"
+TRAINING_EVENT = "spywatch.training.unhealthy"  # a challenger refused on its training verdict
 VALIDATION_EVENT = "spywatch.validation.failed"
 
 
@@ -487,6 +488,11 @@ def alerts_for(audit: dict) -> list[dict]:
     if retrain and retrain.get("promoted"):
         out.append({"event": PROMOTED_EVENT, "payload": {**base, "version": retrain["challenger"],
                                                           "gate": retrain["gate"]["reasons"]}})
+    training = (retrain or {}).get("training")
+    if training and training["verdict"] != "healthy":  # the retrain that was needed produced a broken model
+        out.append({"event": TRAINING_EVENT, "payload": {
+            **base, "version": retrain["challenger"], "verdict": training["verdict"],
+            "findings": [f"member {f['member']}: {f['finding']}: {f['text']}" for f in training["findings"]][:6]}})
     return out
 
 

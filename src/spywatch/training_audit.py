@@ -18,12 +18,13 @@ import numpy as np
 
 HEALTHY = "healthy"
 # Every finding that fires is listed; the verdict names the first in this order, which runs from
-# the most specific cause to the symptom: a NaN loss makes every other reading meaningless; a
-# group no gradient reaches also does not update; weights that do not move leave the model at
-# its init; a positional encoding louder than the content at init can keep the model from reading
-# it; and a loss that never gets below the prior's is what all of them end in (the original
+# the most specific cause to the symptom: a NaN loss makes every other reading meaningless; one
+# group's exploding gradient takes the whole clipped update; a group no gradient reaches also
+# does not update; weights that do not move leave the model at its init; a positional encoding
+# louder than the content at init can keep the model from reading it; and a loss that never gets below the prior's is what all of them end in (the original
 # audit met it first, "the model IS learning: it learns the class prior", and reasoned back).
-FINDINGS = ("diverged", "dead_layers", "no_update", "pos_dominates_at_init", "learned_prior_only")
+FINDINGS = ("diverged", "exploding_gradients", "dead_layers", "no_update", "pos_dominates_at_init",
+            "learned_prior_only")
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,12 @@ class TrainingThresholds:
     2-3 epochs 1.3-4 %; inputs without information and a learning rate of 0 at most 0.2 %; labels
     shuffled against the inputs 0.2-0.4 % at retrain scale and 0.7-1.0 % on the tests' smaller fit
     (noise memorised in-sample).
+    ``max_grad_ratio``: a group whose mean gradient norm is above this multiple of the median
+    group's has exploding gradients (healthy groups sit within 30x of the median; the original
+    study's unscaled inputs, fitted through 2021, put the first encoder layer at 2e8x).
     ``dead_grad_abs`` / ``dead_grad_rel``: a group whose mean gradient norm is below 1e-8, or below
-    1e-6 of the largest group's, receives no gradient (a frozen or disconnected part; healthy groups
-    sit within 1e-3 of each other).
+    1e-6 of the median group's, receives no gradient (a frozen or disconnected part, or one drowned
+    by unscaled inputs: 1e-9 for the original study's positional encoding).
     ``min_weight_change``: a group whose weights moved by less than this fraction of their norm over
     the whole training did not update (learning rate 0, frozen; a healthy one moves by 5-50 %).
     ``max_pos_to_content``: the positional encoding's norm above the patch embeddings' at init (the
@@ -58,6 +62,7 @@ class TrainingThresholds:
     prior_margin: float = 0.01
     dead_grad_abs: float = 1e-8
     dead_grad_rel: float = 1e-6
+    max_grad_ratio: float = 1e3
     min_weight_change: float = 1e-6
     max_pos_to_content: float = 1.0
     max_loss_to_prior: float = 10.0
@@ -118,7 +123,7 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
     if fit and prior_fit and not bad:
         gains = [1.0 - b / p if p > 0 else float("nan") for b, p in zip(fit, prior_fit)]
         if not any(g >= t.prior_margin for g in gains if _finite(g)):
-            parts = ", ".join(f"{h} {b:.4f} vs prior {p:.4f} ({100 * g:+.1f}%)"
+            parts = ", ".join(f"{h} {b:.4g} vs prior {p:.4f} ({f'{100 * g:+.1f}%' if abs(g) < 10 else f'{b / p:.3g}x'})"
                               for h, b, p, g in zip(names, fit, prior_fit, gains))
             worst = max(b / p for b, p in zip(fit, prior_fit))
             note = f"; up to {worst:.0f}x the prior's: saturated outputs, not even the prior" if worst >= 2 else ""
@@ -126,19 +131,26 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
                         "val_gain_vs_prior": _val_gains(epochs, prior_val, names),
                         "text": f"log loss on its training windows not {100 * t.prior_margin:g}% below the prior's "
                                 f"(the best constant there) in any horizon: {parts}{note}"})
-    # dead_layers: a group that receives (about) no gradient
+    # dead_layers / exploding_gradients: a group far below or far above the typical (median) group
     if epochs:
         groups = ev["groups"]
         mean = {g: float(np.mean([e["grad_norm"][g] for e in epochs])) for g in groups}
         finite = [v for v in mean.values() if _finite(v)]
-        top = max(finite) if finite else 0.0
-        floor = max(t.dead_grad_abs, t.dead_grad_rel * top)
+        median = float(np.median(finite)) if finite else 0.0
+        floor = max(t.dead_grad_abs, t.dead_grad_rel * median)
         dead = [g for g, v in mean.items() if _finite(v) and v < floor]
         if dead:
             out.append({"finding": "dead_layers", "groups": dead, "grad_norm": {g: mean[g] for g in dead},
-                        "largest": top,
+                        "median": median,
                         "text": "no gradient reaches " + ", ".join(f"{g} (mean norm {mean[g]:.2g})" for g in dead)
-                                + f"; largest group {top:.2g}"})
+                                + f"; the median group's {median:.2g}"})
+        loud = [g for g, v in mean.items() if _finite(v) and median > 0 and v > t.max_grad_ratio * median]
+        if loud and not bad:
+            out.append({"finding": "exploding_gradients", "groups": loud, "grad_norm": {g: mean[g] for g in loud},
+                        "median": median,
+                        "text": "gradients explode in " + ", ".join(f"{g} (mean norm {mean[g]:.2g})" for g in loud)
+                                + f", over {t.max_grad_ratio:g}x the median group's {median:.2g}: clipping the "
+                                  "total norm to 1 leaves the other groups almost no update"})
     # no_update: weights unchanged over the whole training
     still = [g for g, v in ev["weight_change"].items() if _finite(v) and v < t.min_weight_change]
     if still:

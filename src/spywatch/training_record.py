@@ -65,16 +65,18 @@ def prior_log_loss(y: np.ndarray, prior: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def init_readings(member: nn.Module, X: np.ndarray, y: np.ndarray) -> dict:
-    """What the untrained model predicts on the first 512 windows: the spread and mean of its
-    probabilities and its log loss per horizon, and its pos/content ratio. Eval mode: no dropout,
-    so no random numbers are drawn (the training that follows is unchanged)."""
-    sample = torch.from_numpy(np.ascontiguousarray(X[:512]))
+    """What the untrained model predicts on 1,024 windows spread evenly over the fit span: the
+    spread and mean of its probabilities, its log loss per horizon, and its pos/content ratio. Eval
+    mode: no dropout, so no random numbers are drawn (the training that follows is unchanged)."""
+    pick = np.linspace(0, len(X) - 1, min(len(X), 1024)).astype(int)
+    X, y = X[pick], y[pick]
+    sample = torch.from_numpy(np.ascontiguousarray(X))
     was = member.training
     member.eval()
     logits = member(sample)
     member.train(was)
     proba = torch.sigmoid(logits).numpy()
-    loss = log_loss_per_horizon(logits.unsqueeze(0), torch.from_numpy(y[:512]))[0] / len(sample)
+    loss = log_loss_per_horizon(logits.unsqueeze(0), torch.from_numpy(y))[0] / len(sample)
     return {"pred_std": [float(s) for s in proba.std(axis=0)], "pred_mean": [float(s) for s in proba.mean(axis=0)],
             "loss": [float(v) for v in loss], "pos_to_content": float(member.pos_to_content_ratio(sample))}
 

@@ -75,8 +75,19 @@ def test_the_original_studys_choices_leave_the_positional_encoding_without_gradi
     section, _ = audit(spy_windows, "raw", ORIGINAL_MODEL, ORIGINAL_TRAIN)
     assert section["verdict"] == "dead_layers", section["findings"]
     dead = findings(section)["dead_layers"]
-    assert dead["groups"] == ["positional_encoding"] and dead["grad_norm"]["positional_encoding"] < 1e-6 * dead["largest"]
+    assert dead["groups"] == ["positional_encoding"] and dead["grad_norm"]["positional_encoding"] < 1e-6 * dead["median"]
     assert section["members"][0]["init"]["pos_to_content"] < 1e-3
+
+
+def test_raw_inputs_into_the_default_model_explode_the_heads_gradient(spy_windows):
+    """The head's skip inputs are the last session as given: unscaled, Volume (~1e8) reaches the
+    head, its gradient is millions of times the other groups', and the saturated outputs never
+    even get to the prior's loss."""
+    section, _ = audit(spy_windows, "raw")
+    f = findings(section)
+    assert section["verdict"] == "exploding_gradients" and f["exploding_gradients"]["groups"] == ["head"]
+    assert f["exploding_gradients"]["grad_norm"]["head"] > 1e3 * f["exploding_gradients"]["median"]
+    assert "learned_prior_only" in f and "saturated outputs" in f["learned_prior_only"]["text"]
 
 
 def test_randn_positional_encoding_on_normalised_inputs_dominates_at_init(spy_windows):

@@ -210,6 +210,8 @@ def test_a_challenger_whose_training_fails_the_audit_is_refused_before_scoring(r
     last = registry.history()[-1]
     assert (last.event, last.version) == ("refuse", r["challenger"])
     assert last.reason["gate"]["rule"] == "training_unhealthy"
+    [alert] = [a for a in night.audit["alerts"] if a["event"] == "spywatch.training.unhealthy"]
+    assert alert["payload"]["version"] == r["challenger"] and alert["payload"]["verdict"] == "pos_dominates_at_init"
     # the version is kept for inspection, its verdict readable beside its findings
     shown = json.loads((registry.get(r["challenger"]).path / "metrics.json").read_text())["training"]
     assert shown["findings"][0]["finding"] == "pos_dominates_at_init" and shown["findings"][0]["pos_to_content"] > 1
