@@ -174,7 +174,8 @@ def markdown(result: dict) -> str:
              "holdout mean AUC | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["cases"]:
         fs = ", ".join(sorted({f"{f['finding']} ({f['member']})" for f in r["findings"]})) or "—"
-        gains = " / ".join(f"{100 * max(mm['fit_gain']):+.1f}%" for mm in r["members"])
+        gains = " / ".join(f"{100 * g:+.1f}%" if abs(g) < 10 else f"{1 - g:.3g}x the prior's loss"
+                           for g in (max(mm["fit_gain"]) for mm in r["members"]))
         g = min(((v, k) for mm in r["members"] for k, v in mm["grad_norm"].items()), key=lambda x: (np.nan_to_num(x[0], nan=-1)))
         w = min(((v, k) for mm in r["members"] for k, v in mm["weight_change"].items()), key=lambda x: (np.nan_to_num(x[0], nan=-1)))
         pos = max(mm["pos_to_content"] for mm in r["members"])

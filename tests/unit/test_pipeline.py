@@ -210,6 +210,8 @@ def test_a_challenger_whose_training_fails_the_audit_is_refused_before_scoring(r
     last = registry.history()[-1]
     assert (last.event, last.version) == ("refuse", r["challenger"])
     assert last.reason["gate"]["rule"] == "training_unhealthy"
+    # never compared, so the champion was not confirmed: its age and tonight's trigger stand
+    assert "2024-06-28" not in registry.confirmations(first.audit["model_version"], auc_floor=0.0)
     [alert] = [a for a in night.audit["alerts"] if a["event"] == "spywatch.training.unhealthy"]
     assert alert["payload"]["version"] == r["challenger"] and alert["payload"]["verdict"] == "pos_dominates_at_init"
     # the version is kept for inspection, its verdict readable beside its findings
