@@ -578,7 +578,8 @@ class NightlyResult:
             lines.append(f"  retrain FAILED: {a['retrain']['error']}")
         elif a.get("retrain"):
             r = a["retrain"]
-            lines.append(f"  challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'}")
+            lines.append(f"  challenger {r['challenger']}: {'PROMOTED' if r['promoted'] else 'not promoted'} "
+                         f"({summary_line(r.get('training'))}; gate rule {(r.get('gate') or {}).get('rule')})")
         if a.get("predictions"):
             lines.append("  tonight: " + ", ".join(f"P({h}) = {v:.3f}" for h, v in a["predictions"]["latest"].items()
                                                    if h != "date"))

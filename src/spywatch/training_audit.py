@@ -209,11 +209,13 @@ def member_lines(section: dict) -> list[str]:
         epochs = ev.get("epochs") or []
         grads = ", ".join(f"{g} {np.mean([e['grad_norm'][g] for e in epochs]):.2g}" for g in ev.get("groups") or []) \
             if epochs else "-"
+        ratio = ", ".join(f"{g} {np.mean([e['update_ratio'][g] for e in epochs]):.1e}" for g in ev.get("groups") or []) \
+            if epochs else "-"
         change = ev.get("weight_change") or {}
         moved = ", ".join(f"{g} {change[g]:.2g}" for g in ev.get("groups") or change if g in change)
         init = ev.get("init") or {}
         spread = "/".join(f"{v:.3f}" for v in init.get("pred_std") or [])
         lines.append(f"member {i}: log loss on its training windows vs the prior's: {loss or '-'}; at init "
                      f"pos/content {init.get('pos_to_content', float('nan')):.3g}, P spread {spread or '-'}; "
-                     f"mean grad norm {grads}; weights moved {moved}")
+                     f"mean grad norm {grads}; mean update/weight per step {ratio}; weights moved {moved}")
     return lines

@@ -205,6 +205,7 @@ def test_a_challenger_whose_training_fails_the_audit_is_refused_before_scoring(r
     assert r["gate"]["reasons"][0].startswith("challenger training verdict pos_dominates_at_init: refused before scoring")
     assert any("positional encoding is" in line for line in r["gate"]["reasons"][1:])
     assert night.audit["model_version"] == first.audit["model_version"]
+    assert f"challenger {r['challenger']}: not promoted (training: pos_dominates_at_init" in night.summary()
     registry = ModelRegistry(root / "models")
     assert registry.champion == first.audit["model_version"]
     last = registry.history()[-1]
