@@ -15,7 +15,7 @@ from typing import Any
 
 from spywatch.artifact import ArtifactError
 from spywatch.registry import ModelRegistry, RegistryError, VersionInfo
-from spywatch.training_audit import member_lines
+from spywatch.training_audit import finding_line, member_lines
 
 DEFAULT_REGISTRY = Path("workspace/models")
 
@@ -106,7 +106,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"training  {training['verdict']}" + (" (refused by the gate before scoring)" if training["verdict"] != "healthy"
                                                     else ""))
         for f in training.get("findings") or []:
-            print(f"  {f['finding']} (member {f['member']}): {f['text']}")
+            print(f"  {finding_line(f)}")
         for line in member_lines(training):
             print(f"  {line}")
     else:
@@ -129,8 +129,8 @@ def _summary(info: VersionInfo, metrics: dict[str, Any]) -> dict[str, Any]:
     return {"session": (info.meta or {}).get("session") or (metrics.get("data") or {}).get("trained_session"),
             "periods": _periods(info, metrics),
             "training": {"verdict": metrics["training"]["verdict"],
-                         "findings": [f"{f['finding']} (member {f['member']}): {f['text']}"
-                                      for f in metrics["training"]["findings"]]} if metrics.get("training") else None,
+                         "findings": [finding_line(f) for f in metrics["training"]["findings"]]}
+            if metrics.get("training") else None,
             "holdout_auc": {**{h: _round(v) for h, v in aucs.items()},
                             "mean": _round(sum(known) / len(known)) if known else None} if aucs else None}
 

@@ -31,7 +31,7 @@ from spywatch.policy import FitSettings, policy_named
 from spywatch.publish import Publisher
 from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy, training_gate
 from spywatch.store import ParquetStore, UpdateResult
-from spywatch.training_audit import summary_line
+from spywatch.training_audit import finding_line, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def alerts_for(audit: dict) -> list[dict]:
     if training and training["verdict"] != "healthy":  # the retrain that was needed produced a broken model
         out.append({"event": TRAINING_EVENT, "payload": {
             **base, "version": retrain["challenger"], "verdict": training["verdict"],
-            "findings": [f"member {f['member']}: {f['finding']}: {f['text']}" for f in training["findings"]][:6]}})
+            "findings": [finding_line(f) for f in training["findings"]][:6]}})
     return out
 
 

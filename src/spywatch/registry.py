@@ -41,6 +41,7 @@ from spywatch.artifact import (
     verify_artifact,
 )
 from spywatch.atomic import atomic_write_json
+from spywatch.training_audit import finding_line
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -173,7 +174,7 @@ def training_gate(training: Mapping[str, Any] | None) -> GateResult | None:
         return None
     reasons = [f"challenger training verdict {training['verdict']}: refused before scoring "
                f"(a model whose training failed the audit is not compared)"]
-    reasons += [f"member {f['member']}: {f['finding']}: {f['text']}" for f in training.get("findings", [])]
+    reasons += [finding_line(f) for f in training.get("findings", [])]
     return GateResult(promote=False, reasons=tuple(reasons), rule="training_unhealthy",
                       details={"rule": "training_unhealthy", "training_verdict": training["verdict"],
                                "findings": [f["finding"] for f in training.get("findings", [])]})
@@ -488,12 +489,10 @@ class ModelRegistry:
                 raise RegistryError(f"champion moved to {current} while {champion_version} was being scored "
                                     f"against {version}: nothing promoted, re-run the gate")
             result = gate(challenger, champion, policy, comparison, fresher)
-            reason = {**dict(context or {}), "gate": result.to_dict()}
             if result.promote:
-                self._promote_locked(version, reason)
+                self._promote_locked(version, {**dict(context or {}), "gate": result.to_dict()})
             else:
-                self._version_path(version)
-                self._append_history(self._event("refuse", version, current, reason))
+                self._refuse_locked(version, current, result, context)
             return result
 
     def refuse(self, version: str, result: GateResult, context: Mapping[str, Any] | None = None) -> GateResult:
@@ -502,9 +501,7 @@ class ModelRegistry:
             raise ValueError("refuse() records refusals only")
         with self._lock():
             self._reconcile_history()
-            self._version_path(version)
-            self._append_history(self._event("refuse", version, self.champion,
-                                             {**dict(context or {}), "gate": result.to_dict()}))
+            self._refuse_locked(version, self.champion, result, context)
             return result
 
     def rollback(self, reason: Mapping[str, Any] | None = None) -> ChampionRecord:
@@ -533,6 +530,11 @@ class ModelRegistry:
         return [self._info(name, champion, verify) for name in names]
 
     # ---- internals
+
+    def _refuse_locked(self, version: str, champion: str | None, result: GateResult,
+                       context: Mapping[str, Any] | None) -> None:
+        self._version_path(version)
+        self._append_history(self._event("refuse", version, champion, {**dict(context or {}), "gate": result.to_dict()}))
 
     def _promote_locked(self, version: str, reason: dict[str, Any]) -> ChampionRecord:
         self._reconcile_history()

@@ -557,7 +557,7 @@ def grad_chart(section: Mapping[str, Any]) -> tuple[Chart | None, list[tuple[str
 
 
 def training_panel(audit: Mapping[str, Any]) -> TrainingPanel | None:
-    from spywatch.training_audit import member_lines
+    from spywatch.training_audit import finding_line, member_lines
 
     retrain, champion = _part(audit, "retrain") or {}, audit.get("champion") or {}
     if isinstance(retrain.get("training"), Mapping):
@@ -573,8 +573,7 @@ def training_panel(audit: Mapping[str, Any]) -> TrainingPanel | None:
     grads, groups = grad_chart(section)
     refused = (retrain.get("gate") or {}).get("rule") == "training_unhealthy" and section is retrain.get("training")
     return TrainingPanel(whose=whose, verdict=str(section.get("verdict")),
-                         findings=[f"{f['finding']} (member {f['member']}): {f['text']}"
-                                   for f in section.get("findings") or []],
+                         findings=[finding_line(f) for f in section.get("findings") or []],
                          loss_charts=charts, grad_chart=grads, groups=groups, readings=member_lines(section),
                          refused=refused)
 

@@ -169,17 +169,8 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
         start_at_prior(model, train.y.mean(axis=0))
     init = init_readings(model, train.X, train.y) if cfg.record else None
     model = model.to(device)
-    freeze(model, cfg.freeze)
     n_params = sum(p.numel() for p in model.parameters())
-    loss_fn = _train_loss(cfg, train, device)
-    rec = TrainingRecorder(model, 1, stacked=False, prior=train.y.mean(axis=0), enabled=cfg.record)
-    rec.record_init([init])
-    opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
-    sched = _schedule(opt, cfg, steps_per_epoch)
-    use_amp = cfg.amp and device.type == "cuda"
-    Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
-    Xv, yv = _on(watch, device)
+    rec, loss_fn, opt, sched, use_amp, (Xt, yt), (Xv, yv) = _loop(model, 1, train, watch, cfg, device, [init])
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     best, best_state, best_epoch, bad = float("inf"), None, 0, 0
     history: list[dict] = []
@@ -288,17 +279,8 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     seed_everything(cfg.seed)
     init = [init_readings(m, train.X, train.y) for m in members] if cfg.record else [None] * K
     model = PatchTSTStack.from_members(members).to(device)
-    freeze(model, cfg.freeze)
     n_params = sum(p.numel() for p in model.parameters()) // K
-    loss_fn = _train_loss(cfg, train, device)
-    rec = TrainingRecorder(model, K, stacked=True, prior=train.y.mean(axis=0), enabled=cfg.record)
-    rec.record_init(init)
-    opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = int(np.ceil(len(train) / cfg.batch_size))
-    sched = _schedule(opt, cfg, steps_per_epoch)
-    use_amp = cfg.amp and device.type == "cuda"
-    Xt, yt = torch.from_numpy(train.X).to(device), torch.from_numpy(train.y).to(device)
-    Xv, yv = _on(watch, device)
+    rec, loss_fn, opt, sched, use_amp, (Xt, yt), (Xv, yv) = _loop(model, K, train, watch, cfg, device, init)
     gens = [torch.Generator(device="cpu").manual_seed(cfg.seed + i) for i in range(K)]
     best = [float("inf")] * K
     best_state: list[dict | None] = [None] * K
@@ -399,6 +381,22 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _loop(model: nn.Module, k: int, train: Windows, watch: Windows | None, cfg: TrainConfig, device: torch.device,
+          init: list[dict | None]):
+    """What both training paths set up alike once the model is on its device (``k`` models: 1, or a
+    stack's members): frozen groups, the loss, the recorder with the untrained readings, AdamW over
+    the trainable parameters with the warm-up + cosine schedule, autocast, and the training and
+    watched windows on the device."""
+    freeze(model, cfg.freeze)
+    rec = TrainingRecorder(model, k, stacked=isinstance(model, PatchTSTStack), prior=train.y.mean(axis=0),
+                           enabled=cfg.record)
+    rec.record_init(init)
+    opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, cfg, int(np.ceil(len(train) / cfg.batch_size)))
+    return (rec, _train_loss(cfg, train, device), opt, sched, cfg.amp and device.type == "cuda",
+            _on(train, device), _on(watch, device))
+
+
 FIT_SAMPLE = 2048  # training windows the returned model is scored on (spread evenly over the fit span)
 
 
@@ -411,7 +409,7 @@ def _evidence(rec: TrainingRecorder, model: nn.Module, train: Windows, watch: Wi
         return [None] * k
     pick = np.linspace(0, len(train) - 1, min(len(train), FIT_SAMPLE)).astype(int)
     X, y = torch.from_numpy(train.X[pick]), torch.from_numpy(train.y[pick])
-    _, fit_loss = _eval_losses(model.to("cpu"), X, y, loss_fn, 4096, False, k)
+    _, fit_loss = _eval_losses(model, X, y, loss_fn, 4096, False, k)  # the model is back on the CPU
     return rec.finish(watch.y if watch is not None else None, train.y, fit_loss, train.y[pick])
 
 

@@ -198,8 +198,15 @@ def summary_line(section: dict | None) -> str:
     return f"training: {section['verdict']} (member {f['member']}: {f['text']})" + (f"; +{more} more" if more else "")
 
 
-def member_lines(section: dict) -> list[str]:
-    """Per member, the readings behind the verdict, one line each (``models show``, ``evaluate``)."""
+def finding_line(finding: dict, who: str | None = None) -> str:
+    """One finding as a sentence: ``member 1: dead_layers: no gradient reaches ...`` (``who``
+    names the model instead, e.g. ``seed 2`` where each section holds one member)."""
+    return f"{who or 'member ' + str(finding['member'])}: {finding['finding']}: {finding['text']}"
+
+
+def member_lines(section: dict, who: list[str] | None = None) -> list[str]:
+    """Per member, the readings behind the verdict, one line each (``models show``, ``evaluate``);
+    ``who`` names the members (default ``member <i>``)."""
     names = section.get("horizons") or []
     lines = []
     for i, ev in enumerate(section.get("members") or []):
@@ -215,7 +222,7 @@ def member_lines(section: dict) -> list[str]:
         moved = ", ".join(f"{g} {change[g]:.2g}" for g in ev.get("groups") or change if g in change)
         init = ev.get("init") or {}
         spread = "/".join(f"{v:.3f}" for v in init.get("pred_std") or [])
-        lines.append(f"member {i}: log loss on its training windows vs the prior's: {loss or '-'}; at init "
+        lines.append(f"{who[i] if who else f'member {i}'}: log loss on its training windows vs the prior's: {loss or '-'}; at init "
                      f"pos/content {init.get('pos_to_content', float('nan')):.3g}, P spread {spread or '-'}; "
                      f"mean grad norm {grads}; mean update/weight per step {ratio}; weights moved {moved}")
     return lines

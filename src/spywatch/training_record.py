@@ -185,10 +185,9 @@ class TrainingRecorder:
         """Each member's evidence (JSON-ready): its epochs, init readings, weight change per group,
         the prior's loss on the training and validation windows, and ``fit_loss`` (k, H): the
         returned model's eval-mode log loss on the training windows ``fit_y``, beside the prior's there."""
-        change = np.sqrt(self._group_sq([[p.detach() - q.to(p.device) for p, q in zip(ps, qs)]
-                                         for ps, qs in zip(self._params, self._init)]).cpu().numpy()
-                         / np.maximum(self._group_sq([[q.to(p.device) for p, q in zip(ps, qs)]
-                                                      for ps, qs in zip(self._params, self._init)]).cpu().numpy(), 1e-30))
+        init = [[q.to(p.device) for p, q in zip(ps, qs)] for ps, qs in zip(self._params, self._init)]
+        moved = [[p.detach() - q for p, q in zip(ps, qs)] for ps, qs in zip(self._params, init)]
+        change = np.sqrt(self._group_sq(moved).cpu().numpy() / np.maximum(self._group_sq(init).cpu().numpy(), 1e-30))
         val_prior = prior_log_loss(val_y, self.prior) if val_y is not None and len(val_y) else None
         floats = lambda a: [float(v) for v in a]  # noqa: E731
         return [{**m, "groups": self.names, "prior": floats(self.prior),
