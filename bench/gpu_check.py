@@ -10,6 +10,10 @@ probability against the CPU run. The stated tolerance for "the same metrics as o
 kernels sum in another order; 8 epochs amplify it a little), reported as is for bf16.
 
     .venv/bin/python bench/gpu_check.py            # ~2 min on one GPU plus the CPU run
+    .venv/bin/python bench/gpu_check.py --stand-in --epochs 1   # the plumbing, where no GPU is
+
+On the lent device machine it runs through ``bench/gpu_device.sh check`` (that machine's own python
+with torch and CUDA, the data and pinned wheels carried in ``.device/``).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ RUNS = {"cpu": ("cpu", False), "cuda_fp32": ("cuda", False), "cuda_bf16": ("cuda
 AUC_TOLERANCE, PROBA_TOLERANCE = 0.01, 0.05
 
 
-def run(table, device: str, amp: bool) -> tuple[dict, np.ndarray]:
+def run(table, device: str, amp: bool, epochs: int | None = None) -> tuple[dict, np.ndarray]:
     train_end, scored = spans(table, "eval")
-    spec = FitSpec(train_end=str(train_end.date()), members=FitSettings().members)
+    spec = FitSpec(train_end=str(train_end.date()), members=FitSettings().members,
+                   **({"epochs": epochs} if epochs else {}))
     t0 = time.perf_counter()
     bundle = fit_bundle(table, spec, TrainConfig(device=device, amp=amp))
     wall = time.perf_counter() - t0
@@ -63,14 +68,23 @@ def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "gpu_check")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results (.json, .md beside); default bench/results/gpu_check, with --stand-in "
+                         "bench/out/gpu_check_stand_in")
+    ap.add_argument("--data", type=Path, default=DATA, help="the SPY daily CSV")
+    ap.add_argument("--epochs", type=int, default=None, help="override the retrain's epochs (a quick check)")
+    ap.add_argument("--stand-in", action="store_true",
+                    help="no GPU: the CUDA runs on the CPU instead, to check this script end to end; "
+                         "proves nothing about CUDA and never writes to bench/results")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device here: this bench proves the GPU path and has nothing to measure")
-    table = build_table(read_bars_csv(DATA))
+    if not torch.cuda.is_available() and not args.stand_in:
+        raise SystemExit("no CUDA device here: this bench proves the GPU path and has nothing to measure "
+                         "(--stand-in checks the script on the CPU)")
+    out_path = args.out or (HERE / "out" / "gpu_check_stand_in" if args.stand_in else HERE / "results" / "gpu_check")
+    table = build_table(read_bars_csv(args.data))
     results, probas = {}, {}
     for name, (device, amp) in RUNS.items():
-        results[name], probas[name] = run(table, device, amp)
+        results[name], probas[name] = run(table, "cpu" if args.stand_in else device, amp, args.epochs)
         print(name, json.dumps(results[name]), flush=True)
     for name in ("cuda_fp32", "cuda_bf16"):
         results[name]["max_proba_diff_vs_cpu"] = round(float(np.abs(probas[name] - probas["cpu"]).max()), 5)
@@ -79,13 +93,16 @@ def main() -> None:
     fp32 = results["cuda_fp32"]
     verdict = (abs(fp32["mean_auc_diff_vs_cpu"]) <= AUC_TOLERANCE and fp32["max_proba_diff_vs_cpu"] <= PROBA_TOLERANCE)
     out = {"command": "python bench/gpu_check.py " + " ".join(sys.argv[1:]), "machine": machine(), "runs": results,
-           "tolerance": {"mean_auc": AUC_TOLERANCE, "max_proba": PROBA_TOLERANCE}, "fp32_matches_cpu": verdict}
-    atomic_write_json(args.out.with_suffix(".json"), out)
+           "tolerance": {"mean_auc": AUC_TOLERANCE, "max_proba": PROBA_TOLERANCE}, "fp32_matches_cpu": verdict,
+           "stand_in": args.stand_in, "epochs": args.epochs}
+    atomic_write_json(out_path.with_suffix(".json"), out)
     m = out["machine"]
     lines = ["# The GPU path against the CPU (bench/gpu_check.py)", "",
              f"- ran: `{out['command']}`, {m['date']}, git {m.get('git')}",
              f"- machine: {m['cpu']}, {m['host_cores']} cores, GPU {m.get('cuda')}, torch {m.get('torch')}",
-             "- the champion retrain (full recipe, default PatchTST, stacked members), fit through 2021, scored 2022-2024",
+             "- the champion retrain (full recipe, default PatchTST, stacked members), fit through 2021, scored 2022-2024"
+             + (f", {args.epochs} epochs" if args.epochs else ""),
+             *(["- **stand-in: every run on the CPU** (a check of this script, not of CUDA)"] if args.stand_in else []),
              "", "| run | train s | speed-up | peak GPU MB | mean AUC | vs CPU | max |p - p_cpu| | Brier | ECE |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -94,7 +111,7 @@ def main() -> None:
                      f"{r.get('max_proba_diff_vs_cpu', 0)} | {r['brier']:.4f} | {r['ece']:.4f} |")
     lines += ["", f"fp32 on CUDA {'matches' if verdict else 'does NOT match'} the CPU within |mean AUC| <= "
               f"{AUC_TOLERANCE} and max |p| <= {PROBA_TOLERANCE}."]
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(out_path.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

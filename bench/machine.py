@@ -24,6 +24,8 @@ def machine() -> dict:
                                      check=False).stdout.strip()
     except OSError:
         pass
+    if not info.get("git") and os.environ.get("SPYWATCH_GIT"):  # a copy of the tree without .git (a device run)
+        info["git"] = os.environ["SPYWATCH_GIT"]
     return info
 
 

@@ -208,6 +208,13 @@ def _prefect_command() -> str:
         return str(prefect)
 
 
+def prefect_cli() -> list[str]:
+    """The ``prefect`` command of this interpreter: the script beside it (``.venv/bin/prefect``),
+    else ``python -m prefect`` (Prefect installed with ``pip --target`` brings no script there)."""
+    script = Path(sys.executable).with_name("prefect")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "prefect"]
+
+
 class LocalServer:
     """``prefect server start`` on a free 127.0.0.1 port with a project-local PREFECT_HOME, stopped
     by its PID (its process group) when the run is over."""
@@ -225,9 +232,8 @@ class LocalServer:
         os.environ.update({"PREFECT_HOME": str(home), "PREFECT_API_URL": url,
                            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
         log = home / "server.log"
-        prefect = Path(sys.executable).with_name("prefect")
         with open(log, "ab") as fh:
-            proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+            proc = subprocess.Popen([*prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port),
                                      "--no-scheduler", "--no-late-runs", "--analytics-off"],
                                     env=os.environ.copy(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         return cls(proc, url, home, log)

@@ -67,6 +67,19 @@ def test_run_echoes_the_session_it_resolves():
     assert _session_line(None).endswith("(the last settled NYSE session)")
 
 
+def test_the_prefect_command_is_the_script_beside_the_interpreter_else_python_dash_m(tmp_path, monkeypatch):
+    from spywatch.run_cli import prefect_cli
+
+    beside = prefect_cli()
+    assert len(beside) == 1 and beside[0].endswith("/prefect")  # .venv/bin/prefect
+    bare = tmp_path / "bin" / "python3"  # an interpreter whose Prefect came as wheels (pip --target)
+    bare.parent.mkdir()
+    monkeypatch.setattr(sys, "executable", str(bare))
+    assert prefect_cli() == [str(bare), "-m", "prefect"]
+    (tmp_path / "bin" / "prefect").write_text("")
+    assert prefect_cli() == [str(tmp_path / "bin" / "prefect")]
+
+
 def test_validate_echoes_its_as_of_and_suggests_as_of_for_an_old_csv(tmp_path, capsys):
     csv = tmp_path / "bars.csv"
     rows = ["Date,Open,High,Low,Close,Adj Close,Volume", "2024-12-26,10,11,9,10,10,100", "2024-12-27,10,11,9,10,10,100"]
