@@ -66,6 +66,7 @@ class PairedComparison:
     span: list[str]  # [first, last] session (ISO dates)
     bootstrap: BootstrapConfig
     skipped_horizons: list[str] = field(default_factory=list)  # one class only: no AUC
+    resamples: int | None = None  # resamples behind the interval: n_boot less those with no horizon of both classes
 
     @property
     def significant(self) -> bool:
@@ -181,13 +182,18 @@ def compare(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str]
         diffs.append(da)
         a_vals.append(fa)
         b_vals.append(fb)
-    boot = np.nanmean(np.vstack(diffs), axis=0)  # mean over horizons, per resample
-    boot = boot[np.isfinite(boot)]
+    # Mean over the horizons with both classes in each resample; a resample in which no horizon
+    # has both classes (short spans, rare positives) has no difference and is left out, counted.
+    stack = np.vstack(diffs)
+    finite = np.isfinite(stack)
+    counts = finite.sum(axis=0)
+    boot = np.where(finite, stack, 0.0).sum(axis=0)[counts > 0] / counts[counts > 0]
     low, high = interval(boot, config.level)
     return PairedComparison(metric=metric, a=a, b=b, estimate=float(np.mean([v["diff"] for v in by_h.values()])),
                             ci_low=float(low), ci_high=float(high), p_a_better=float((boot > 0).mean()),
                             a_value=float(np.mean(a_vals)), b_value=float(np.mean(b_vals)), by_horizon=by_h,
-                            n_sessions=n, span=span, bootstrap=config, skipped_horizons=skipped)
+                            n_sessions=n, span=span, bootstrap=config, skipped_horizons=skipped,
+                            resamples=int(len(boot)))
 
 
 def auc_interval(y: np.ndarray, p: np.ndarray, config: BootstrapConfig = BootstrapConfig()) -> dict:

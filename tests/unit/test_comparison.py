@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -89,6 +91,20 @@ def test_single_class_horizons_are_skipped_and_bad_shapes_refused():
         compare(np.zeros_like(y), p, p, H)
     with pytest.raises(ValueError, match="metric"):
         compare(y, p, p, H, metric="accuracy")
+
+
+def test_resamples_without_a_horizon_of_both_classes_are_left_out_counted_and_warn_nothing():
+    # A month of sessions, one positive in one horizon (the others single-class): many resamples
+    # miss that session, so no horizon has both classes there; those have no difference.
+    y, p, _ = _data(n=22, seed=3)
+    y[:] = 0
+    y[5, 1] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = compare(y, p, p * 0.9 + 0.05, H, config=BootstrapConfig(n_boot=500, block=5))
+    assert c.skipped_horizons == ["h1", "h5"]
+    assert 0 < c.resamples < 500 and np.isfinite([c.ci_low, c.ci_high]).all()
+    assert compare(*_data()[:2], _data()[1] * 0.9, H).resamples == BootstrapConfig().n_boot  # the ordinary case
 
 
 def test_one_models_auc_interval_covers_its_estimate():
