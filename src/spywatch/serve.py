@@ -12,6 +12,12 @@ and drift report through a base URL, in this order:
 
 The server serves static files under ``ROOT/published`` with GET and HEAD only; hidden paths
 (``.runs``, ``.journal.json``) are not served by name, only through the ``sessions/<date>`` links.
+
+A fleet root (``ROOT/tickers/<TICKER>/``, one root per ticker, and ``ROOT/fleet.html``) is served
+as the fleet page at ``/`` and each ticker's published outputs under
+``/tickers/<TICKER>/published/``, the paths the page links to; the rest of the fleet root (models,
+bars, state) is not served. Every ticker root records its part of the URL, so the links of each
+ticker's runs in the Prefect UI go through the same server.
 """
 
 from __future__ import annotations
@@ -91,8 +97,34 @@ class PublishedHandler(SimpleHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
+class FleetHandler(PublishedHandler):
+    """A fleet root: ``/`` is its page (fleet.html), ``/tickers/<T>/published/...`` each ticker's
+    published outputs; anything else of the fleet root is not found."""
+
+    def send_head(self):  # noqa: ANN201 - the base class's contract
+        parts = [p for p in unquote(urlsplit(self.path).path).split("/") if p]
+        if not parts:
+            self.path, parts = "/fleet.html", ["fleet.html"]
+        if not (parts == ["fleet.html"] or (len(parts) >= 3 and parts[0] == "tickers" and parts[2] == "published")):
+            self.send_error(404, "not found")
+            return None
+        return super().send_head()
+
+
+def is_fleet_root(root: Path) -> bool:
+    """A root of ticker roots (``ROOT/tickers/<TICKER>``) that publishes nothing itself."""
+    return (Path(root) / "tickers").is_dir() and not (Path(root) / "published").is_dir()
+
+
+def fleet_tickers(root: Path) -> list[str]:
+    return sorted(p.name for p in (Path(root) / "tickers").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def make_server(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> ThreadingHTTPServer:
-    """A server for ``ROOT/published`` (port 0: any free port; ``server.server_address`` has it)."""
+    """A server for ``ROOT/published``, or for a fleet root (port 0: any free port;
+    ``server.server_address`` has it)."""
+    if is_fleet_root(root):
+        return ThreadingHTTPServer((host, port), partial(FleetHandler, directory=str(root)))
     published = Path(root) / "published"
     if not published.is_dir():
         raise FileNotFoundError(f"{published} does not exist: nothing has been published under --root {root}")
@@ -112,29 +144,39 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None
     root = Path(root).expanduser().resolve()
     server = make_server(root, host, port)
     url = server_url(server, host)
-    record = state_path(root)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(record, {"url": url, "pid": os.getpid(), "host": socket.gethostname(),
-                               "root": str(root), "since": dt.datetime.now(dt.timezone.utc).isoformat(
-                                   timespec="seconds")})
-    print(f"serving {root / 'published'} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
-          flush=True)
+    since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # where each root's published/ is reachable: the root itself, or every ticker root of a fleet
+    served = ({root / "tickers" / t: f"{url}/tickers/{quote(t)}/published" for t in fleet_tickers(root)}
+              if is_fleet_root(root) else {root: url})
+    for troot, base in served.items():
+        record = state_path(troot)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(record, {"url": base, "pid": os.getpid(), "host": socket.gethostname(),
+                                   "root": str(troot), "since": since})
+    if is_fleet_root(root):
+        print(f"serving the fleet {root} read-only at {url}/ (the fleet page; {len(served)} tickers under "
+              f"{url}/tickers/<TICKER>/published/); Ctrl-C stops", flush=True)
+    else:
+        print(f"serving {root / 'published'} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
+              flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-        try:
-            if json.loads(record.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                record.unlink()
-        except (OSError, ValueError):
-            pass
+        for troot in served:
+            try:
+                if json.loads(state_path(troot).read_text(encoding="utf-8")).get("pid") == os.getpid():
+                    state_path(troot).unlink()
+            except (OSError, ValueError):
+                pass
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the published reports over HTTP (read-only), for the Prefect UI's links")
-    p.add_argument("--root", type=Path, default=Path("workspace"), help="the root whose published/ to serve")
+    p.add_argument("--root", type=Path, default=Path("workspace"), help="the root whose published/ to serve, or a fleet root (its page and every "
+                        "ticker's published/)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0: any free port)")
     p.set_defaults(func=lambda args: serve(args.root, args.host, args.port) or 0)

@@ -107,3 +107,60 @@ def test_spywatch_serve_records_its_url_while_up_and_removes_it_on_exit(publishe
         out, err = proc.communicate(timeout=30)
     assert "serving" in out and proc.returncode == 0, (out, err)
     assert not state_path(published).exists()
+
+
+@pytest.fixture
+def fleet_root(tmp_path):
+    """A fleet's layout: ticker roots under tickers/, the fleet page beside them; the published
+    files are placeholders (what is tested is which paths are served)."""
+    root = tmp_path / "fleet"
+    for ticker in ("QQQ", "SPY"):
+        troot = root / "tickers" / ticker
+        (troot / "published" / "sessions" / SESSION).mkdir(parents=True)
+        (troot / "published" / "sessions" / SESSION / "report.html").write_text(f"<html>{ticker} audit</html>")
+        (troot / "published" / ".journal.json").write_text("{}")
+        (troot / "models").mkdir()
+        (troot / "models" / "champion.json").write_text("{}")
+    (root / "fleet.html").write_text('<a href="tickers/SPY/published/sessions/2024-06-28/report.html">audit</a>')
+    return root
+
+
+def test_a_fleet_root_serves_its_page_and_each_tickers_published_outputs_only(fleet_root):
+    srv = make_server(fleet_root, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        status, body = _get(f"{url}/")
+        assert status == 200 and b"tickers/SPY/published" in body  # the fleet page
+        assert _get(f"{url}/fleet.html")[0] == 200
+        status, body = _get(f"{url}/tickers/SPY/published/sessions/{SESSION}/report.html")  # the page's link
+        assert status == 200 and b"SPY audit" in body
+        for hidden in ("tickers/SPY/models/champion.json", "tickers/SPY/published/.journal.json",
+                       "tickers/SPY/published/%2e%2e/models/champion.json", "tickers/SPY", "tickers", "models"):
+            assert _get(f"{url}/{hidden}")[0] == 404, hidden
+        assert _get(f"{url}/fleet.html", method="PUT")[0] == 501
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_spywatch_serve_on_a_fleet_root_records_each_tickers_url_for_its_run_links(fleet_root, monkeypatch):
+    monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    spy = fleet_root / "tickers" / "SPY"
+    proc = subprocess.Popen([sys.executable, "-m", "spywatch", "serve", "--root", str(fleet_root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not state_path(fleet_root / "tickers" / "QQQ").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        link = url_for(spy, spy / "published" / "sessions" / SESSION / "report.html")  # as a SPY run page links it
+        assert link.startswith("http://127.0.0.1:") and link.endswith(f"/tickers/SPY/published/sessions/{SESSION}/report.html")
+        status, body = _get(link)
+        assert status == 200 and b"SPY audit" in body
+        assert not state_path(fleet_root).exists()  # the fleet root publishes nothing itself
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert "serving the fleet" in out and proc.returncode == 0, (out, err)
+    assert not state_path(spy).exists() and not state_path(fleet_root / "tickers" / "QQQ").exists()
