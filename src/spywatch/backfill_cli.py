@@ -7,6 +7,12 @@ under ``--root`` (default: beside ``--out``, ``<name>-root/``); the steps so far
 ``<root>/backfill/policy.json`` after each one, so ``--resume`` continues an interrupted run.
 Bad input (an unknown policy, an inverted range, a source that lacks the sessions or the history
 a first model needs) is refused before anything is written, with exit status 2.
+
+With ``--tickers A,B`` or ``--fleet fleet.yaml`` it replays every ticker, each on its own root
+under ``--root`` (``tickers/<TICKER>/``, its record in ``tickers/<TICKER>/backfill/``), as the
+Prefect ``backfill-fleet`` flow fanned out on Dask (a temporary LocalCluster, or
+``--dask-address``), against a local Prefect server it starts itself (or ``PREFECT_API_URL``).
+A ticker that cannot be replayed fails alone; ``--out`` gets one row per ticker.
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default, never, calendar, legacy)")
     p.add_argument("--root", type=Path, default=None,
                    help="store, models and published nights of the replay (default: <out name>-root beside --out)")
-    p.add_argument("--ticker", default="SPY")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--ticker", default="SPY")
+    which.add_argument("--tickers", default=None, metavar="A,B,...",
+                       help="a fleet: every ticker on ROOT/tickers/<TICKER>, fanned out on Dask (the backfill-fleet "
+                            "flow); e.g. --source csv-dir:DIR")
+    which.add_argument("--fleet", type=Path, default=None, help="a fleet file (fleet.yaml) instead of --tickers")
+    p.add_argument("--dask-address", default=None, help="with a fleet: an existing Dask scheduler (tcp://host:8786)")
     p.add_argument("--resume", action="store_true",
                    help="go on from the steps an interrupted run recorded under --root (same settings)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs per challenger (quick runs)")
@@ -52,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     root = (args.root or out.parent / f"{out.stem}-root").expanduser().resolve()
     if args.rf_trees < 1:
         raise ValueError(f"--rf-trees {args.rf_trees}; expected >= 1")
+    if args.tickers or args.fleet:
+        return _run_fleet(args, root, out)
     cfg = backfill_config(root, args.source, args.ticker, args.policy, model_overrides(args.model),
                           args.max_epochs, args.device)
     schedule = replay_sessions(args.start, args.end, args.frequency)
@@ -75,6 +89,53 @@ def _run(args: argparse.Namespace) -> int:
           f"{s['errors']} errors; training {s['train_seconds'] / 60:.1f} min")
     print(f"wrote {out}")
     return 1 if s["errors"] else 0
+
+
+def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
+    from spywatch import fleet
+    from spywatch.atomic import atomic_write_json
+    from spywatch.backfill import replay_sessions
+    from spywatch.run_cli import prefect_session
+
+    if args.resume:
+        raise ValueError("--resume takes one ticker; a fleet backfill replays every ticker from the start")
+    tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] if args.tickers else None
+    names = fleet.load_fleet(args.fleet).names if args.fleet else fleet.fleet_of(tickers, args.source, args.policy).names
+    schedule = replay_sessions(args.start, args.end, args.frequency)  # an empty or inverted range: refused here
+    model = model_overrides(args.model)
+    print(f"spywatch backfill: {len(names)} tickers ({', '.join(names)}), {len(schedule)} {args.frequency} step(s) "
+          f"{schedule[0].date()}..{schedule[-1].date()} each, on {root}", file=sys.stderr, flush=True)
+    with prefect_session(root):
+        from flows.fleet import backfill_fleet
+
+        state = backfill_fleet(root=str(root), start=args.start, end=args.end, tickers=tickers,
+                               fleet_file=str(args.fleet) if args.fleet else None, source=args.source,
+                               policy=args.policy, frequency=args.frequency, model=model or None,
+                               max_epochs=args.max_epochs, device=args.device, rf_trees=args.rf_trees,
+                               dask_address=args.dask_address, return_state=True)
+    rows = [fleet_backfill_row(fleet.ticker_root(root, t) / "backfill", t) for t in names]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {"root": str(root), "start": str(args.start), "end": str(args.end),
+                            "frequency": args.frequency, "state": state.type.value, "message": state.message,
+                            "tickers": rows})
+    for r in rows:
+        print(f"{r['ticker']:8} " + (f"{r['steps']} steps, {r['retrains']} retrains, {r['promotions']} promotions, "
+                                     f"{r['errors']} errors" if r["recorded"] else "no record (the replay could not run)"))
+    print(f"backfill-fleet: {state.type.value}: {state.message}")
+    print(f"wrote {out}")
+    return 0 if state.is_completed() else 1
+
+
+def fleet_backfill_row(record_dir: Path, ticker: str) -> dict:
+    """One ticker's line of a fleet backfill, from the record its replay wrote."""
+    import json
+
+    path = record_dir / "policy.json"
+    if not path.exists():
+        return {"ticker": ticker, "recorded": False, "record": str(path)}
+    s = json.loads(path.read_text())["summary"]
+    return {"ticker": ticker, "recorded": True, "record": str(path), **{k: s[k] for k in (
+        "steps", "retrains", "promotions", "wrong_promotions", "promotions_judged", "events", "errors")}}
 
 
 def model_overrides(text: str) -> dict:

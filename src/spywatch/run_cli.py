@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -117,8 +119,12 @@ def project_root() -> Path:
     raise FileNotFoundError(f"no flows/nightly.py above {here}: run from a checkout, or use --no-prefect")
 
 
-def _run_flow(args: argparse.Namespace, root: Path) -> int:
-    t0 = time.perf_counter()
+@contextmanager
+def prefect_session(root: Path) -> Iterator[LocalServer | None]:
+    """What a command's flow runs against: the server at ``PREFECT_API_URL`` when it is set, else a
+    local one under ``ROOT/prefect`` that this command starts and stops (yielded; None for the
+    configured one). This checkout's ``flows/`` is importable inside; the run's events and last log
+    lines are delivered before the server goes away."""
     repo = project_root()
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
@@ -133,20 +139,30 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         _preload_without_gc()
         if server is not None:
             server.wait_healthy()
-        t_ready = time.perf_counter()
         with _local_settings(server):
-            if args.tickers or args.fleet:
-                from flows.fleet import nightly_fleet
+            yield server
+        drain_events()
+    finally:
+        if server is not None:
+            server.stop()
 
-                tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] if args.tickers else None
-                state = nightly_fleet(root=str(root), tickers=tickers, fleet_file=str(args.fleet) if args.fleet else None,
-                                      as_of=args.as_of, source=args.source, policy=args.policy,
-                                      retrain_mode=args.retrain, dask_address=args.dask_address, return_state=True)
-            else:
-                from flows.nightly import nightly
 
-                state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
-                                retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
+def _run_flow(args: argparse.Namespace, root: Path) -> int:
+    t0 = time.perf_counter()
+    with prefect_session(root) as server:
+        t_ready = time.perf_counter()
+        if args.tickers or args.fleet:
+            from flows.fleet import nightly_fleet
+
+            tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] if args.tickers else None
+            state = nightly_fleet(root=str(root), tickers=tickers, fleet_file=str(args.fleet) if args.fleet else None,
+                                  as_of=args.as_of, source=args.source, policy=args.policy,
+                                  retrain_mode=args.retrain, dask_address=args.dask_address, return_state=True)
+        else:
+            from flows.nightly import nightly
+
+            state = nightly(root=str(root), as_of=args.as_of, source=args.source, ticker=args.ticker,
+                            retrain_mode=args.retrain, force=args.force, policy=args.policy, return_state=True)
         t_done = time.perf_counter()
         drain_events()
         if args.tickers or args.fleet:
@@ -154,9 +170,6 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         else:
             _report(state, root, server, t_ready - t0, t_done - t_ready, keep_ui=args.ui)
         return 0 if state.is_completed() else 1
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def _local_settings(server: LocalServer | None):  # noqa: ANN202 (a context manager)

@@ -174,3 +174,36 @@ def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
     missing = subprocess.run([spywatch, "fleet", "status", "--root", str(tmp_path / "nothing")], capture_output=True,
                              text=True, timeout=120)
     assert missing.returncode == 2 and "is not a fleet root" in missing.stderr
+
+
+@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
+def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.flows.support import kill_processes_using
+
+    data = tmp_path / "etf"
+    data.mkdir()
+    shutil.copyfile(ETF / "QQQ.csv", data / "QQQ.csv")
+    root, out = tmp_path / "fleet", tmp_path / "fleet-backfill.json"
+    spywatch = str(Path(sys.executable).with_name("spywatch"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the command starts its own server
+    model = ",".join(f"{k}={v}" for k, v in SMALL_MODEL.items())
+    argv = [spywatch, "backfill", "--tickers", "qqq", "--source", f"csv-dir:{data}", "--start", "2024-11-01",
+            "--end", "2024-12-31", "--model", model, "--max-epochs", str(SMALL_EPOCHS), "--rf-trees", "20",
+            "--root", str(root), "--out", str(out)]
+    refused = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--resume takes one ticker" in refused.stderr and not root.exists()
+    try:
+        run = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        leftovers = kill_processes_using(f"PREFECT_HOME={root / 'prefect'}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not leftovers
+    [row] = json.loads(out.read_text())["tickers"]
+    assert row["ticker"] == "QQQ" and row["steps"] == 2 and row["retrains"] >= 1 and row["errors"] == 0
+    record = json.loads((root / "tickers" / "QQQ" / "backfill" / "policy.json").read_text())
+    assert [s["session"] for s in record["steps"]] == ["2024-11-29", "2024-12-31"]
+    assert "QQQ      2 steps" in run.stdout and "backfill-fleet: COMPLETED" in run.stdout
