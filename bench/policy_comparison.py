@@ -53,6 +53,11 @@ def main() -> int:
     parser.add_argument("--keep-recorded", action="store_true",
                         help="take a policy already complete in the results JSON, with the same settings, from there "
                              "instead of replaying it (its roots may be gone, e.g. on another machine)")
+    parser.add_argument("--render", action="store_true",
+                        help="only write the markdown again from the results JSON (--out)")
+    parser.add_argument("--replay", default="",
+                        help="with --keep-recorded: comma-separated policies replayed all the same (the code they "
+                             "ran has changed since they were recorded)")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -63,6 +68,15 @@ def main() -> int:
 
     work = (args.work or REPO / "bench" / "out" / f"policy_comparison{'_tiny' if args.tiny else ''}").resolve()
     out = (args.out or (work if args.tiny else REPO / "bench" / "results") / "policy_comparison.json").resolve()
+    if args.render:
+        from spywatch.atomic import atomic_write_text
+        from spywatch.backfill import PolicyTable
+
+        record = json.loads(out.read_text())
+        atomic_write_text(out.with_suffix(".md"), markdown(record, {n: PolicyTable.from_dict(t)
+                                                                    for n, t in record["policies"].items()}))
+        print(f"wrote {out.with_suffix('.md')}")
+        return 0
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     # Every policy's config and the data are checked before the first step of the first policy.
     try:
@@ -82,7 +96,13 @@ def main() -> int:
            "settings": {"source": args.source, "start": args.start, "end": args.end, "frequency": args.frequency,
                         "steps": len(schedule), "tiny": args.tiny, "rf_trees": args.rf_trees,
                         "policies": names}}
-    tables: dict = kept_policies(out, configs, args) if args.keep_recorded else {}
+    replay = {n.strip() for n in args.replay.split(",") if n.strip()}
+    if replay - set(names):
+        print(f"policy_comparison: --replay names policies not in --policies: {sorted(replay - set(names))}",
+              file=sys.stderr)
+        return 2
+    keep = {n: c for n, c in configs.items() if n not in replay}
+    tables: dict = kept_policies(out, keep, args) if args.keep_recorded else {}
     run["kept_from"] = getattr(args, "kept_from", {})
     t0 = time.perf_counter()
     for name, cfg in configs.items():
@@ -183,7 +203,7 @@ def markdown(record: dict, tables: dict) -> str:
 
     s = record["settings"]
     m = record["machine"]
-    names = list(tables)
+    names = [n for n in s["policies"] if n in tables]  # the order asked for, kept ones included
     summaries = {n: t.summary for n, t in tables.items()}
     scores = {n: t.scores for n, t in tables.items()}
     level = next((round(100 * sc.bootstrap["level"]) for sc in scores.values() if sc and sc.bootstrap), 90)
