@@ -69,13 +69,17 @@ def main() -> int:
     work = (args.work or REPO / "bench" / "out" / f"policy_comparison{'_tiny' if args.tiny else ''}").resolve()
     out = (args.out or (work if args.tiny else REPO / "bench" / "results") / "policy_comparison.json").resolve()
     if args.render:
-        from spywatch.atomic import atomic_write_text
+        from spywatch.atomic import atomic_write_json, atomic_write_text
         from spywatch.backfill import PolicyTable
 
         record = json.loads(out.read_text())
-        atomic_write_text(out.with_suffix(".md"), markdown(record, {n: PolicyTable.from_dict(t)
-                                                                    for n, t in record["policies"].items()}))
-        print(f"wrote {out.with_suffix('.md')}")
+        tables = {n: PolicyTable.from_dict(t) for n, t in record["policies"].items()}
+        paired = paired_policies(work, record["settings"]["policies"], tables)
+        if paired:  # the walk-forward frames are still on disk: the pairs again (new splits included)
+            record["paired_policies"] = json.loads(json.dumps(paired, default=str))
+            atomic_write_json(out, record)
+        atomic_write_text(out.with_suffix(".md"), markdown(record, tables))
+        print(f"wrote {out.with_suffix('.md')}" + (f" and {out}" if paired else ""))
         return 0
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     # Every policy's config and the data are checked before the first step of the first policy.
@@ -176,11 +180,21 @@ def paired_policies(work: Path, names: list[str], tables: dict) -> list[dict]:
             fa, fb = frames[a], frames[b]
             common = fa.index.intersection(fb.index)
             horizons = [c.removeprefix("y_") for c in fa.columns if c.startswith("y_")]
-            diff = paired_auc(fa.loc[common, [f"y_{h}" for h in horizons]].to_numpy(),
-                              fa.loc[common, [f"patchtst_{h}" for h in horizons]].to_numpy(),
-                              fb.loc[common, [f"patchtst_{h}" for h in horizons]].to_numpy(), horizons, common,
-                              BootstrapConfig())
-            out.append({"a": a, "b": b, "difference": diff})
+
+            def diff(sessions):  # noqa: ANN001, ANN202 - a paired comparison on these sessions
+                return paired_auc(fa.loc[sessions, [f"y_{h}" for h in horizons]].to_numpy(),
+                                  fa.loc[sessions, [f"patchtst_{h}" for h in horizons]].to_numpy(),
+                                  fb.loc[sessions, [f"patchtst_{h}" for h in horizons]].to_numpy(), horizons,
+                                  sessions, BootstrapConfig())
+
+            # a replay of more than ten years is also split at the calendar year nearest its middle:
+            # where in time a difference lies (a champion never retrained grows older along the replay)
+            years = sorted(set(pd.DatetimeIndex(common).year))
+            halves = []
+            if len(years) > 10:
+                cut = pd.Timestamp(f"{years[len(years) // 2]}-01-01")
+                halves = [diff(common[common < cut]), diff(common[common >= cut])]
+            out.append({"a": a, "b": b, "difference": diff(common), "halves": halves})
     return out
 
 
@@ -256,8 +270,11 @@ def markdown(record: dict, tables: dict) -> str:
         lines += ["", "Policies against each other: walk-forward mean AUC of a minus b on the sessions both "
                   "predicted, paired (P = share of resamples in which a is better):", "",
                   "| a | b | a - b (P) | sessions |", "|---|---|---|---|"]
-        lines += [f"| `{p['a']}` | `{p['b']}` | {difference_cell(p['difference'])} | "
-                  f"{(p['difference'] or {}).get('n', '—')} |" for p in record["paired_policies"]]
+        for p in record["paired_policies"]:
+            lines.append(f"| `{p['a']}` | `{p['b']}` | {difference_cell(p['difference'])} | "
+                         f"{(p['difference'] or {}).get('n', '—')} |")
+            lines += [f"| `{p['a']}` | `{p['b']}`, {h['span'][0]} .. {h['span'][1]} | {difference_cell(h)} | "
+                      f"{h['n']} |" for h in p.get("halves") or [] if h]
     lines += ["", "Events per year by kind: " + "; ".join(
         f"`{n}` " + (", ".join(f"{k.removeprefix('spywatch.')} {v:.2f}"
                                for k, v in summaries[n]["events_per_year_by_event"].items()) or "none")
