@@ -3,8 +3,20 @@ Prefect UI, the HTML audit) the way a person does."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+# headless, with everything that could reach the network switched off
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium run once from the command line (``--dump-dom``, ``--screenshot``)."""
+    return subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
+                          text=True, timeout=120, check=True)
 
 
 def ui_screenshot(url: str, png: Path, profile: Path, wait_for: str, click: str | None = None,
@@ -19,14 +31,11 @@ def ui_screenshot(url: str, png: Path, profile: Path, wait_for: str, click: str 
     import itertools
     import json as _json
     import re
-    import subprocess
     import urllib.request
 
     from websockets.sync.client import connect
 
-    proc = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                             "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-port=0",
+    proc = subprocess.Popen([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
                              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = None

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, chromium
 from tests.flows.support import REPO, SMALL_EPOCHS, SMALL_MODEL
 
 pytestmark = pytest.mark.integration
 
 ETF = REPO.parent / "shared" / "data" / "etf"
 SESSION = "2024-12-31"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _corrupt_last_bar(path: Path) -> None:
@@ -78,11 +78,7 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
     assert f'href="tickers/QQQ/published/sessions/{SESSION}/report.html"' in text
     assert (root / "tickers" / "QQQ" / "published" / "sessions" / SESSION / "report.html").exists()
     if CHROMIUM.exists():
-        import subprocess
-
-        dom = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                              f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
         for ticker in ("QQQ", "DIA", "TLT"):
             assert f"<b>{ticker}</b>" in dom
         assert dom.count('class="ok"') == 2 and dom.count('class="bad"') == 1

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -33,13 +32,13 @@ from spywatch.report import (
     sig,
     write_audit_html,
 )
+from tests.browser import CHROMIUM, chromium, ui_screenshot
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "tests" / "data" / "audit_example.json"
 VALIDATION_FAILURE = REPO / "tests" / "data" / "audit_validation_failure.json"
 DOCS_PNG = REPO / "docs" / "audit_report.png"
 TRAINING_PNG = REPO / "docs" / "training_panel.png"
-CHROMIUM = Path("/usr/bin/chromium")
 DRIFT_HREF = "drift_report.html"
 # the whole example page at 1280 px wide; the test screenshot uses the 1280x2400 of the CI script
 DOCS_WINDOW = "1280,3010"
@@ -331,14 +330,6 @@ needs_chromium = pytest.mark.skipif(
     reason=f"{CHROMIUM} missing: install it with `apt-get update && apt-get install -y chromium`")
 
 
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    """Headless Chromium with everything that could reach the network switched off."""
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--hide-scrollbars", f"--user-data-dir={profile}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-
-
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
@@ -382,8 +373,6 @@ def test_update_docs_screenshot(example_page, tmp_path):
     shutil.copyfile(png, DOCS_PNG)
     assert png_size(DOCS_PNG)[0] == 1280
     # the training panel alone, wherever it sits on the page
-    from tests.browser import ui_screenshot
-
     ui_screenshot(example_page.as_uri(), TRAINING_PNG, tmp_path / "profile-training", wait_for="Training audit",
                   size=(1280, 1200), clip="#training")
     width, height = png_size(TRAINING_PNG)
