@@ -123,6 +123,13 @@ def ticker_root(root: Path | str, ticker: str) -> Path:
     return Path(root) / "tickers" / ticker.upper()
 
 
+def root_tickers(root: Path | str) -> list[str]:
+    """The tickers that have a root under ``ROOT/tickers/`` (none when it is not a fleet root)."""
+    tickers = Path(root) / "tickers"
+    return sorted(p.name for p in tickers.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if tickers.is_dir() else []
+
+
 def page_path(root: Path | str) -> Path:
     return Path(root) / "fleet.html"
 
@@ -172,7 +179,7 @@ def ticker_row(root: Path | str, ticker: str, night: dict | None = None) -> dict
 def fleet_rows(root: Path | str, tickers: list[str] | None = None) -> list[dict]:
     root = Path(root)
     if tickers is None:
-        tickers = sorted(p.name for p in (root / "tickers").iterdir() if p.is_dir()) if (root / "tickers").is_dir() else []
+        tickers = root_tickers(root)
     return [ticker_row(root, t) for t in tickers]
 
 

@@ -116,10 +116,6 @@ def is_fleet_root(root: Path) -> bool:
     return (Path(root) / "tickers").is_dir() and not (Path(root) / "published").is_dir()
 
 
-def fleet_tickers(root: Path) -> list[str]:
-    return sorted(p.name for p in (Path(root) / "tickers").iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def make_server(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> ThreadingHTTPServer:
     """A server for ``ROOT/published``, or for a fleet root (port 0: any free port;
     ``server.server_address`` has it)."""
@@ -140,13 +136,14 @@ def server_url(server: ThreadingHTTPServer, host: str) -> str:
 def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Serve until interrupted; while up, record the URL in ``ROOT/state/serve.json`` for the links."""
     from spywatch.atomic import atomic_write_json
+    from spywatch.fleet import root_tickers, ticker_root
 
     root = Path(root).expanduser().resolve()
     server = make_server(root, host, port)
     url = server_url(server, host)
     since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     # where each root's published/ is reachable: the root itself, or every ticker root of a fleet
-    served = ({root / "tickers" / t: f"{url}/tickers/{quote(t)}/published" for t in fleet_tickers(root)}
+    served = ({ticker_root(root, t): f"{url}/tickers/{quote(t)}/published" for t in root_tickers(root)}
               if is_fleet_root(root) else {root: url})
     for troot, base in served.items():
         record = state_path(troot)
