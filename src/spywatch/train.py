@@ -16,7 +16,7 @@ from torch import nn
 
 from spywatch.model import (PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, PatchTSTStack,
                             attention_entropy_ratio, stackable, start_at_prior)
-from spywatch.training_record import TrainingRecorder, freeze, init_readings, log_loss_per_horizon
+from spywatch.training_record import TrainingRecorder, freeze, init_readings, log_loss_per_horizon, spread
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ def _evidence(rec: TrainingRecorder, model: nn.Module, train: Windows, watch: Wi
     it learned more than the prior."""
     if not rec.enabled:
         return [None] * k
-    pick = np.linspace(0, len(train) - 1, min(len(train), FIT_SAMPLE)).astype(int)
+    pick = spread(len(train), FIT_SAMPLE)
     X, y = torch.from_numpy(train.X[pick]), torch.from_numpy(train.y[pick])
     _, fit_loss = _eval_losses(model, X, y, loss_fn, 4096, False, k)  # the model is back on the CPU
     return rec.finish(watch.y if watch is not None else None, train.y, fit_loss, train.y[pick])

@@ -21,8 +21,9 @@ HEALTHY = "healthy"
 # the most specific cause to the symptom: a NaN loss makes every other reading meaningless; one
 # group's exploding gradient takes the whole clipped update; a group no gradient reaches also
 # does not update; weights that do not move leave the model at its init; a positional encoding
-# louder than the content at init can keep the model from reading it; and a loss that never gets below the prior's is what all of them end in (the original
-# audit met it first, "the model IS learning: it learns the class prior", and reasoned back).
+# louder than the content at init can keep the model from reading it; and a loss that never gets
+# below the prior's is what all of them end in (the original audit met it first, "the model IS
+# learning: it learns the class prior", and reasoned back).
 FINDINGS = ("diverged", "exploding_gradients", "dead_layers", "no_update", "pos_dominates_at_init",
             "learned_prior_only")
 

@@ -63,12 +63,17 @@ def prior_log_loss(y: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0)
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """``min(n, k)`` indices spread evenly over ``range(n)``, the first and the last included."""
+    return np.linspace(0, n - 1, min(n, k)).astype(int)
+
+
 @torch.no_grad()
 def init_readings(member: nn.Module, X: np.ndarray, y: np.ndarray) -> dict:
     """What the untrained model predicts on 1,024 windows spread evenly over the fit span: the
     spread and mean of its probabilities, its log loss per horizon, and its pos/content ratio. Eval
     mode: no dropout, so no random numbers are drawn (the training that follows is unchanged)."""
-    pick = np.linspace(0, len(X) - 1, min(len(X), 1024)).astype(int)
+    pick = spread(len(X), 1024)
     X, y = X[pick], y[pick]
     sample = torch.from_numpy(np.ascontiguousarray(X))
     was = member.training
