@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from machine import machine  # noqa: E402
-from train_timing import DATA, spans  # noqa: E402
+from train_timing import DATA, retrain_at  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.audit import metrics_by_horizon  # noqa: E402
-from spywatch.bundle import FitSpec, fit_bundle  # noqa: E402
 from spywatch.dataset import build_table  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
-from spywatch.policy import FitSettings  # noqa: E402
 from spywatch.train import TrainConfig, predict_members  # noqa: E402
 
 RUNS = {"cpu": ("cpu", False), "cuda_fp32": ("cuda", False), "cuda_bf16": ("cuda", True)}
@@ -46,13 +43,8 @@ AUC_TOLERANCE, PROBA_TOLERANCE = 0.01, 0.05
 
 
 def run(table, device: str, amp: bool, epochs: int | None = None) -> tuple[dict, np.ndarray]:
-    train_end, scored = spans(table, "eval")
-    spec = FitSpec(train_end=str(train_end.date()), members=FitSettings().members,
-                   **({"epochs": epochs} if epochs else {}))
-    t0 = time.perf_counter()
-    bundle = fit_bundle(table, spec, TrainConfig(device=device, amp=amp))
-    wall = time.perf_counter() - t0
-    w = bundle.windows(table, *scored).labelled()
+    bundle, w, _, wall = retrain_at(table, "eval", TrainConfig(device=device, amp=amp),
+                                    **({"epochs": epochs} if epochs else {}))
     proba = predict_members(bundle.model, w.X).mean(axis=0)
     names = table.targets_config.names
     m = metrics_by_horizon(w.y, proba, names)

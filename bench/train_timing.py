@@ -72,17 +72,24 @@ def spans(table, period: str) -> tuple[pd.Timestamp, tuple[pd.Timestamp, pd.Time
     return idx[hold_start - h - 1], (idx[pos_t + 1], idx[min(len(idx) - 1, pos_t + HOLDOUT)])
 
 
+def retrain_at(table, period: str, train: TrainConfig, **spec):
+    """What a retrain at T = ``period`` trains (``fit_bundle``, the full recipe, ``FitSettings().members``
+    members; ``spec``: other FitSpec fields), and the labelled windows of the span it is scored on:
+    (bundle, windows, scored span, fit_bundle's wall seconds)."""
+    train_end, scored = spans(table, period)
+    t0 = time.perf_counter()
+    bundle = fit_bundle(table, FitSpec(train_end=str(train_end.date()), members=FitSettings().members, **spec), train)
+    wall = time.perf_counter() - t0
+    return bundle, bundle.windows(table, *scored).labelled(), scored, wall
+
+
 def run_one(table, period: str, variant: str, device: str) -> dict:
     stacked, overrides = VARIANTS[variant]
-    train_end, scored = spans(table, period)
     members = FitSettings().members
-    spec = FitSpec(train_end=str(train_end.date()), members=members, model=overrides)
-    t0 = time.perf_counter()
     # as these rows were recorded: before the output bias started at the prior and before the
     # training audit (bench/training_audit.py measures both against this)
-    bundle = fit_bundle(table, spec, TrainConfig(stacked=stacked, device=device, prior_bias=False, record=False))
-    wall = time.perf_counter() - t0
-    w = bundle.windows(table, *scored).labelled()
+    bundle, w, scored, wall = retrain_at(table, period, TrainConfig(stacked=stacked, device=device, prior_bias=False,
+                                                                    record=False), model=overrides)
     t1 = time.perf_counter()
     member_proba = predict_members(bundle.model, w.X)
     predict_s = time.perf_counter() - t1
@@ -139,18 +146,19 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def paired(runs: list[dict], variant: str, periods: tuple[str, ...]) -> dict | None:
-    """Variant minus reference, mean AUC over h1/h3/h5, on the same scored sessions: a paired block
-    bootstrap (blocks of 10 sessions; the tuning periods' sessions are concatenated in time order)."""
+def paired(runs: list[dict], variant: str, periods: tuple[str, ...], b: str = "reference") -> dict | None:
+    """Variant minus ``b``, mean AUC over h1/h3/h5, on the same scored sessions: a paired block
+    bootstrap (blocks of 10 sessions; the tuning periods' sessions are concatenated in time order).
+    Rows carry "variant", "period", "dates", "y" and the ensemble's "proba"."""
     rows = {(r["variant"], r["period"]): r for r in runs}
-    if not all((v, p) in rows for v in (variant, "reference") for p in periods):
+    if not all((v, p) in rows for v in (variant, b) for p in periods):
         return None
     pick = lambda v, key: np.concatenate([np.asarray(rows[(v, p)][key], dtype="float64") for p in periods])  # noqa: E731
-    dates = [d for p in periods for d in rows[("reference", p)]["dates"]]
+    dates = [d for p in periods for d in rows[(b, p)]["dates"]]
     if list(dates) != [d for p in periods for d in rows[(variant, p)]["dates"]]:
-        raise ValueError(f"{variant} and reference were scored on different sessions")
-    c = compare(pick("reference", "y"), pick(variant, "proba"), pick("reference", "proba"), ["h1", "h3", "h5"],
-                pd.to_datetime(dates), "mean_auc", bootstrap_config(5, 2000), a=variant, b="reference")
+        raise ValueError(f"{variant} and {b} were scored on different sessions")
+    c = compare(pick(b, "y"), pick(variant, "proba"), pick(b, "proba"), ["h1", "h3", "h5"],
+                pd.to_datetime(dates), "mean_auc", bootstrap_config(5, 2000), a=variant, b=b)
     return {"estimate": round(c.estimate, 4), "ci": [round(c.ci_low, 4), round(c.ci_high, 4)],
             "p_better": round(c.p_a_better, 3), "n_sessions": c.n_sessions}
 

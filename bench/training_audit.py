@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,13 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import machine  # noqa: E402
-from train_timing import PERIODS, TUNING, spans  # noqa: E402
+from train_timing import PERIODS, TUNING, paired, retrain_at  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.audit import metrics_by_horizon  # noqa: E402
-from spywatch.bundle import FULL_EPOCHS, FitSpec, fit_bundle  # noqa: E402
-from spywatch.comparison import compare  # noqa: E402
+from spywatch.bundle import FULL_EPOCHS  # noqa: E402
 from spywatch.dataset import build_table  # noqa: E402
-from spywatch.evaluate import ORIGINAL_MODEL, ORIGINAL_TRAIN, bootstrap_config, model_inputs  # noqa: E402
+from spywatch.evaluate import ORIGINAL_MODEL, ORIGINAL_TRAIN, model_inputs  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 from spywatch.model import PatchTSTConfig  # noqa: E402
 from spywatch.policy import FitSettings  # noqa: E402
@@ -111,10 +109,7 @@ VARIANTS = {"audited": {}, "unrecorded": {"record": False}, "no_prior_bias": {"r
 
 
 def run_fit(table, period: str, variant: str) -> dict:
-    train_end, scored = spans(table, period)
-    spec = FitSpec(train_end=str(train_end.date()), members=FitSettings().members)
-    bundle = fit_bundle(table, spec, TrainConfig(**VARIANTS[variant]))
-    w = bundle.windows(table, *scored).labelled()
+    bundle, w, _, _ = retrain_at(table, period, TrainConfig(**VARIANTS[variant]))
     proba = predict_members(bundle.model, w.X).mean(axis=0)
     ens = metrics_by_horizon(w.y, proba, NAMES)
     training = bundle.metrics.get("training")
@@ -122,16 +117,6 @@ def run_fit(table, period: str, variant: str) -> dict:
             "n_fit": bundle.metrics["samples"]["fit"], "mean_auc": statistics.mean(ens[h]["auc"] for h in NAMES),
             "verdict": training["verdict"] if training else None,
             "dates": [str(d.date()) for d in w.dates], "y": w.y.tolist(), "proba": np.round(proba, 7).tolist()}
-
-
-def paired(fits: list[dict], a: str, b: str, periods: tuple[str, ...]) -> dict:
-    rows = {(r["variant"], r["period"]): r for r in fits}
-    pick = lambda v, key: np.concatenate([np.asarray(rows[(v, p)][key], dtype="float64") for p in periods])  # noqa: E731
-    dates = pd.to_datetime([d for p in periods for d in rows[(b, p)]["dates"]])
-    c = compare(pick(b, "y"), pick(a, "proba"), pick(b, "proba"), NAMES, dates, "mean_auc",
-                bootstrap_config(5, 2000), a=a, b=b)
-    return {"estimate": round(c.estimate, 4), "ci": [round(c.ci_low, 4), round(c.ci_high, 4)],
-            "p_better": round(c.p_a_better, 3), "n_sessions": c.n_sessions}
 
 
 def summarise(fits: list[dict]) -> dict:
@@ -150,8 +135,8 @@ def summarise(fits: list[dict]) -> dict:
             "overhead_mean": round(statistics.mean(ratios) - 1, 4) if ratios else None,
             "recorded_and_unrecorded_predict_the_same": same,
             "verdicts": sorted({r["verdict"] for r in aud}),
-            "prior_bias_vs_layer_init": {"tuning": paired(fits, "unrecorded", "no_prior_bias", TUNING),
-                                         "eval": paired(fits, "unrecorded", "no_prior_bias", ("eval",))},
+            "prior_bias_vs_layer_init": {"tuning": paired(fits, "unrecorded", TUNING, b="no_prior_bias"),
+                                         "eval": paired(fits, "unrecorded", ("eval",), b="no_prior_bias")},
             "mean_auc": {v: {p: round(statistics.mean(r["mean_auc"] for r in by(v) if r["period"] == p), 4)
                              for p in PERIODS} for v in VARIANTS}}
 
