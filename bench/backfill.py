@@ -7,7 +7,7 @@ Forest refitted at every step.
     .venv/bin/python bench/backfill.py --prefect            # the same, as the Prefect `backfill` flow
     .venv/bin/python bench/backfill.py --tiny --end 2022-06-30
 
-The data is read in place from shared/data/spy_daily.csv (``csv:PATH``; never copied into the
+The data is read in place from data/spy_daily.csv (``csv:PATH``; never copied into the
 repo). The root (store, registry, published nights) goes to bench/out/backfill (not committed);
 the table to bench/results/backfill.md (+ .json). Each step's row is written as it finishes
 (bench/out/backfill/policy/), so a long run can be watched. Each retrain with the default model
@@ -34,7 +34,7 @@ TINY = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "spy_daily.csv")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "spy_daily.csv")
     parser.add_argument("--start", default="2022-01-01")
     parser.add_argument("--end", default="2024-12-31")
     parser.add_argument("--frequency", default="monthly", choices=("monthly", "weekly", "daily"))

@@ -49,7 +49,7 @@ from spywatch.decision import cusum  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 from spywatch.train import TrainConfig, predict_proba  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 FIT_ENDS = [f"{y}-12-31" for y in range(2004, 2023, 2)]
 TURBULENT_YEARS = (2008, 2009, 2020, 2022)
 ALLOWANCES = (0.0, 0.005, 0.01, 0.02, 0.03)

@@ -65,7 +65,7 @@ from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.features import FEATURES, compute_features  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "spy_daily.csv"
+DATA = REPO / "data" / "spy_daily.csv"
 THRESHOLDS = REPO / "src" / "spywatch" / "drift_thresholds.json"
 RESULTS = HERE / "results" / "drift_calibration"
 

@@ -39,7 +39,7 @@ def markdown(doc: dict) -> str:
         f"- machine: {doc['machine']['cpu']}, {doc['machine']['host_cores']} cores, CPU only (shared with other work: "
         f"1-minute load average {doc['load_average_1m']['before']:.1f} at the start, "
         f"{doc['load_average_1m']['after']:.1f} at the end)",
-        "- data: `shared/data/spy_daily.csv` read in place (real SPY 1993-2024); features from `spywatch.features`",
+        "- data: `data/spy_daily.csv` read in place (real SPY 1993-2024); features from `spywatch.features`",
         f"- (a) in-distribution: each year of {REF_START[:4]}-{REF_END[:4]} is held out of the {REF_START[:4]}-{REF_END[:4]} "
         f"reference in turn and its {WINDOW}-session windows (stride {STRIDE}) are tested against the rest. "
         f"Selection split = even years ({doc['selection_split']['windows']} windows), report split = odd years "

@@ -41,7 +41,7 @@ from spywatch.drift import (  # noqa: E402
 from spywatch.features import compute_features  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 RESULTS = HERE / "results" / "drift_timing"
 BUDGET_S = 3.0
 

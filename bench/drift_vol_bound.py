@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from machine import machine  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 OUT = HERE / "results" / "drift_vol_bound"
 WINDOW, STRIDE, PAST = 60, 10, 250
 FAULTS = (1.5, 2.0, 3.0)

@@ -30,7 +30,7 @@ from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.evaluate import ORIGINAL_MODEL, ORIGINAL_TRAIN, EvalConfig, Split, evaluate, format_report  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 SPLIT = Split(train_end="2021-12-31", val_start="2016-01-01", test_start="2022-01-01", test_end="2024-12-31")
 
 

@@ -39,7 +39,7 @@ from spywatch.dataset import build_table  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 from spywatch.train import TrainConfig, predict_members  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 SESSIONS_T = ("2012-12-31", "2016-12-30", "2020-12-31")
 HOLDOUT = 250
 # name -> (FitSpec overrides, seeds, fitted up to the holdout too, periods (None: all)). full_16 and

@@ -1,6 +1,6 @@
 """What one machine does for a fleet: the nightly-fleet flow on 1, 4 and all 13 tickers.
 
-SPY (``shared/data/spy_daily.csv``) and the 12 ETFs of ``shared/data/etf/`` are read in place
+SPY (``data/spy_daily.csv``) and the 12 ETFs of ``data/etf/`` are read in place
 through a ``csv-dir`` folder of links (made under bench/out, not committed). For each fleet size:
 a first night with no champions (every ticker trains its own: the default model and policy,
 inline) on 2024-11-29, then the next night (2024-12-31) on the same roots, each as one run of the
@@ -30,7 +30,7 @@ from machine import machine  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 ORDER = ["SPY", "QQQ", "IWM", "DIA", "EFA", "EEM", "TLT", "GLD", "XLK", "XLF", "XLE", "XLV", "XLU"]
 NIGHTS = ("2024-11-29", "2024-12-31")
 

@@ -36,7 +36,7 @@ prepare)
             --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
             --platform manylinux1_x86_64 --platform any)
     rm -rf "$DEV" && mkdir -p "$DEV/core" "$DEV/prefect"
-    cp ../shared/data/spy_daily.csv "$DEV/"
+    cp data/spy_daily.csv "$DEV/"
     $venv -m pip download -q --no-deps "${target[@]}" -d "$DEV/core" "pandas==$pandas" pytz tzdata
     $venv -m pip download -q "${target[@]}" -d "$DEV/prefect" "prefect==$prefect"
     # What the device image has already (its package list), left out so the carried tree stays under 64 MiB;

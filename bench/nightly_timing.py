@@ -43,7 +43,7 @@ SPLIT = re.compile(r"wall time: ([\d.]+) s = Prefect start and imports ([\d.]+) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "spy_daily.csv")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "spy_daily.csv")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "nightly_timing")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "nightly_timing.md")

@@ -37,7 +37,7 @@ POLICIES = ("never", "calendar", "default", "legacy")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=f"csv:{REPO.parent / 'shared' / 'data' / 'spy_daily.csv'}")
+    parser.add_argument("--source", default=f"csv:{REPO / 'data' / 'spy_daily.csv'}")
     parser.add_argument("--start", default="2015-01-01")
     parser.add_argument("--end", default="2024-12-31")
     parser.add_argument("--frequency", default="monthly", choices=("monthly", "weekly", "daily"))

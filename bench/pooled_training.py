@@ -43,7 +43,7 @@ from spywatch.model import PatchTSTConfig  # noqa: E402
 from spywatch.policy import FitSettings  # noqa: E402
 from spywatch.train import TrainConfig, Windows, make_windows, predict_members, train_ensemble  # noqa: E402
 
-SHARED = HERE.parent.parent / "shared" / "data"
+SHARED = HERE.parent / "data"
 ETFS = ["QQQ", "IWM", "DIA", "EFA", "EEM", "TLT", "GLD", "XLK", "XLF", "XLE", "XLV", "XLU"]
 SPLIT = Split(train_end="2021-12-31", test_start="2022-01-01", test_end="2024-12-31")
 LOOKBACK = 20

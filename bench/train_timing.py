@@ -45,7 +45,7 @@ from spywatch.market_data import read_bars_csv  # noqa: E402
 from spywatch.policy import FitSettings  # noqa: E402
 from spywatch.train import TrainConfig, predict_members  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 PERIODS = {"2012": "2012-12-31", "2016": "2016-12-30", "2020": "2020-12-31", "eval": "2021-12-31"}
 TUNING = ("2012", "2016", "2020")
 HOLDOUT = 250

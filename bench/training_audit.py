@@ -43,7 +43,7 @@ from spywatch.policy import FitSettings  # noqa: E402
 from spywatch.train import TrainConfig, Windows, make_windows, predict_members, train_ensemble  # noqa: E402
 from spywatch.training_audit import TrainingThresholds, training_section  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 NAMES = ["h1", "h3", "h5"]
 FIT_END, HOLDOUT = "2016-12-21", ("2017-01-03", "2017-12-29")
 ENCODER = ("patch_embedding", "positional_encoding", "layer_0")

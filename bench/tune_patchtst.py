@@ -21,7 +21,7 @@ from spywatch.market_data import read_bars_csv
 from spywatch.model import PatchTSTConfig
 from spywatch.train import TrainConfig, make_windows, predict_proba, train_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "spy_daily.csv"
+DATA = Path(__file__).resolve().parents[1] / "data" / "spy_daily.csv"
 SPLIT = Split(train_end="2021-12-31", val_start="2016-01-01", test_start="2022-01-01", test_end="2024-12-31")
 
 VARIANTS: dict[str, tuple[dict, dict]] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-DATA = HERE.parent.parent / "shared" / "data" / "spy_daily.csv"
+DATA = HERE.parent / "data" / "spy_daily.csv"
 AS_OF = "2024-12-31"
 TRAIN_END = "2016-12-30"
 GOAL_S = 2.0
@@ -107,7 +107,7 @@ def main() -> None:
         "",
         f"Machine: {info['cpu']}, {info['host_cores']} cores (shared with other work), "
         f"Python {info['python']}, {info['platform']}; git {info.get('git', '?')}; {info['date']}.",
-        f"Data: shared/data/spy_daily.csv (1993-01-29..2024-12-31), as-of {AS_OF}; "
+        f"Data: data/spy_daily.csv (1993-01-29..2024-12-31), as-of {AS_OF}; "
         f"features scaler fitted on ..{TRAIN_END}. {args.repeats} repeats, seconds.",
         "",
         "| step | median | min | max |",

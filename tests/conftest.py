@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SPY_CSV = REPO.parent / "shared" / "data" / "spy_daily.csv"
+SPY_CSV = REPO / "data" / "spy_daily.csv"
 
 
 @pytest.fixture(scope="session")
 def spy_csv() -> Path:
     if not SPY_CSV.exists():
-        pytest.fail(f"real SPY data expected at {SPY_CSV} (shared/data beside the checkout)")
+        pytest.fail(f"real SPY data expected at {SPY_CSV} (the project carries it under data/)")
     return SPY_CSV
 
 

@@ -1,6 +1,6 @@
 """``spywatch drift``: test a window of features against the training reference, write HTML + JSON.
 
-    spywatch drift --data shared/data/spy_daily.csv --reference-end 2016-12-31 \
+    spywatch drift --data data/spy_daily.csv --reference-end 2016-12-31 \
         --current-start 2020-02-01 --current-end 2020-04-30
 
 The current window is the last ``--window`` (default: the calibrated 60) complete sessions in

@@ -7,7 +7,7 @@ lock), so nights of different tickers never share a file and run in parallel; th
 
 A fleet file (``fleet.yaml``) lists the tickers and per-ticker overrides::
 
-    source: csv-dir:../shared/data/etf     # default for every ticker
+    source: csv-dir:data/etf     # default for every ticker
     policy: default
     tickers:
       - QQQ

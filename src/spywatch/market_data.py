@@ -64,7 +64,7 @@ def _window(bars: pd.DataFrame, start: dt.date | None, end: dt.date) -> pd.DataF
 
 @dataclass
 class CsvSource:
-    """A CSV shaped like ``shared/data/spy_daily.csv``: Date, Open, High, Low, Close, Adj Close, Volume."""
+    """A CSV shaped like ``data/spy_daily.csv``: Date, Open, High, Low, Close, Adj Close, Volume."""
 
     path: Path
     name: str = "csv"
@@ -106,7 +106,7 @@ def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
         raise DataFormatError(f"{path}: cannot be parsed as CSV: {exc}") from None
     if "Adj Close" not in raw.columns and {"Open", "High", "Low", "Close"} <= set(raw.columns):
         # An adjusted file (Date, Open, High, Low, Close, Volume: split- and dividend-adjusted prices,
-        # like shared/data/etf/): its Close is the adjusted close.
+        # like data/etf/): its Close is the adjusted close.
         raw["Adj Close"] = raw["Close"]
     missing = [c for c in CSV_COLUMNS if c not in raw.columns]
     if missing:

@@ -14,7 +14,7 @@ from tests.flows.support import REPO, SMALL_EPOCHS, SMALL_MODEL
 
 pytestmark = pytest.mark.integration
 
-ETF = REPO.parent / "shared" / "data" / "etf"
+ETF = REPO / "data" / "etf"
 SESSION = "2024-12-31"
 
 
@@ -25,7 +25,6 @@ def _corrupt_last_bar(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
 def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(prefect_server, tmp_path,
                                                                                   monkeypatch):
     from prefect import get_client
@@ -106,7 +105,6 @@ def _task_runs_named(prefix: str) -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
 def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(prefect_server, tmp_path, monkeypatch):
     import json
 
@@ -138,7 +136,6 @@ def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(
     assert "| QQQ | 3 |" in artifact.data and "| NEW | **failed**: 3 of 3 nights not published" in artifact.data
 
 
-@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
 def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
     import subprocess
     import sys
@@ -172,7 +169,6 @@ def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
     assert missing.returncode == 2 and "is not a fleet root" in missing.stderr
 
 
-@pytest.mark.skipif(not ETF.is_dir(), reason=f"{ETF} missing (the fleet's ETF data, read in place)")
 def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_path):
     import json
     import subprocess

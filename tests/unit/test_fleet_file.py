@@ -12,7 +12,7 @@ from spywatch.fleet import FleetError, load_fleet, parse_fleet
 from spywatch.market_data import CsvDirSource, read_bars_csv, source_from_spec
 
 REPO = Path(__file__).resolve().parents[2]
-ETF = REPO.parent / "shared" / "data" / "etf"
+ETF = REPO / "data" / "etf"
 
 
 def test_the_fleet_file_in_the_repo_loads():
@@ -61,7 +61,6 @@ def test_csv_dir_reads_one_file_per_ticker_and_names_a_missing_one(tmp_path):
         source_from_spec("csv-dir:")
 
 
-@pytest.mark.skipif(not ETF.is_dir(), reason="shared/data/etf missing")
 def test_every_etf_of_the_fleet_data_reads():
     for path in sorted(ETF.glob("*.csv")):
         bars = read_bars_csv(path)
