@@ -18,7 +18,7 @@ import pandas as pd
 from spywatch.artifact import verify_artifact, write_artifact
 from spywatch.atomic import json_bytes
 from spywatch.dataset import FeatureTable
-from spywatch.features import FEATURES, FeatureScaler
+from spywatch.features import FEATURES, SCALINGS, FeatureScaler
 from spywatch.targets import TargetConfig
 
 FILES = ("config.json", "weights.pt", "scaler.json", "metrics.json", "features_suite.json")
@@ -158,8 +158,11 @@ class FitSpec:
     lookback: int = 20
     holdout: tuple[str, str] | None = None  # scored after fitting; its predictions are the drift reference
     model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
+    scaling: str = "standard"  # features.SCALINGS: how the inputs are scaled (features.FeatureScaler)
 
     def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling={self.scaling!r}; expected one of {SCALINGS}")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe={self.recipe!r}; expected one of {RECIPES}")
         if self.epochs < 1 or self.members < 1 or self.val_sessions < 20:
@@ -217,7 +220,7 @@ def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict
         train_config = replace(train_config, max_epochs=spec.epochs)
     first_valid = table.features.dropna().index[0]
     periods = fit_periods(table.index, first_valid, spec, table.targets_config.max_horizon)
-    scaler = FeatureScaler.fit(table.features.loc[periods.fit[0]:periods.fit[1], list(FEATURES)])
+    scaler = FeatureScaler.fit(table.features.loc[periods.fit[0]:periods.fit[1], list(FEATURES)], kind=spec.scaling)
     inputs = scaler.transform(table.features.loc[:, list(FEATURES)])
     win = lambda span: make_windows(inputs, table.targets, spec.lookback, *span).labelled()  # noqa: E731
     fit_w = win(periods.fit)

@@ -47,6 +47,9 @@ WARMUP_SESSIONS = 252
 # The raw, unnormalised inputs of the original study; shown for contrast, never fed to a model.
 RAW_COLUMNS: tuple[str, ...] = ("Close", "MACD", "ATR", "RSI", "Volume")
 QUANTILES = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
+SCALINGS = ("standard", "quantile")
+# Knots of the quantile scaling: the fit span's quantiles at (i + 0.5) / QUANTILE_KNOTS.
+QUANTILE_KNOTS = 200
 
 
 def _wilder(x: pd.Series, n: int) -> pd.Series:
@@ -124,8 +127,14 @@ class FeatureStats:
 class FeatureScaler:
     """Per-feature training statistics: the scaler, the drift reference and the validation bounds.
 
-    Fitted on the training period only; ``transform`` gives training-std units, clipped at
+    Fitted on the training period only. ``kind="standard"``: ``transform`` gives training-std
+    units. ``kind="quantile"``: each feature through its fit span's empirical distribution to a
+    normal score (piecewise linear between ``QUANTILE_KNOTS`` quantiles), so the common range of a
+    skewed feature (volatility on ordinary days, squeezed near -0.5 std by the standard scaling) is
+    spread over the inputs as evenly as the rare days; beyond the fit span's outer knots the score
+    goes on in training-std units, so an extreme day stays extreme. Both are clipped at
     +-``clip`` so a wild input cannot dominate a batch (the audit still sees the unclipped shift).
+    Drift, validation and the shift table read ``stats`` (mean, std, bounds) whatever the kind.
     """
 
     stats: dict[str, FeatureStats]
@@ -133,13 +142,17 @@ class FeatureScaler:
     train_end: str
     n_rows: int
     clip: float = 10.0
+    kind: str = "standard"
+    knots: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] | None = None  # quantile: (values, scores)
 
     @property
     def features(self) -> list[str]:
         return list(self.stats)
 
     @classmethod
-    def fit(cls, features: pd.DataFrame, clip: float = 10.0) -> FeatureScaler:
+    def fit(cls, features: pd.DataFrame, clip: float = 10.0, kind: str = "standard") -> FeatureScaler:
+        if kind not in SCALINGS:
+            raise ValueError(f"scaling={kind!r}; expected one of {SCALINGS}")
         frame = features.dropna()
         if len(frame) < 50:
             raise ValueError(f"need at least 50 complete training rows to fit the scaler, got {len(frame)}")
@@ -154,8 +167,11 @@ class FeatureScaler:
                 mean=float(x.mean()), std=std, min=float(x.min()), max=float(x.max()),
                 quantiles={f"q{q:g}": float(np.quantile(x, q)) for q in QUANTILES},
                 lower_bound=lo, upper_bound=hi)
+        knots = {col: _quantile_knots(frame[col].to_numpy(dtype="float64")) for col in frame.columns} \
+            if kind == "quantile" else None
         return cls(stats=stats, train_start=frame.index[0].date().isoformat(),
-                   train_end=frame.index[-1].date().isoformat(), n_rows=len(frame), clip=clip)
+                   train_end=frame.index[-1].date().isoformat(), n_rows=len(frame), clip=clip, kind=kind,
+                   knots=knots)
 
     def transform(self, features: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in self.stats if c not in features.columns]
@@ -163,7 +179,9 @@ class FeatureScaler:
             raise ValueError(f"features lack column(s) {missing} the scaler was fitted on")
         out = pd.DataFrame(index=features.index)
         for col, s in self.stats.items():
-            out[col] = ((features[col] - s.mean) / s.std).clip(-self.clip, self.clip)
+            x = features[col].to_numpy(dtype="float64")
+            z = (x - s.mean) / s.std if self.knots is None else _quantile_score(x, *self.knots[col], s.std)
+            out[col] = np.clip(z, -self.clip, self.clip)
         return out
 
     def shift_std(self, features: pd.DataFrame) -> dict[str, float]:
@@ -172,15 +190,26 @@ class FeatureScaler:
 
     def to_dict(self) -> dict:
         # JSON objects are written with sorted keys: the column order the model was trained on is kept apart.
-        return {"train_start": self.train_start, "train_end": self.train_end, "n_rows": self.n_rows,
-                "clip": self.clip, "order": list(self.stats), "features": {k: v.__dict__ for k, v in self.stats.items()}}
+        out = {"train_start": self.train_start, "train_end": self.train_end, "n_rows": self.n_rows,
+               "clip": self.clip, "order": list(self.stats), "features": {k: v.__dict__ for k, v in self.stats.items()}}
+        if self.kind != "standard":  # a standard scaler's file stays as it was before the quantile kind
+            out["kind"] = self.kind
+            out["knots"] = {k: {"values": list(v), "scores": list(sc)} for k, (v, sc) in self.knots.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureScaler:
         order = d.get("order") or list(d["features"])
+        kind = d.get("kind", "standard")
+        if kind not in SCALINGS:
+            raise ValueError(f"scaler kind {kind!r} unknown; expected one of {SCALINGS}")
+        knots = None
+        if kind == "quantile":
+            knots = {k: (tuple(float(v) for v in d["knots"][k]["values"]),
+                         tuple(float(v) for v in d["knots"][k]["scores"])) for k in order}
         return cls(stats={k: FeatureStats(**d["features"][k]) for k in order},
                    train_start=d["train_start"], train_end=d["train_end"], n_rows=d["n_rows"],
-                   clip=d.get("clip", 10.0))
+                   clip=d.get("clip", 10.0), kind=kind, knots=knots)
 
     def save(self, path: Path) -> Path:
         return atomic_write_json(path, self.to_dict())
@@ -188,6 +217,28 @@ class FeatureScaler:
     @classmethod
     def load(cls, path: Path) -> FeatureScaler:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _quantile_knots(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(values, normal scores) of the quantile scaling: the fit span's quantiles at (i + 0.5) / K;
+    a value repeated over several levels (a bounded feature's mass at its bound) keeps their mean score."""
+    from statistics import NormalDist
+
+    levels = (np.arange(QUANTILE_KNOTS) + 0.5) / QUANTILE_KNOTS
+    values = np.quantile(x, levels)
+    scores = np.array([NormalDist().inv_cdf(float(u)) for u in levels])
+    unique, inverse = np.unique(values, return_inverse=True)
+    mean_scores = np.bincount(inverse, weights=scores) / np.bincount(inverse)
+    return tuple(float(v) for v in unique), tuple(float(v) for v in mean_scores)
+
+
+def _quantile_score(x: np.ndarray, values, scores, std: float) -> np.ndarray:
+    """Piecewise linear between the knots; beyond the outer knots, on in training-std units."""
+    values, scores = np.asarray(values), np.asarray(scores)
+    z = np.interp(x, values, scores)
+    z = np.where(x < values[0], scores[0] + (x - values[0]) / std, z)
+    z = np.where(x > values[-1], scores[-1] + (x - values[-1]) / std, z)
+    return np.where(np.isnan(x), np.nan, z)
 
 
 # ----------------------------------------------------------------------------- shift table

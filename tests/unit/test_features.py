@@ -99,3 +99,38 @@ def test_features_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     rc = main(["features", "--data", str(bad), "--train-end", "2016-12-31", "--test-start", "2022-01-01"])
     assert rc == 2
     assert "missing column(s) ['Volume']" in capsys.readouterr().err
+
+
+def test_quantile_scaling_spreads_the_common_range_and_keeps_extremes_extreme(spy_csv, tmp_path):
+    from spywatch.market_data import read_bars_csv
+
+    feats = compute_features(read_bars_csv(spy_csv))[list(FEATURES)]
+    fit = feats.loc[:"2016-12-31"]
+    std, qnt = FeatureScaler.fit(fit), FeatureScaler.fit(fit, kind="quantile")
+    zs, zq = std.transform(fit).dropna(), qnt.transform(fit).dropna()
+    # on the fit span a quantile-scaled feature is close to a standard normal: median 0, quartiles +-0.67
+    for col in ("vol_20", "range_pct", "atr_14_pct"):
+        assert abs(zq[col].median()) < 0.02
+        assert zq[col].quantile(0.75) - zq[col].quantile(0.25) == pytest.approx(1.349, abs=0.02)
+        # the standard scaling squeezes the skewed feature's common half into a narrower band
+        assert zs[col].quantile(0.75) - zs[col].quantile(0.25) < 1.1
+    # monotone: the order of the days is the order of the raw feature
+    for col in FEATURES:
+        raw, scored = fit[col].dropna(), zq[col]
+        assert (np.diff(scored.loc[raw.sort_values(kind="mergesort").index].to_numpy()) >= -1e-12).all(), col
+    # beyond the fit span's range the score goes on in training-std units: March 2020 against a
+    # scaler fitted on the calm 2012-2016 stays extreme
+    qnt = FeatureScaler.fit(feats.loc["2012-01-01":"2016-12-31"], kind="quantile")
+    assert feats.loc["2020-03-16", "vol_20"] > max(qnt.knots["vol_20"][0])
+    crash = qnt.transform(feats.loc["2020-03-16":"2020-03-16"])["vol_20"].iloc[0]
+    top = max(qnt.knots["vol_20"][1])
+    expected = top + (feats.loc["2020-03-16", "vol_20"] - max(qnt.knots["vol_20"][0])) / qnt.stats["vol_20"].std
+    assert crash == pytest.approx(min(expected, qnt.clip)) and crash > top + 1
+    # the file round-trips; a standard scaler's file has no quantile keys (files written before read alike)
+    qnt.save(tmp_path / "q.json")
+    again = FeatureScaler.load(tmp_path / "q.json")
+    assert again.kind == "quantile"
+    pd.testing.assert_frame_equal(again.transform(feats), qnt.transform(feats))
+    assert "kind" not in std.to_dict() and "knots" not in std.to_dict()
+    with pytest.raises(ValueError, match="scaling='rank'"):
+        FeatureScaler.fit(fit, kind="rank")
