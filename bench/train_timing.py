@@ -60,14 +60,14 @@ VARIANTS = {
 }
 
 
-def spans(table, period: str) -> tuple[pd.Timestamp, tuple[pd.Timestamp, pd.Timestamp]]:
-    """(train_end, scored span) for a retrain at T: as bench/fit_window.py (gated recipe); ``eval``
-    fits through 2021 (an embargo before 2022) and is scored on 2022-2024."""
+def spans(table, period: str, periods: dict[str, str] = PERIODS) -> tuple[pd.Timestamp, tuple[pd.Timestamp, pd.Timestamp]]:
+    """(train_end, scored span) for a retrain at T = ``periods[period]``: as bench/fit_window.py
+    (gated recipe); ``eval`` fits through 2021 (an embargo before 2022) and is scored on 2022-2024."""
     idx, h = table.index, table.targets_config.max_horizon
     if period == "eval":
         first = int(idx.searchsorted(pd.Timestamp("2022-01-01")))
         return idx[first - h - 1], (idx[first], idx[int(idx.searchsorted(pd.Timestamp("2024-12-31"), "right")) - 1])
-    pos_t = int(idx.get_loc(pd.Timestamp(PERIODS[period])))
+    pos_t = int(idx.get_loc(pd.Timestamp(periods[period])))
     hold_start = pos_t - h - HOLDOUT + 1
     return idx[hold_start - h - 1], (idx[pos_t + 1], idx[min(len(idx) - 1, pos_t + HOLDOUT)])
 

@@ -8,7 +8,8 @@ document as a secret (masked in the UI); it is never in this repository.
 
 Automations (names start with ``spywatch:``; re-running this script replaces them):
 
-- drift detected, collapse detected, model promoted, validation failed: the ``spywatch.*``
+- drift detected, collapse detected, champion lagging the baseline, model promoted, challenger
+  training unhealthy, validation failed: the ``spywatch.*``
   events the nightly flow emits on ``spywatch.model.<TICKER>``, numbers from their payload;
 - a flow run of nightly/retrain/backfill Failed or Crashed;
 - no Completed nightly run in 26 hours (proactive; needs the ``nightly/nightly`` deployment, so
@@ -54,6 +55,11 @@ EVENT_ALERTS = (
     Alert("model promoted", "spywatch.model.promoted",
           "spywatch: new champion {{ event.payload.version }} ({{ event.resource.id }})",
           "Promoted at session {{ event.payload.session }}. Gate: {{ event.payload.gate }}. "
+          "Run {{ event.payload.run_id }}."),
+    Alert("champion lagging the baseline", "spywatch.model.lagging",
+          "spywatch: champion {{ event.payload.version }} lags the Random Forest ({{ event.resource.id }})",
+          "At session {{ event.payload.session }} the champion is {{ event.payload.detail }} "
+          "(sessions {{ event.payload.span }}). The default policy retrains on it after its cooldown. "
           "Run {{ event.payload.run_id }}."),
     Alert("challenger training unhealthy", "spywatch.training.unhealthy",
           "spywatch: challenger {{ event.payload.version }} refused on its training ({{ event.resource.id }})",

@@ -88,6 +88,7 @@ class NightAudit(_Strict):
     validation: dict = {}
     drift: dict | None = None
     collapse: dict | None = None
+    health: dict | None = None  # {"verdict": the collapse verdict, "vs_baseline": vs_baseline.BaselineVerdict}
     performance: dict | None = None
     decision: dict | None = None
     retrain: dict | None = None

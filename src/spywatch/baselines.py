@@ -24,27 +24,38 @@ class BaselineConfig:
 
 @dataclass
 class Baselines:
-    """One fitted Random Forest and logistic regression per horizon, and the training prior."""
+    """One fitted Random Forest and logistic regression per horizon, and the training prior; with
+    ``vol_columns``, also a logistic on those columns only (the volatility-only reference)."""
 
     random_forest: list
     logistic: list
     prior: np.ndarray  # (H,)
+    vol_logistic: list | None = None
+    vol_columns: tuple[int, ...] = ()
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """X: (N, C) -> {"random_forest", "logistic", "prior"}: (N, H) probabilities."""
+        """X: (N, C) -> {"random_forest", "logistic", "prior"[, "vol_logistic"]}: (N, H) probabilities."""
         rf = np.column_stack([m.predict_proba(X)[:, 1] for m in self.random_forest])
         lr = np.column_stack([m.predict_proba(X)[:, 1] for m in self.logistic])
-        return {"random_forest": rf, "logistic": lr, "prior": np.tile(self.prior, (len(X), 1))}
+        out = {"random_forest": rf, "logistic": lr, "prior": np.tile(self.prior, (len(X), 1))}
+        if self.vol_logistic is not None:
+            xv = np.asarray(X)[:, list(self.vol_columns)]
+            out["vol_logistic"] = np.column_stack([m.predict_proba(xv)[:, 1] for m in self.vol_logistic])
+        return out
 
 
-def fit_baselines(X: np.ndarray, y: np.ndarray, config: BaselineConfig = BaselineConfig(), seed: int = 0) -> Baselines:
-    """X: (N, C) features at t; y: (N, H) labels."""
+def fit_baselines(X: np.ndarray, y: np.ndarray, config: BaselineConfig = BaselineConfig(), seed: int = 0,
+                  vol_columns: tuple[int, ...] = ()) -> Baselines:
+    """X: (N, C) features at t; y: (N, H) labels; ``vol_columns``: X's volatility columns, for the
+    volatility-only logistic (none: not fitted)."""
     from sklearn.ensemble import RandomForestClassifier
 
     rfs = [RandomForestClassifier(n_estimators=config.rf_trees, min_samples_leaf=config.rf_min_leaf,
                                   max_features=config.rf_max_features, n_jobs=config.n_jobs,
                                   random_state=seed).fit(X, y[:, h]) for h in range(y.shape[1])]
-    return Baselines(random_forest=rfs, logistic=fit_logistic(X, y, config), prior=y.mean(axis=0))
+    vol = fit_logistic(X[:, list(vol_columns)], y, config) if vol_columns else None
+    return Baselines(random_forest=rfs, logistic=fit_logistic(X, y, config), prior=y.mean(axis=0),
+                     vol_logistic=vol, vol_columns=tuple(vol_columns))
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, config: BaselineConfig = BaselineConfig()) -> list:
@@ -143,6 +154,11 @@ def save_baselines(base: Baselines, path: Path, key: str) -> None:
         arrays.update({f"rf{h}_{k}": getattr(f, k) for k in ("left", "right", "feature", "threshold", "p1")})
         arrays.update({f"lr{h}_mean": g.mean, f"lr{h}_scale": g.scale, f"lr{h}_coef": g.coef,
                        f"lr{h}_intercept": np.array(g.intercept)})
+    for h, lr in enumerate(base.vol_logistic or []):
+        g = LogisticArrays.from_sklearn(lr)
+        arrays.update({f"vl{h}_mean": g.mean, f"vl{h}_scale": g.scale, f"vl{h}_coef": g.coef,
+                       f"vl{h}_intercept": np.array(g.intercept)})
+    arrays["vol_columns"] = np.asarray(base.vol_columns, dtype=np.int64)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
@@ -162,27 +178,33 @@ def load_baselines(path: Path, key: str) -> Baselines | None:
                    for h in range(n)]
             lrs = [LogisticArrays(z[f"lr{h}_mean"], z[f"lr{h}_scale"], z[f"lr{h}_coef"],
                                   float(z[f"lr{h}_intercept"])) for h in range(n)]
-            return Baselines(random_forest=rfs, logistic=lrs, prior=z["prior"].copy())
+            vol_columns = tuple(int(c) for c in z["vol_columns"]) if "vol_columns" in z else ()
+            vls = [LogisticArrays(z[f"vl{h}_mean"], z[f"vl{h}_scale"], z[f"vl{h}_coef"],
+                                  float(z[f"vl{h}_intercept"])) for h in range(n)] if vol_columns else None
+            return Baselines(random_forest=rfs, logistic=lrs, prior=z["prior"].copy(), vol_logistic=vls,
+                             vol_columns=vol_columns)
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
         return None
 
 
 def fit_or_load_baselines(X: np.ndarray, y: np.ndarray, cache: Path | None, tag: str,
-                          config: BaselineConfig = BaselineConfig(), seed: int = 0) -> Baselines:
+                          config: BaselineConfig = BaselineConfig(), seed: int = 0,
+                          vol_columns: tuple[int, ...] = ()) -> Baselines:
     """``fit_baselines``, kept in ``cache`` under a key of (``tag``, the data, the config, the seed)."""
     if cache is None:
-        return fit_baselines(X, y, config, seed)
+        return fit_baselines(X, y, config, seed, vol_columns)
     import hashlib
 
     import sklearn
 
-    h = hashlib.sha256(f"{tag}|{config}|{seed}|sklearn {sklearn.__version__}|{X.shape}|{y.shape}".encode())
+    h = hashlib.sha256(f"{tag}|{config}|{seed}|sklearn {sklearn.__version__}|{X.shape}|{y.shape}|"
+                       f"vol {list(vol_columns)}".encode())
     h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     key = h.hexdigest()
     found = load_baselines(cache, key)
     if found is not None:
         return found
-    base = fit_baselines(X, y, config, seed)
+    base = fit_baselines(X, y, config, seed, vol_columns)
     save_baselines(base, cache, key)
     return base

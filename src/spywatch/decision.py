@@ -21,6 +21,7 @@ class ReasonCode(enum.StrEnum):
     DRIFT = "drift"
     DECAY_FLOOR = "decay_floor"
     DECAY_BASELINE = "decay_baseline"
+    LAGGING = "lagging"
     MAX_AGE = "max_age"
     # notes only: a check that passed or was skipped
     OK = "ok"
@@ -119,8 +120,28 @@ def _aucs(model: str, aucs: Mapping[str, float], skipped: list[str]) -> dict[str
     return out
 
 
+@dataclass(frozen=True)
+class BaselineSignal:
+    """The baseline verdict (``vs_baseline``): the champion minus the Random Forest, mean AUC, paired
+    on the trailing matured sessions, with its interval."""
+
+    verdict: str  # vs_baseline.VERDICTS
+    difference: float | None = None
+    ci: tuple[float, float] | None = None
+    sessions: int = 0
+    phrase: str = ""
+
+    def __post_init__(self) -> None:
+        from spywatch.vs_baseline import VERDICTS
+
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"baseline verdict {self.verdict!r}; expected one of {VERDICTS}")
+        if self.verdict == "lagging" and (self.ci is None or not self.ci[1] < 0):
+            raise ValueError(f"a lagging verdict needs an interval below 0, got {self.ci}")
+
+
 DECAY_TESTS = ("cusum", "mean_auc")
-TRIGGERS = ("collapse", "drift", "decay", "max_age")
+TRIGGERS = ("collapse", "drift", "decay", "lagging", "max_age")
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,11 @@ class RetrainPolicy:
     min_matured: int = 60
     # Retrain at this age even when every metric looks fine: markets move on.
     max_age_days: float = 365.0
+    # "lagging" (the champion's mean AUC below the Random Forest's beyond its interval on the
+    # trailing matured sessions) does not retrain a champion trained or confirmed fewer days ago
+    # than this: the verdict reads a year of sessions and moves slowly, and a refused challenger
+    # confirms the champion, so a champion that keeps lagging is retried once a quarter at most.
+    lagging_cooldown_days: float = 91.0
     # "mean_auc" only: trailing the Random Forest does not retrain a champion trained or confirmed
     # fewer days ago than this (the CUSUM restarts at a confirmation instead).
     decay_cooldown_days: float = 20.0
@@ -180,6 +206,8 @@ class RetrainPolicy:
             raise ValueError(f"max_age_days must be > 0, got {self.max_age_days}")
         if not (math.isfinite(self.decay_cooldown_days) and self.decay_cooldown_days >= 0):
             raise ValueError(f"decay_cooldown_days must be >= 0, got {self.decay_cooldown_days}")
+        if not (math.isfinite(self.lagging_cooldown_days) and self.lagging_cooldown_days >= 0):
+            raise ValueError(f"lagging_cooldown_days must be >= 0, got {self.lagging_cooldown_days}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"triggers": list(self.triggers), "drift_persistence_k": self.drift_persistence_k,
@@ -187,7 +215,7 @@ class RetrainPolicy:
                 "decay_test": self.decay_test, "cusum_allowance": self.cusum_allowance,
                 "cusum_threshold": self.cusum_threshold, "rf_margin": self.rf_margin,
                 "min_matured": self.min_matured, "max_age_days": self.max_age_days,
-                "decay_cooldown_days": self.decay_cooldown_days}
+                "decay_cooldown_days": self.decay_cooldown_days, "lagging_cooldown_days": self.lagging_cooldown_days}
 
 
 @dataclass(frozen=True)
@@ -238,7 +266,7 @@ class RetrainDecision:
 
 def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
            performance: PerformanceSignal | None, model_age: float | None,
-           policy: RetrainPolicy) -> RetrainDecision:
+           policy: RetrainPolicy, baseline: BaselineSignal | None = None) -> RetrainDecision:
     """Should tonight's run retrain? Pure: same inputs, same decision.
 
     Args:
@@ -250,6 +278,8 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
         model_age: days since the champion was trained or last held against a challenger on a
             recent holdout; ``None`` means there is no champion.
         policy: thresholds, and which findings may retrain.
+        baseline: the baseline verdict (champion vs the Random Forest on the trailing matured
+            sessions), ``None`` without one.
     """
     if model_age is not None and not (math.isfinite(model_age) and model_age >= 0):
         raise ValueError(f"model_age must be >= 0 days or None, got {model_age}")
@@ -258,6 +288,7 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
         *_collapse(collapse),
         *_drift(drift, model_age, policy),
         *_decay(performance, model_age, policy),
+        *_lagging(baseline, model_age, policy),
         *_age(model_age, policy),
     ]
     found = [f for f in findings if f is not None]
@@ -274,7 +305,7 @@ def decide(drift: DriftSignal | None, collapse: CollapseSignal | None,
 
 
 _TRIGGER = {ReasonCode.COLLAPSE: "collapse", ReasonCode.DRIFT: "drift", ReasonCode.DECAY_FLOOR: "decay",
-            ReasonCode.DECAY_BASELINE: "decay", ReasonCode.MAX_AGE: "max_age"}
+            ReasonCode.DECAY_BASELINE: "decay", ReasonCode.LAGGING: "lagging", ReasonCode.MAX_AGE: "max_age"}
 
 
 def _no_champion(model_age: float | None) -> Reason | None:
@@ -380,6 +411,27 @@ def _decay_mean_auc(perf: PerformanceSignal, model_age: float | None, policy: Re
         return [Reason(ReasonCode.DECAY_BASELINE, f"champion mean AUC {champ:.4f} < Random Forest "
                        f"{rf:.4f} - margin {policy.rf_margin:.4f} on {perf.n_matured} matured labels", rf_values)]
     return [Reason(ReasonCode.OK, f"champion mean AUC {champ:.4f} vs Random Forest {rf:.4f}", rf_values)]
+
+
+def _lagging(baseline: BaselineSignal | None, model_age: float | None, policy: RetrainPolicy) -> list[Reason]:
+    """The champion behind the Random Forest beyond its interval, held back by a cooldown."""
+    if model_age is None:
+        return []
+    if baseline is None:
+        return [Reason(ReasonCode.SKIPPED, "baseline verdict not available")]
+    values = {"verdict": baseline.verdict, "difference": baseline.difference,
+              "ci": list(baseline.ci) if baseline.ci else None, "sessions": baseline.sessions}
+    text = baseline.phrase or f"baseline verdict {baseline.verdict}"
+    if baseline.verdict == "not_enough_data":
+        return [Reason(ReasonCode.SKIPPED, f"baseline verdict: {text}", values)]
+    if baseline.verdict != "lagging":
+        return [Reason(ReasonCode.OK, f"baseline verdict: {text}", values)]
+    if model_age < policy.lagging_cooldown_days:
+        return [Reason(ReasonCode.OK, f"champion {text}, but it was trained or confirmed {model_age:.1f} days ago "
+                       f"< lagging cooldown {policy.lagging_cooldown_days:g}",
+                       {**values, "age_days": model_age, "lagging_cooldown_days": policy.lagging_cooldown_days})]
+    return [Reason(ReasonCode.LAGGING, f"champion {text}",
+                   {**values, "age_days": model_age, "lagging_cooldown_days": policy.lagging_cooldown_days})]
 
 
 def _age(model_age: float | None, policy: RetrainPolicy) -> list[Reason]:

@@ -164,7 +164,8 @@ def ticker_row(root: Path | str, ticker: str, night: dict | None = None) -> dict
                  if a.get("data") else None),
         "validation": report.validation_badge(a.get("validation") or None).value if a else None,
         "drift": report.drift_badge(a.get("drift")).value if a else None,
-        "health": report.health_badge(a.get("collapse")).value if a else None,
+        "health": report.health_badge(a.get("collapse"), (a.get("health") or {}).get("vs_baseline")).value
+        if a else None,
         "decision": report.decision_badge(a.get("decision"), a.get("retrain")).value if a else None,
         "model_version": a.get("model_version"),
         "probabilities": {h: round(v, 3) for h, v in ((a.get("predictions") or {}).get("latest") or {}).items()

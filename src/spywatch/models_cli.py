@@ -16,6 +16,7 @@ from typing import Any
 from spywatch.artifact import ArtifactError
 from spywatch.registry import ModelRegistry, RegistryError, VersionInfo
 from spywatch.training_audit import finding_line, member_lines
+from spywatch.vs_baseline import phrase
 
 DEFAULT_REGISTRY = Path("workspace/models")
 
@@ -60,20 +61,45 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
     return ModelRegistry(path)
 
 
+def _last_night(registry: ModelRegistry) -> dict[str, Any] | None:
+    """The latest published night of the root the registry belongs to: its session, the model that
+    predicted and that model's baseline verdict (None when nothing is published)."""
+    from spywatch.publish import Publisher
+
+    root = Path(registry.root).parent
+    try:
+        publisher = Publisher(root)
+        latest = publisher.latest()
+        if not latest or not latest.get("session"):
+            return None
+        audit = publisher.read_audit(latest["session"])
+    except (OSError, ValueError):
+        return None
+    return {"session": audit.get("session"), "model_version": audit.get("model_version"),
+            "vs_baseline": (audit.get("health") or {}).get("vs_baseline")}
+
+
+def _vs_baseline(info: VersionInfo, night: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not night or night["model_version"] != info.version or not night.get("vs_baseline"):
+        return None
+    return {"session": night["session"], **night["vs_baseline"]}
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     infos = registry.list(verify=args.verify)
-    rows = [(info, _summary(info, _metrics(info))) for info in infos]
+    night = _last_night(registry)
+    rows = [(info, {**_summary(info, _metrics(info)), "vs_baseline": _vs_baseline(info, night)}) for info in infos]
     if args.json:
         _print_json([{**i.to_dict(), **summary} for i, summary in rows])
     elif not infos:
         print(f"no versions in {registry.root} (a spywatch root keeps its models in <root>/models)")
     else:
         print(f"  {'version':27} {'session':10}  {'fit span':24}  {'holdout mean AUC (h1 / h3 / h5)':34} "
-              f"{'training':20} status")
+              f"{'training':20} {'vs RF (last night)':24} status")
         for info, summary in rows:
             print(_row(info, summary))
-        print("* the champion")
+        print("* the champion; vs RF: the baseline verdict of the last published night, for the model that predicted it")
     return 1 if any(i.problem for i in infos) else 0
 
 
@@ -82,7 +108,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     info = registry.show(args.version)
     events = [e.to_dict() for e in registry.history() if e.version == args.version]
     metrics = _metrics(info)
-    summary = _summary(info, metrics)
+    summary = {**_summary(info, metrics), "vs_baseline": _vs_baseline(info, _last_night(registry))}
     if args.json:
         _print_json({**info.to_dict(), **summary, "history": events})
         return 1 if info.problem else 0
@@ -111,6 +137,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(f"  {line}")
     else:
         print("training  not audited (a version from before the training audit)")
+    vs = summary["vs_baseline"]
+    if vs:
+        print(f"baseline  {phrase(vs)} (the night of {vs['session']}; sessions {' .. '.join(vs.get('span') or [])})")
     print(f"files     {', '.join(info.files) or '-'}")
     print(f"path      {info.path}")
     if events:
@@ -153,8 +182,11 @@ def _row(info: VersionInfo, summary: dict[str, Any]) -> str:
                 if auc else "-")
     status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "")
     training = (summary.get("training") or {}).get("verdict") or "-"
+    vs = summary.get("vs_baseline")
+    vs_text = f"{vs['verdict']} {vs['difference']:+.3f}" if vs and vs.get("difference") is not None else \
+        (vs["verdict"] if vs else "-")
     return (f"{mark} {info.version:27} {summary['session'] or '-':10}  {fit:24}  {auc_text:34} {training:20} "
-            f"{status}").rstrip()
+            f"{vs_text:24} {status}").rstrip()
 
 
 def _round(x: Any, digits: int = 4) -> Any:

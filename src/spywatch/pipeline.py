@@ -24,20 +24,22 @@ from spywatch.artifact import ArtifactError
 from spywatch.audit import CollapsePolicy, CollapseVerdict, check_collapse, metrics_by_horizon
 from spywatch.audit_schema import SCHEMA_VERSION, FailureKind, RunStatus, check_audit
 from spywatch.dataset import FeatureTable, build_table
-from spywatch.decision import (CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision, RetrainPolicy,
-                               decide)
+from spywatch.decision import (BaselineSignal, CollapseSignal, DriftSignal, PerformanceSignal, RetrainDecision,
+                               RetrainPolicy, decide)
 from spywatch.market_data import MarketDataSource, source_from_spec
 from spywatch.policy import FitSettings, policy_named
 from spywatch.publish import Publisher
 from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy, training_gate
 from spywatch.store import ParquetStore, UpdateResult
 from spywatch.training_audit import finding_line, summary_line
+from spywatch.vs_baseline import phrase
 
 log = logging.getLogger(__name__)
 
 DRIFT_EVENT = "spywatch.drift.detected"
 COLLAPSE_EVENT = "spywatch.collapse.detected"
 PROMOTED_EVENT = "spywatch.model.promoted"
+LAGGING_EVENT = "spywatch.model.lagging"  # the champion behind the Random Forest beyond its interval
 TRAINING_EVENT = "spywatch.training.unhealthy"  # a challenger refused on its training verdict
 VALIDATION_EVENT = "spywatch.validation.failed"
 
@@ -245,6 +247,7 @@ def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame
     from spywatch.baselines import BaselineConfig, fit_or_load_baselines
     from spywatch.comparison import session_log_loss
     from spywatch.report import calibration_points, roc_points
+    from spywatch.vs_baseline import judge
 
     bundle = champion.bundle
     names = bundle.horizons
@@ -261,6 +264,7 @@ def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame
     show = (w.dates >= show_lo) & (w.dates <= hi) & labelled
     decay = (w.dates >= decay_lo) & (w.dates <= hi) & labelled
     out: dict = {"window": [show_lo.date().isoformat(), hi.date().isoformat()], "n": int(show.sum()), "horizons": None,
+                 "vs_baseline": None,
                  "decay": {"window": [decay_lo.date().isoformat(), hi.date().isoformat()], "n": int(decay.sum()),
                            "auc_by_horizon": {}, "rf_auc_by_horizon": {}, "loss_diff": [], "sessions": []}}
     either = show | decay
@@ -270,9 +274,13 @@ def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame
     fit = bundle.periods["fit"]
     train_w = bundle.windows(table, fit[0], fit[1]).labelled()
     # fitted on the champion's own training period: the same every night, so kept between nights
+    from spywatch.evaluate import VOL_FEATURES
+
+    vol_columns = tuple(bundle.scaler.features.index(c) for c in VOL_FEATURES if c in bundle.scaler.features)
     base = fit_or_load_baselines(train_w.X[:, -1, :], train_w.y, Path(cfg.root) / "cache" / "baselines.npz",
-                                 tag=champion.version, config=BaselineConfig(rf_trees=100), seed=0)
-    base_all = {k: np.full(p_all.shape, np.nan) for k in ("random_forest", "logistic")}
+                                 tag=champion.version, config=BaselineConfig(rf_trees=100), seed=0,
+                                 vol_columns=vol_columns)
+    base_all = {k: np.full(p_all.shape, np.nan) for k in ("random_forest", "logistic", "vol_logistic")}
     predicted = base.predict(w.X[either][:, -1, :])
     for k in base_all:
         base_all[k][either] = predicted[k]
@@ -284,6 +292,9 @@ def _performance(table: FeatureTable, champion: Champion, w, proba: pd.DataFrame
         if len(y) >= 20:
             d["auc_by_horizon"] = {h: m["auc"] for h, m in metrics_by_horizon(y, p, names).items()}
             d["rf_auc_by_horizon"] = {h: m["auc"] for h, m in metrics_by_horizon(y, rf, names).items()}
+    # the baseline verdict: the champion against the RF on the shown (trailing, out-of-sample) sessions
+    out["vs_baseline"] = judge(w.y[show], p_all[show], {k: v[show] for k, v in base_all.items()}, names,
+                               w.dates[show], block=max(10, horizon)).to_dict()
     if show.sum() >= 20:
         y, p = w.y[show], p_all[show]
         champ = metrics_by_horizon(y, p, names)
@@ -325,9 +336,14 @@ def make_decision(drift_result, audit: PredictionAudit | None, champion: Champio
         if d and d["sessions"]:
             perf = PerformanceSignal(d["auc_by_horizon"], d["rf_auc_by_horizon"], d["n"],
                                      loss_diff=tuple(d["loss_diff"]), sessions=tuple(d["sessions"]))
+    baseline = None
+    vs = (audit.performance or {}).get("vs_baseline") if audit is not None else None
+    if vs:
+        baseline = BaselineSignal(vs["verdict"], vs.get("difference"), tuple(vs["ci"]) if vs.get("ci") else None,
+                                  vs.get("sessions", 0), phrase(vs))
     # a session re-run after the champion was trained or confirmed later counts it as new (age 0)
     age = max(0, (session - age_start(champion, session)).days)
-    return decide(drift_signal, collapse, perf, float(age), policy)
+    return decide(drift_signal, collapse, perf, float(age), policy, baseline)
 
 
 def model_session(bundle) -> pd.Timestamp:
@@ -484,6 +500,12 @@ def alerts_for(audit: dict) -> list[dict]:
     if collapse and collapse["verdict"] != "healthy":
         out.append({"event": COLLAPSE_EVENT, "payload": {**base, "verdict": collapse["verdict"],
                                                           "cause": collapse["cause"], "findings": collapse["findings"]}})
+    vs = (audit.get("health") or {}).get("vs_baseline")
+    if vs and vs.get("verdict") == "lagging":
+        out.append({"event": LAGGING_EVENT, "payload": {
+            **base, "baseline": vs["baseline"], "difference": vs["difference"], "ci": vs["ci"],
+            "sessions": vs["sessions"], "span": vs.get("span"), "detail": phrase(vs),
+            "version": audit.get("model_version")}})
     retrain = audit.get("retrain")
     if retrain and retrain.get("promoted"):
         out.append({"event": PROMOTED_EVENT, "payload": {**base, "version": retrain["challenger"],
@@ -570,7 +592,8 @@ class NightlyResult:
                          f"(share {a['drift']['share']:.2f})")
         if a.get("collapse"):
             c = a["collapse"]
-            lines.append(f"  model health: {c['verdict']}" + (f" (cause: {c['cause']})" if c["cause"] else ""))
+            lines.append(f"  model health: {c['verdict']}" + (f" (cause: {c['cause']})" if c["cause"] else "")
+                         + f" · {phrase((a.get('health') or {}).get('vs_baseline'))}")
         if a.get("decision"):
             reasons = ", ".join(r["code"] for r in a["decision"]["reasons"]) or "none"
             lines.append(f"  decision: {'retrain' if a['decision']['retrain'] else 'keep champion'} (reasons: {reasons})")
@@ -691,7 +714,7 @@ def start_night(cfg: PipelineConfig) -> Night:
              "synthetic": source.synthetic, "policy": cfg.policy, "source": source.name,
              "status": RunStatus.RUNNING.value, "failure": None,
              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-             "model_version": None, "data": None, "validation": {}, "drift": None, "collapse": None,
+             "model_version": None, "data": None, "validation": {}, "drift": None, "collapse": None, "health": None,
              "performance": None, "decision": None, "retrain": None, "predictions": None,
              "prediction_history": [], "stale": None, "alerts": [], "timings": {}}
     return Night(cfg=cfg, session=session, run_id=run_id, source=source, audit=audit)
@@ -830,6 +853,8 @@ def _audit_champion(night: Night, runner) -> None:  # noqa: ANN001
     night.audit["drift"] = night.drift.result.to_dict()
     night.audit["collapse"] = {**night.predictions.collapse.to_dict(), "members": night.predictions.members}
     night.audit["performance"] = night.predictions.performance
+    night.audit["health"] = {"verdict": night.predictions.collapse.verdict,
+                             "vs_baseline": (night.predictions.performance or {}).get("vs_baseline")}
     night.narrate(runner, "audit")
     night.narrate(runner, "drift")
 
@@ -853,6 +878,7 @@ def narrate(stage: str, audit: dict) -> str | None:
         c = a["collapse"]
         spread = (c.get("evidence") or {}).get("pred_std") or {}
         return (f"health: {c['verdict']}" + (f" (cause: {c['cause']})" if c.get("cause") else "")
+                + f" · {phrase((a.get('health') or {}).get('vs_baseline'))}"
                 + f"; {len(c.get('members') or [])} member(s)"
                 + (f"; std of P over the window {' / '.join(f'{h} {v:.3f}' for h, v in spread.items())}" if spread
                    else ""))

@@ -4,7 +4,7 @@ A policy is the whole loop's behaviour in one value, so a backfill can replay ea
 the same start and compare what they would have cost and earned (``bench/policy_comparison.py``):
 
 - ``default``: retrain on collapse, persistent drift (with a cooldown), a sequential decay test
-  against the Random Forest, or after a year; challengers fit on every labelled session up to the
+  against the Random Forest, a champion lagging the Random Forest (with a cooldown), or after a year; challengers fit on every labelled session up to the
   embargo before a 250-session holdout; promote on a paired block-bootstrap test.
 - ``never``: train the first champion, then never retrain (what nothing watching looks like).
 - ``calendar``: retrain every quarter and always promote (what a cron job does).
@@ -64,7 +64,8 @@ class Policy:
 
 
 POLICIES: dict[str, Policy] = {
-    "default": Policy("default", "collapse, drift with cooldown, CUSUM decay vs the Random Forest, a year's age; "
+    "default": Policy("default", "collapse, drift with cooldown, CUSUM decay vs the Random Forest, lagging the "
+                      "Random Forest with cooldown, a year's age; "
                       "full-history fit, 2 members, paired gate on 250 sessions"),
     "never": Policy("never", "train the first champion, never retrain",
                     retrain=RetrainPolicy(triggers=())),
@@ -72,7 +73,8 @@ POLICIES: dict[str, Policy] = {
                        retrain=RetrainPolicy(triggers=("max_age",), max_age_days=91.0),
                        promotion=PromotionPolicy(rule="always")),
     "legacy": Policy("legacy", "the rules before Step 6",
-                     retrain=RetrainPolicy(decay_test="mean_auc", rf_margin=0.0, max_age_days=90.0,
+                     retrain=RetrainPolicy(triggers=("collapse", "drift", "decay", "max_age"),
+                                           decay_test="mean_auc", rf_margin=0.0, max_age_days=90.0,
                                            drift_cooldown_days=0.0, decay_cooldown_days=20.0),
                      promotion=PromotionPolicy(rule="margin", min_improvement=0.005),
                      fit=FitSettings(recipe="legacy", members=1, holdout=120)),

@@ -212,17 +212,28 @@ def _listed(names: Any, most: int) -> str:
     return f": {shown}" + (f" and {len(names) - most} more (list cut at {most})" if len(names) > most else "")
 
 
-def health_badge(collapse: dict | None) -> Badge:
+def health_badge(collapse: dict | None, vs_baseline: dict | None = None) -> Badge:
+    """The collapse verdict and, beside it, the baseline verdict: healthy is not good when the
+    champion ranks worse than the Random Forest on the same sessions (``vs_baseline``)."""
     if collapse is None:
         return Badge("Model health", "not checked", "muted", "no collapse check in this audit")
     verdict = str(collapse.get("verdict") or "unknown")
     tone = {"healthy": "ok", "collapsed": "bad", "inputs_out_of_range": "warn"}.get(verdict, "muted")
+    value = verdict.replace("_", " ")
     parts = []
     if collapse.get("cause"):
         parts.append(f"cause: {collapse['cause']}")
     if collapse.get("collapsed_horizons"):
         parts.append("horizons " + ", ".join(collapse["collapsed_horizons"]))
-    return Badge("Model health", verdict.replace("_", " "), tone, " · ".join(parts) or "no collapse signals")
+    if vs_baseline:
+        from spywatch.vs_baseline import phrase
+
+        parts.insert(0, phrase(vs_baseline))
+        if vs_baseline.get("verdict") in ("lagging", "ahead"):
+            value += " · " + vs_baseline["verdict"]
+        if vs_baseline.get("verdict") == "lagging" and tone == "ok":
+            tone = "warn"
+    return Badge("Model health", value, tone, " · ".join(parts) or "no collapse signals")
 
 
 def decision_badge(decision: dict | None, retrain: dict | None) -> Badge:
@@ -754,7 +765,7 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
     """Everything the template shows, computed; missing or null parts of the audit become None."""
     if not isinstance(audit, Mapping):
         raise ValueError(f"audit must be a mapping (the parsed audit.json), got {type(audit).__name__}")
-    parts = {k: _part(audit, k) for k in ("validation", "drift", "collapse", "performance", "decision",
+    parts = {k: _part(audit, k) for k in ("validation", "drift", "collapse", "health", "performance", "decision",
                                           "retrain", "predictions", "stale")}
     status = str(audit.get("status") or "unknown")
     evidence = (parts["collapse"] or {}).get("evidence") or {}
@@ -765,7 +776,8 @@ def audit_context(audit: Mapping[str, Any], drift_report_href: str | None = None
     return {
         "audit": audit, "status": status, "synthetic": bool(audit.get("synthetic")),
         "badges": [validation_badge(parts["validation"]), drift_badge(parts["drift"]),
-                   health_badge(parts["collapse"]), decision_badge(parts["decision"], parts["retrain"]),
+                   health_badge(parts["collapse"], (parts["health"] or {}).get("vs_baseline")),
+                   decision_badge(parts["decision"], parts["retrain"]),
                    status_badge(status, parts["stale"], parts["predictions"])],
         "failed_suites": failed_suites(parts["validation"]),
         "stale_message": stale_message(audit, parts["stale"]),

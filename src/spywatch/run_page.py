@@ -29,7 +29,8 @@ def summary_markdown(session: str, status: str, audit: dict[str, Any], outputs: 
                      links: list[Link] = ()) -> str:
     a = audit
     badges = [report.validation_badge(a.get("validation") or None), report.drift_badge(a.get("drift")),
-              report.health_badge(a.get("collapse")), report.decision_badge(a.get("decision"), a.get("retrain")),
+              report.health_badge(a.get("collapse"), (a.get("health") or {}).get("vs_baseline")),
+              report.decision_badge(a.get("decision"), a.get("retrain")),
               report.status_badge(status, a.get("stale"), a.get("predictions"))]
     model = f"model `{a['model_version']}`" if a.get("model_version") else "no champion"
     lines = [f"# Nightly, session {session}: **{status.upper()}**", "",
@@ -89,7 +90,7 @@ def health_markdown(audit: dict[str, Any]) -> str | None:
     c = audit.get("collapse")
     if not c:
         return None
-    badge = report.health_badge(c)
+    badge = report.health_badge(c, (audit.get("health") or {}).get("vs_baseline"))
     ev = c.get("evidence") or {}
     lines = [f"# Model health: **{badge.value}**", "", badge.detail, ""]
     if c.get("findings"):

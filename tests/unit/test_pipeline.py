@@ -24,6 +24,7 @@ from spywatch.pipeline import PipelineConfig, run_nightly
 from spywatch.publish import Publisher
 from spywatch.registry import ModelRegistry, PromotionPolicy
 from spywatch.store import ParquetStore
+from spywatch.vs_baseline import phrase
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,10 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     mean = sum(m["auc"] for m in holdout.values()) / len(holdout)
     assert row.startswith(f"* {version}") and "2024-05-31" in row and " .. ".join(periods["fit"]) in row
     assert f"{mean:.3f} ({' / '.join(format(m['auc'], '.3f') for m in holdout.values())})" in row
-    assert lines[0].lstrip().startswith("version") and lines[-1] == "* the champion"
+    assert lines[0].lstrip().startswith("version") and lines[-1].startswith("* the champion")
+    # the champion's row carries the baseline verdict of the night it predicted
+    vs = a["health"]["vs_baseline"]
+    assert vs["sessions"] > 0 and f"{vs['verdict']} {vs['difference']:+.3f}" in row
 
     assert cli_main(["models", "show", version, "--root", str(root)]) == 0
     text = capsys.readouterr().out
@@ -125,7 +129,8 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     assert f"holdout   {' .. '.join(periods['holdout'])}" in text
     assert f"h1: AUC {holdout['h1']['auc']:.3f}" in text and "{" not in text  # no raw JSON for a person
     training = a["retrain"]["training"]
-    assert f"training  {training['verdict']}" in text and row.split()[-1] == training["verdict"]
+    assert f"training  {training['verdict']}" in text and f" {training['verdict']} " in row
+    assert f"baseline  {phrase(vs)} (the night of 2024-05-31" in text
     loss = training["members"][0]["fit_loss"][0]
     assert f"member 0: log loss on its training windows vs the prior's: h1 {loss:.4f}" in text
 

@@ -525,8 +525,8 @@ def test_cli_list_show_promote_rollback(two, capsys):
     assert cli_main(["models", "list", "--registry", root]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["version", "session", "fit", "span", "holdout", "mean", "AUC", "(h1", "/", "h3", "/", "h5)",
-                              "training", "status"]
-    assert out[1].startswith(f"* {v1}") and out[2].startswith(f"  {v2}") and out[-1] == "* the champion"
+                              "training", "vs", "RF", "(last", "night)", "status"]
+    assert out[1].startswith(f"* {v1}") and out[2].startswith(f"  {v2}") and out[-1].startswith("* the champion")
     assert cli_main(["models", "promote", v2, "--registry", root, "--note", "ops"]) == 0
     assert capsys.readouterr().out.strip() == f"champion is now {v2} (was {v1})"
     assert cli_main(["models", "show", v2, "--registry", root, "--json"]) == 0

@@ -1,0 +1,151 @@
+"""The baseline verdict: is the champion as good as a plain Random Forest on the same sessions?
+
+A champion can be healthy (no collapse, no drift, no decay against its own past) and still rank
+worse than a Random Forest fitted on the same labels. Every night the champion is compared with
+the nightly baselines (fitted on the champion's own fit span, ``baselines``) on the trailing
+matured sessions after that fit span and an embargo, paired on the same sessions
+(``comparison.compare``, block bootstrap over sessions): the mean AUC difference with its
+interval, the log-loss difference beside it, and the volatility-only logistic as a second
+reference (the bar a model must clear to show that it reads more than the volatility regime).
+
+Verdicts (on mean AUC, champion minus the Random Forest): ``ahead`` (the interval's lower bound
+above 0), ``lagging`` (its upper bound below 0), ``on_par`` (the interval holds 0), and
+``not_enough_data`` (fewer matured sessions than ``min_sessions``). A difference inside its noise
+is not a finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from spywatch.comparison import BootstrapConfig, compare
+
+VERDICTS = ("ahead", "on_par", "lagging", "not_enough_data")
+LABELS = {"random_forest": "the RF", "vol_logistic": "the volatility logistic", "logistic": "the logistic"}
+# Fewer matured sessions than this give the paired interval no power (its half-width is ~0.04 at 60).
+MIN_SESSIONS = 60
+
+
+def verdict_of(ci_low: float, ci_high: float) -> str:
+    if ci_low > 0:
+        return "ahead"
+    if ci_high < 0:
+        return "lagging"
+    return "on_par"
+
+
+@dataclass(frozen=True)
+class Versus:
+    """The champion minus one baseline on the same sessions (positive favours the champion)."""
+
+    baseline: str
+    metric: str  # "mean_auc" (AUC champion - baseline) or "log_loss" (baseline - champion)
+    difference: float
+    ci: tuple[float, float]
+    p_better: float
+    champion: float  # the champion's value of the metric
+    other: float  # the baseline's
+    verdict: str
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["ci"] = list(self.ci)
+        return out
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """``health.vs_baseline`` in audit.json: the champion against the Random Forest, with the log
+    loss and the volatility-only logistic beside it."""
+
+    baseline: str
+    metric: str
+    difference: float | None
+    ci: tuple[float, float] | None
+    sessions: int
+    verdict: str
+    span: tuple[str, str] | None = None
+    level: float = 0.90
+    block: int = 10
+    champion_auc: float | None = None
+    baseline_auc: float | None = None
+    by_horizon: dict[str, dict[str, float]] = field(default_factory=dict)
+    log_loss: Versus | None = None
+    others: tuple[Versus, ...] = ()
+    min_sessions: int = MIN_SESSIONS
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r}; expected one of {VERDICTS}")
+
+    @property
+    def lagging(self) -> bool:
+        return self.verdict == "lagging"
+
+    def to_dict(self) -> dict:
+        return {"baseline": self.baseline, "metric": self.metric, "difference": self.difference,
+                "ci": list(self.ci) if self.ci else None, "sessions": self.sessions, "verdict": self.verdict,
+                "span": list(self.span) if self.span else None, "level": self.level, "block": self.block,
+                "champion_auc": self.champion_auc, "baseline_auc": self.baseline_auc, "by_horizon": self.by_horizon,
+                "log_loss": self.log_loss.to_dict() if self.log_loss else None,
+                "others": [o.to_dict() for o in self.others], "min_sessions": self.min_sessions}
+
+
+def phrase(vs: dict | None) -> str:
+    """"lagging the RF by 0.031 [0.012, 0.056] mean AUC on 250 sessions" and the like, for cards,
+    the run log and the alert (from ``BaselineVerdict.to_dict()``)."""
+    if not vs:
+        return "not compared with a baseline"
+    who = LABELS.get(vs.get("baseline"), str(vs.get("baseline")))
+    n = vs.get("sessions", 0)
+    if vs["verdict"] == "not_enough_data":
+        return f"not yet compared with {who} ({n} matured session(s) < {vs.get('min_sessions', MIN_SESSIONS)})"
+    d, (lo, hi) = vs["difference"], vs["ci"]
+    pct = round(100 * vs.get("level", 0.9))
+    if vs["verdict"] == "lagging":
+        return f"lagging {who} by {-d:.3f} [{-hi:.3f}, {-lo:.3f}] mean AUC on {n} sessions ({pct}% CI)"
+    if vs["verdict"] == "ahead":
+        return f"ahead of {who} by {d:.3f} [{lo:.3f}, {hi:.3f}] mean AUC on {n} sessions ({pct}% CI)"
+    return f"on par with {who}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] mean AUC on {n} sessions ({pct}% CI)"
+
+
+def judge(y: np.ndarray, champion: np.ndarray, baselines: dict[str, np.ndarray], horizons: Sequence[str],
+          dates: Sequence | None = None, baseline: str = "random_forest", block: int = 10,
+          min_sessions: int = MIN_SESSIONS, n_boot: int = 2000, level: float = 0.90) -> BaselineVerdict:
+    """The champion's probabilities against ``baselines[baseline]`` (and the others) on the same
+    matured sessions; y, champion and each baseline are (N, H)."""
+    y = np.asarray(y, dtype="float64")
+    keep = ~np.isnan(y).any(axis=1) if y.size else np.zeros(0, dtype=bool)
+    n = int(keep.sum())
+    if n < max(min_sessions, 2 * block):
+        return BaselineVerdict(baseline=baseline, metric="mean_auc", difference=None, ci=None, sessions=n,
+                               verdict="not_enough_data", level=level, block=block, min_sessions=min_sessions)
+    config = BootstrapConfig(n_boot=n_boot, block=block, level=level)
+    names = list(horizons)
+
+    def versus(name: str, metric: str) -> Versus | None:
+        try:
+            c = compare(y, champion, baselines[name], names, dates, metric, config, a="champion", b=name)
+        except ValueError:  # one class only in every horizon: nothing to compare
+            return None
+        return Versus(baseline=name, metric=metric, difference=round(c.estimate, 5),
+                      ci=(round(c.ci_low, 5), round(c.ci_high, 5)), p_better=round(c.p_a_better, 4),
+                      champion=round(c.a_value, 5), other=round(c.b_value, 5), verdict=verdict_of(c.ci_low, c.ci_high))
+
+    try:
+        main = compare(y, champion, baselines[baseline], names, dates, "mean_auc", config, a="champion", b=baseline)
+    except ValueError:
+        return BaselineVerdict(baseline=baseline, metric="mean_auc", difference=None, ci=None, sessions=n,
+                               verdict="not_enough_data", level=level, block=block, min_sessions=min_sessions)
+    others = tuple(v for v in (versus(k, "mean_auc") for k in baselines if k not in (baseline, "prior"))
+                   if v is not None)
+    return BaselineVerdict(
+        baseline=baseline, metric="mean_auc", difference=round(main.estimate, 5),
+        ci=(round(main.ci_low, 5), round(main.ci_high, 5)), sessions=main.n_sessions,
+        verdict=verdict_of(main.ci_low, main.ci_high), span=tuple(main.span) if main.span[0] else None, level=level,
+        block=block, champion_auc=round(main.a_value, 5), baseline_auc=round(main.b_value, 5),
+        by_horizon={h: {k: round(v, 5) for k, v in d.items()} for h, d in main.by_horizon.items()},
+        log_loss=versus(baseline, "log_loss"), others=others, min_sessions=min_sessions)
