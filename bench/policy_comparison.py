@@ -252,6 +252,13 @@ def markdown(record: dict, tables: dict) -> str:
     row("wrong promotions / judged (beyond interval)",
         lambda n: f"{summaries[n]['wrong_promotions']} / {summaries[n]['promotions_judged']} "
                   f"({summaries[n]['wrong_beyond_interval']})")
+    row("wrong promotions by gate rule: wrong / judged (beyond interval)",
+        lambda n: "; ".join(f"{rule} {v['wrong']} / {v['judged']} ({v['wrong_beyond_interval']})"
+                            for rule, v in (summaries[n].get("wrong_by_rule") or {}).items()) or "—")
+    row("retrain reasons (count)", lambda n: ", ".join(f"{k} {v}" for k, v in sorted(
+        (tables[n].counts.get("reasons") or {}).items())) or "—")
+    row("baseline verdict of the steps (count)", lambda n: ", ".join(f"{k} {v}" for k, v in sorted(
+        (tables[n].counts.get("vs_baseline") or {}).items())) or "—")
     row("alarms: events per year", lambda n: _num(summaries[n]["events_per_year"]))
     row("training compute (min)", lambda n: f"{summaries[n]['train_seconds'] / 60:.1f}")
     row("replay wall (min)", lambda n: f"{summaries[n]['wall_seconds'] / 60:.1f}")

@@ -175,6 +175,8 @@ class StepRecord:
     seconds: float = 0.0
     train_seconds: float | None = None
     error: str | None = None
+    # the night's baseline verdict for the champion that published: {"verdict", "difference", "ci", "sessions"}
+    vs_baseline: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> StepRecord:
@@ -185,6 +187,8 @@ class StepRecord:
         """Flat: one CSV row or one line of a Prefect table artifact."""
         out = asdict(self)
         gate = out.pop("gate") or {}
+        vs = out.pop("vs_baseline") or {}
+        out.update({"vs_baseline": vs.get("verdict"), "vs_baseline_difference": vs.get("difference")})
         out["reasons"] = ";".join(self.reasons)
         out["alarms"] = ";".join(self.alarms)
         out.update({f"gate_{k}": gate.get(k) for k in ("rule", "estimate", "ci_low", "ci_high", "p_better")})
@@ -243,7 +247,13 @@ def replay_step(cfg, session: pd.Timestamp) -> StepRecord:
         gate=gate_summary(retrain) if retrain else None, alarms=[e["event"] for e in a.get("alerts", [])],
         seconds=round(time.perf_counter() - t0, 2),
         train_seconds=round(float(retrain["train_seconds"]), 2) if retrain.get("train_seconds") else None,
-        error=failure.get("reason"))
+        error=failure.get("reason"), vs_baseline=_verdict_brief((a.get("health") or {}).get("vs_baseline")))
+
+
+def _verdict_brief(vs: dict | None) -> dict | None:
+    if not vs:
+        return None
+    return {k: vs.get(k) for k in ("verdict", "difference", "ci", "sessions")}
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -417,6 +427,7 @@ def review_promotions(table, registry, steps: list[StepRecord], config,
             c = {"a": None, "b": None, "estimate": None, "ci_low": None, "ci_high": None, "p_a_better": None,
                  "n": int(len(after)), "span": [d.date().isoformat() for d in after[[0, -1]]] if len(after) else []}
         out.append({"session": r.session, "new": r.champion_after, "old": r.champion_before,
+                    "rule": (r.gate or {}).get("rule"), "reasons": list(r.reasons),
                     "new_mean_auc": c["a"], "old_mean_auc": c["b"], "difference": c["estimate"],
                     "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_new_better": c["p_a_better"],
                     "n_sessions": c["n"], "span": c["span"],
@@ -545,6 +556,7 @@ class PolicyTable:
                 "drift_alarms": sum(r.drift is True for r in self.steps),
                 "collapse_alarms": sum((r.collapse or "healthy") != "healthy" for r in self.steps),
                 "alarms": sum(len(r.alarms) for r in self.steps), "alarms_by_event": dict(alarms),
+                "vs_baseline": dict(Counter((r.vs_baseline or {}).get("verdict") or "none" for r in self.steps)),
                 "reasons": dict(Counter(c for r in self.steps for c in r.reasons)),
                 "train_seconds": round(sum(r.train_seconds or 0 for r in self.steps), 1),
                 "wall_seconds": round(sum(r.seconds for r in self.steps), 1)}
@@ -570,6 +582,11 @@ class PolicyTable:
                 "promotions": c["promotions"], "promotions_reviewed": len(review), "promotions_judged": len(judged),
                 "wrong_promotions": sum(p["wrong"] for p in judged),
                 "wrong_beyond_interval": sum(p["ci_high"] < 0 for p in judged),
+                # the gate's error rate by the rule that promoted: judged, worse, worse beyond the interval
+                "wrong_by_rule": {rule: {"judged": len(ps), "wrong": sum(p["wrong"] for p in ps),
+                                         "wrong_beyond_interval": sum(p["ci_high"] < 0 for p in ps)}
+                                  for rule in sorted({str(p.get("rule")) for p in judged})
+                                  for ps in [[p for p in judged if str(p.get("rule")) == rule]]},
                 "events": c["alarms"], "events_per_year": per_year(c["alarms"]),
                 "events_per_year_by_event": {k: per_year(v) for k, v in c["alarms_by_event"].items()},
                 "train_seconds": c["train_seconds"], "wall_seconds": c["wall_seconds"]}
