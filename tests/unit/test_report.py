@@ -32,6 +32,7 @@ from spywatch.report import (
     sig,
     write_audit_html,
 )
+from spywatch.vs_baseline import phrase as vs_phrase
 from tests.browser import CHROMIUM, chromium, ui_screenshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,6 +198,9 @@ def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timing
         assert phrase in text, phrase
     for reason in example["decision"]["reasons"]:  # why it retrains, in the code's own words
         assert reason["message"] in text, reason["message"]
+    # the health card says how the champion stands against the Random Forest, with the interval
+    vs = example["health"]["vs_baseline"]
+    assert vs["verdict"] != "not_enough_data" and vs_phrase(vs) in text
     for h, models in example["performance"]["horizons"].items():
         for model in ("champion", "random_forest", "logistic"):
             assert fmt(models[model]["auc"]) in text, (h, model)
