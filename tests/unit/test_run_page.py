@@ -39,7 +39,9 @@ def test_summary_names_the_model_or_says_there_is_none_and_the_failure_and_stale
 def test_health_shows_the_evidence_per_horizon_and_member(audit):
     text = run_page.health_markdown(audit)
     ev = audit["collapse"]["evidence"]
-    assert text.startswith(f"# Model health: **{audit['collapse']['verdict']}**")
+    vs = audit["health"]["vs_baseline"]
+    assert text.startswith(f"# Model health: **{audit['collapse']['verdict']} · {vs['verdict']}**\n\n"
+                           f"lagging the RF by {-vs['difference']:.3f}")
     for h, std in ev["pred_std"].items():
         assert f"| {h} | {ev['pred_mean'][h]:.3f} | {std:.4f} | {ev['prior'][h]:.3f} |" in text
     assert f"| encoder output std (pooled) | {ev['representation_std']:.3g} |" in text
