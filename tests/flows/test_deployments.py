@@ -149,6 +149,7 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
 
     from spywatch.publish import Publisher
     from spywatch.serve import state_path
+    from spywatch.vs_baseline import phrase
 
     root = tmp_path / "root"
     shutil.copytree(healthy_champion_root, root, symlinks=True)
@@ -191,7 +192,11 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
         found = artifacts(run.id)
         assert {"spywatch-spy-summary", "spywatch-spy-metrics", "spywatch-spy-health", "spywatch-spy-drift",
                 "spywatch-spy-audit-report", "spywatch-spy-drift-report"} <= set(found)
-        assert found["spywatch-spy-health"].data.startswith("# Model health: **healthy**")
+        # the health artifact leads with both verdicts: collapse, and the champion against the RF
+        vs = audit["health"]["vs_baseline"]
+        shown = "healthy" + (f" · {vs['verdict']}" if vs["verdict"] in ("lagging", "ahead") else "")
+        assert found["spywatch-spy-health"].data.startswith(f"# Model health: **{shown}**\n\n{phrase(vs)}")
+        assert any(phrase(vs) in line for line in story if line.startswith(f"[{HEALTHY_SESSION}] health: ")), story
         link = re.search(r"\((http://[^)]+)\)", found["spywatch-spy-audit-report"].data).group(1)
         assert link == f"{base}/sessions/{HEALTHY_SESSION}/report.html"
         with urllib.request.urlopen(link, timeout=30) as response:
