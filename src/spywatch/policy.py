@@ -8,6 +8,7 @@ the same start and compare what they would have cost and earned (``bench/policy_
   embargo before a 250-session holdout; promote on a paired block-bootstrap test.
 - ``never``: train the first champion, then never retrain (what nothing watching looks like).
 - ``calendar``: retrain every quarter and always promote (what a cron job does).
+- ``strict``: the default with a better-only gate (no promotion on "not worse and fresher").
 - ``legacy``: the rules before Step 6: early stopping on the last 20% of the history, one model,
   a 120-session holdout, promotion on +0.005 mean AUC, decay on any mean-AUC gap to the Random
   Forest, maximum age 90 days.
@@ -67,6 +68,11 @@ POLICIES: dict[str, Policy] = {
     "default": Policy("default", "collapse, drift with cooldown, CUSUM decay vs the Random Forest, lagging the "
                       "Random Forest with cooldown, a year's age; "
                       "full-history fit, 2 members, paired gate on 250 sessions"),
+    # The default with a better-only gate: a challenger is promoted only when the paired interval of
+    # its mean AUC gain is above 0 (never on 'not worse and fresher'); replayed against the default
+    # to price the non_inferior_fresher rule (bench/results/policy_comparison_2005_default.md).
+    "strict": Policy("strict", "the default policy with a better-only gate (no promotion on 'not worse and "
+                     "fresher')", promotion=PromotionPolicy(non_inferiority_margin=0.0)),
     "never": Policy("never", "train the first champion, never retrain",
                     retrain=RetrainPolicy(triggers=())),
     "calendar": Policy("calendar", "retrain every quarter, always promote",
