@@ -291,13 +291,13 @@ def markdown(record: dict, tables: dict) -> str:
         if not review:
             continue
         lines += [f"## `{n}`: promotions reviewed", "",
-                  "| session | promoted | replaced | n | promoted mean AUC | replaced mean AUC | difference (P) "
-                  "| wrong |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| session | promoted | replaced | gate rule | n | promoted mean AUC | replaced mean AUC | "
+                  "difference (P) | wrong |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in review:
             diff = None if p["difference"] is None else {"estimate": p["difference"], "ci_low": p["ci_low"],
                                                          "ci_high": p["ci_high"], "p_a_better": p["p_new_better"]}
-            lines.append(f"| {p['session']} | {p['new']} | {p['old']} | {p['n_sessions']} | "
+            lines.append(f"| {p['session']} | {p['new']} | {p['old']} | {p.get('rule') or '—'} | {p['n_sessions']} | "
                          f"{_num(p['new_mean_auc'])} | {_num(p['old_mean_auc'])} | {difference_cell(diff)} | "
                          f"{'—' if p['wrong'] is None else ('**yes**' if p['wrong'] else 'no')} |")
         lines.append("")
