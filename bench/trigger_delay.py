@@ -44,6 +44,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from decay_calibration import FIT_ENDS, INJECTIONS, TURBULENT_YEARS  # noqa: E402  (the same series and injections)
 from machine import machine  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
@@ -58,9 +59,6 @@ from spywatch.train import TrainConfig, predict_members  # noqa: E402
 from spywatch.vs_baseline import MIN_SESSIONS, judge  # noqa: E402
 
 DATA = HERE.parent / "data" / "spy_daily.csv"
-FIT_ENDS = [f"{y}-12-31" for y in range(2004, 2023, 2)]
-TURBULENT_YEARS = (2008, 2009, 2020, 2022)
-INJECTIONS = 40
 NAMES = ["h1", "h3", "h5"]
 CHECK_EVERY = 5  # sessions between two lagging checks (the nightly checks every session)
 TRAILING = 250  # the nightly performance window

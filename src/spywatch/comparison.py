@@ -208,6 +208,15 @@ def auc_interval(y: np.ndarray, p: np.ndarray, config: BootstrapConfig = Bootstr
             "n": int(len(y))}
 
 
+def side_of_zero(ci_low: float, ci_high: float) -> str:
+    """Where a difference's interval lies against 0: "above", "below" or "holds" (0 inside it)."""
+    if ci_low > 0:
+        return "above"
+    if ci_high < 0:
+        return "below"
+    return "holds"
+
+
 def interval(boot: np.ndarray, level: float) -> tuple[float, float]:
     """The two-sided percentile interval at ``level`` of the finite bootstrap values."""
     alpha = (1 - level) / 2

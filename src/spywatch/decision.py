@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spywatch.vs_baseline import VERDICTS
+
 
 class ReasonCode(enum.StrEnum):
     NO_CHAMPION = "no_champion"
@@ -132,8 +134,6 @@ class BaselineSignal:
     phrase: str = ""
 
     def __post_init__(self) -> None:
-        from spywatch.vs_baseline import VERDICTS
-
         if self.verdict not in VERDICTS:
             raise ValueError(f"baseline verdict {self.verdict!r}; expected one of {VERDICTS}")
         if self.verdict == "lagging" and (self.ci is None or not self.ci[1] < 0):

@@ -23,7 +23,7 @@ from spywatch.audit import CollapseVerdict, check_collapse, metrics_by_horizon
 from spywatch.training_audit import finding_line, member_lines, training_section
 from spywatch.baselines import BaselineConfig, fit_baselines, fit_logistic
 from spywatch.bundle import FULL_EPOCHS
-from spywatch.comparison import BootstrapConfig, auc_interval, compare
+from spywatch.comparison import BootstrapConfig, auc_interval, compare, side_of_zero
 from spywatch.dataset import FeatureTable, build_table
 from spywatch.features import FEATURES, FeatureScaler
 from spywatch.model import PatchTSTConfig
@@ -198,11 +198,7 @@ def bootstrap_config(max_horizon: int, n_boot: int) -> BootstrapConfig:
 
 def comparison_verdict(ci_low: float, ci_high: float) -> str:
     """"better", "worse" or "not distinguishable": where the difference's interval lies against 0."""
-    if ci_low > 0:
-        return "better"
-    if ci_high < 0:
-        return "worse"
-    return "not distinguishable"
+    return {"above": "better", "below": "worse", "holds": "not distinguishable"}[side_of_zero(ci_low, ci_high)]
 
 
 def paired_comparisons(preds: Predictions, boot: BootstrapConfig) -> dict:

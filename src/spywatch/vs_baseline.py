@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from spywatch.comparison import BootstrapConfig, compare
+from spywatch.comparison import BootstrapConfig, compare, side_of_zero
 
 VERDICTS = ("ahead", "on_par", "lagging", "not_enough_data")
 LABELS = {"random_forest": "the RF", "vol_logistic": "the volatility logistic", "logistic": "the logistic"}
@@ -30,11 +30,7 @@ MIN_SESSIONS = 60
 
 
 def verdict_of(ci_low: float, ci_high: float) -> str:
-    if ci_low > 0:
-        return "ahead"
-    if ci_high < 0:
-        return "lagging"
-    return "on_par"
+    return {"above": "ahead", "below": "lagging", "holds": "on_par"}[side_of_zero(ci_low, ci_high)]
 
 
 @dataclass(frozen=True)
