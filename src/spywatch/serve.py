@@ -10,12 +10,25 @@ and drift report through a base URL, in this order:
    ``ROOT/state/serve.json`` while it runs);
 3. otherwise ``file://`` (useful only on the machine that ran the night).
 
-The server serves static files under ``ROOT/published`` with GET and HEAD only; hidden paths
-(``.runs``, ``.journal.json``) are not served by name, only through the ``sessions/<date>`` links.
+The server answers GET and HEAD only (501 to anything else):
+
+- a file is served only when its real path (symlinks followed) lies inside the real path of
+  ``ROOT/published``: the ``sessions/<date>`` links into ``.runs/`` work, a link that leads out
+  (to ``../models``, to ``/etc/passwd``) gives 404, as does a request path with a hidden component
+  (``.runs``, ``.journal.json``, ``..``) and anything that is not a regular file;
+- no directory listings: ``/`` is an index page (``latest.json`` and the newest 60 sessions), or
+  says nothing is published yet (the server starts on such a root, beside the worker on day 0);
+  any other directory gives 404;
+- a malformed request path (not absolute, not UTF-8, a NUL or another control character) gives 400;
+- every response carries ``Cache-Control: no-cache`` and ``X-Content-Type-Options: nosniff``; text
+  and JSON are ``charset=utf-8``;
+- a connection that stalls for 10 s (``timeout``) is closed; its thread is a daemon;
+- SIGTERM stops it as Ctrl-C does, and ``ROOT/state/serve.json`` goes with it.
 
 A fleet root (``ROOT/tickers/<TICKER>/``, one root per ticker, and ``ROOT/fleet.html``) is served
 as the fleet page at ``/`` and each ticker's published outputs under
-``/tickers/<TICKER>/published/``, the paths the page links to; the rest of the fleet root (models,
+``/tickers/<TICKER>/published/``, the paths the page links to, under the same rules (contained in
+that ticker's ``published/``; the page in the fleet root); the rest of the fleet root (models,
 bars, state) is not served. Every ticker root records its part of the URL, so the links of each
 ticker's runs in the Prefect UI go through the same server.
 """
@@ -25,17 +38,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
+import io
 import json
 import os
+import signal
 import socket
 import sys
 from functools import partial
+from html import escape
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 PUBLIC_URL_ENV = "SPYWATCH_PUBLIC_URL"
 DEFAULT_PORT = 8765
+DEFAULT_TIMEOUT = 10.0  # seconds a connection may stall (an idle keep-alive, a half-sent request)
+INDEX_SESSIONS = 60  # sessions listed on the index page
+SESSION_FILES = ("report.html", "drift.html", "audit.json")  # linked from the index page
 
 
 def state_path(root: Path) -> Path:
@@ -81,34 +100,129 @@ def _alive(pid: int) -> bool:
 
 
 class PublishedHandler(SimpleHTTPRequestHandler):
-    """Static files of one folder; no hidden path components; GET and HEAD only (the base class
-    answers 501 to anything else)."""
+    """Regular files inside one folder (real paths, see the module doc), the index page at ``/``;
+    GET and HEAD only (the base class answers 501 to anything else)."""
 
     server_version = "spywatch-serve"
 
+    def __init__(self, *args, directory: str, timeout: float = DEFAULT_TIMEOUT, **kwargs) -> None:
+        self.timeout = timeout  # read by setup(), which the base __init__ runs: set it first
+        self.target: str | None = None  # the real path send_file() found, opened by the base send_head()
+        super().__init__(*args, directory=directory, **kwargs)
+
     def send_head(self):  # noqa: ANN201 - the base class's contract
-        parts = [p for p in unquote(urlsplit(self.path).path).split("/") if p]
-        if any(p.startswith(".") for p in parts):
+        path = self.request_path()
+        if path is None:
+            self.send_error(400, "bad request path")
+            return None
+        if path == "/":
+            return self.send_index()
+        parts = [p for p in path.split("/") if p]
+        if path.endswith("/") or any(p.startswith(".") for p in parts):  # a directory, a hidden path
             self.send_error(404, "not found")
             return None
-        return super().send_head()
+        return self.send_file(parts)
+
+    def request_path(self) -> str | None:
+        """The request's path, percent-decoded as UTF-8; None when malformed (not absolute, not
+        UTF-8, a NUL or another control character)."""
+        try:
+            raw = urlsplit(self.path).path.encode("latin-1")  # the request line was read as latin-1
+            path = unquote_to_bytes(raw).decode("utf-8")
+        except ValueError:  # UnicodeError included
+            return None
+        if not path.startswith("/") or any(c < " " or c == "\x7f" for c in path):
+            return None
+        return path
+
+    def route(self, parts: list[str]) -> tuple[str, list[str]] | None:
+        """(served folder, path segments inside it) for a request, or None: not served."""
+        return self.directory, parts
+
+    def send_file(self, parts: list[str]):  # noqa: ANN201 - as send_head
+        routed = self.route(parts)
+        self.target = contained_file(*routed) if routed else None
+        if not self.target:
+            self.send_error(404, "not found")
+            return None
+        return super().send_head()  # opens translate_path(), i.e. self.target; answers If-Modified-Since
+
+    def send_index(self):  # noqa: ANN201 - as send_head
+        body = index_page(Path(self.directory)).encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+    def translate_path(self, path: str) -> str:
+        return self.target
+
+    def list_directory(self, path):  # noqa: ANN001, ANN201 - the base class's signature
+        self.send_error(404, "not found")  # never a listing (only reached if a file became a folder)
+        return None
+
+    def guess_type(self, path) -> str:  # noqa: ANN001 - the base class's signature
+        ctype = super().guess_type(path)
+        return f"{ctype}; charset=utf-8" if ctype.startswith("text/") or ctype == "application/json" else ctype
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")  # the browser revalidates: latest.json changes nightly
+        self.send_header("X-Content-Type-Options", "nosniff")
+        super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002, ANN002 - the base class's signature
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        message = (format % args).translate(self._control_char_table)
+        sys.stderr.write(f"{self.address_string()} {message}\n")
 
 
 class FleetHandler(PublishedHandler):
     """A fleet root: ``/`` is its page (fleet.html), ``/tickers/<T>/published/...`` each ticker's
     published outputs; anything else of the fleet root is not found."""
 
-    def send_head(self):  # noqa: ANN201 - the base class's contract
-        parts = [p for p in unquote(urlsplit(self.path).path).split("/") if p]
-        if not parts:
-            self.path, parts = "/fleet.html", ["fleet.html"]
-        if not (parts == ["fleet.html"] or (len(parts) >= 3 and parts[0] == "tickers" and parts[2] == "published")):
-            self.send_error(404, "not found")
-            return None
-        return super().send_head()
+    def route(self, parts: list[str]) -> tuple[str, list[str]] | None:
+        if parts == ["fleet.html"]:
+            return self.directory, parts
+        if len(parts) >= 4 and parts[0] == "tickers" and parts[2] == "published":
+            return os.path.join(self.directory, "tickers", parts[1], "published"), parts[3:]
+        return None
+
+    def send_index(self):  # noqa: ANN201 - as send_head
+        return self.send_file(["fleet.html"])
+
+
+def contained_file(folder: str, parts: list[str]) -> str | None:
+    """The real path of ``folder/parts...`` (symlinks followed) when it is a regular file inside
+    the real path of ``folder``; else None."""
+    base = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, path]) != base or not os.path.isfile(path):
+        return None
+    return path
+
+
+def index_page(published: Path, limit: int = INDEX_SESSIONS) -> str:
+    """The page at ``/``: latest.json and the newest ``limit`` sessions' files, or that nothing is
+    published yet."""
+    if not contained_file(str(published), ["latest.json"]):
+        items = "<p>Nothing is published yet.</p>"
+    else:
+        sessions = published / "sessions"
+        names = sorted((n for n in os.listdir(sessions) if not n.startswith(".")), reverse=True) \
+            if sessions.is_dir() else []
+        rows = []
+        for name in names:
+            links = [f'<a href="sessions/{quote(name)}/{f}">{f}</a>' for f in SESSION_FILES
+                     if contained_file(str(published), ["sessions", name, f])]
+            if links:
+                rows.append(f"<li>{escape(name)}: {' '.join(links)}</li>")
+            if len(rows) == limit:
+                break
+        listed = "\n".join(rows)
+        items = (f'<p><a href="latest.json">latest.json</a></p>\n<h2>Sessions, newest first</h2>\n'
+                 f"<ul>\n{listed}\n</ul>")
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>spywatch</title></head>\n'
+            f"<body><h1>spywatch: published</h1>\n{items}\n</body></html>\n")
 
 
 def is_fleet_root(root: Path) -> bool:
@@ -116,15 +230,16 @@ def is_fleet_root(root: Path) -> bool:
     return (Path(root) / "tickers").is_dir() and not (Path(root) / "published").is_dir()
 
 
-def make_server(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> ThreadingHTTPServer:
-    """A server for ``ROOT/published``, or for a fleet root (port 0: any free port;
-    ``server.server_address`` has it)."""
-    if is_fleet_root(root):
-        return ThreadingHTTPServer((host, port), partial(FleetHandler, directory=str(root)))
-    published = Path(root) / "published"
-    if not published.is_dir():
-        raise FileNotFoundError(f"{published} does not exist: nothing has been published under --root {root}")
-    return ThreadingHTTPServer((host, port), partial(PublishedHandler, directory=str(published)))
+def make_server(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                timeout: float = DEFAULT_TIMEOUT) -> ThreadingHTTPServer:
+    """A server for ``ROOT/published`` (which need not exist yet), or for a fleet root (port 0: any
+    free port; ``server.server_address`` has it). ``timeout``: seconds a connection may stall."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--root {root} is not a folder")
+    handler, folder = (FleetHandler, root) if is_fleet_root(root) else (PublishedHandler, root / "published")
+    # ThreadingHTTPServer's threads are daemons: a stalled connection never holds the exit
+    return ThreadingHTTPServer((host, port), partial(handler, directory=str(folder), timeout=timeout))
 
 
 def server_url(server: ThreadingHTTPServer, host: str) -> str:
@@ -134,7 +249,7 @@ def server_url(server: ThreadingHTTPServer, host: str) -> str:
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-    """Serve until interrupted; while up, record the URL in ``ROOT/state/serve.json`` for the links."""
+    """Serve until Ctrl-C or SIGTERM; while up, record the URL in ``ROOT/state/serve.json`` for the links."""
     from spywatch.atomic import atomic_write_json
     from spywatch.fleet import root_tickers, ticker_root
 
@@ -145,22 +260,24 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None
     # where each root's published/ is reachable: the root itself, or every ticker root of a fleet
     served = ({ticker_root(root, t): f"{url}/tickers/{quote(t)}/published" for t in root_tickers(root)}
               if is_fleet_root(root) else {root: url})
-    for troot, base in served.items():
-        record = state_path(troot)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(record, {"url": base, "pid": os.getpid(), "host": socket.gethostname(),
-                                   "root": str(troot), "since": since})
-    if is_fleet_root(root):
-        print(f"serving the fleet {root} read-only at {url}/ (the fleet page; {len(served)} tickers under "
-              f"{url}/tickers/<TICKER>/published/); Ctrl-C stops", flush=True)
-    else:
-        print(f"serving {root / 'published'} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
-              flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop (systemd's) exits as Ctrl-C does
     try:
+        for troot, base in served.items():
+            record = state_path(troot)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(record, {"url": base, "pid": os.getpid(), "host": socket.gethostname(),
+                                       "root": str(troot), "since": since})
+        if is_fleet_root(root):
+            print(f"serving the fleet {root} read-only at {url}/ (the fleet page; {len(served)} tickers under "
+                  f"{url}/tickers/<TICKER>/published/); Ctrl-C stops", flush=True)
+        else:
+            print(f"serving {root / 'published'} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
+                  flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
         for troot in served:
             try:
@@ -168,6 +285,10 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None
                     state_path(troot).unlink()
             except (OSError, ValueError):
                 pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
