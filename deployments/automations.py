@@ -19,6 +19,10 @@ Automations (names start with ``spywatch:``; re-running this script replaces the
 Usage::
 
     SPYWATCH_ALERT_WEBHOOK_URL=https://hooks.slack.com/services/... python deployments/automations.py
+
+With ``--signing-key-from-env`` it also saves ``SPYWATCH_SIGNING_KEY`` as the Secret block
+``spywatch-signing-key``, which every flow loads into its worker's environment (the workers then
+sign every model version they register and refuse an unsigned or altered one; docs/operations.md).
 """
 
 from __future__ import annotations
@@ -143,11 +147,32 @@ def replace_automations(automations: list) -> list:
     return [a.create() for a in automations]
 
 
+def save_signing_key_block() -> UUID | None:
+    """``SPYWATCH_SIGNING_KEY`` as the Secret block the flows load (``tasks.night.use_signing_key_block``)."""
+    from prefect.blocks.system import Secret
+
+    from spywatch.artifact import SIGNING_KEY_BLOCK, signing_key
+
+    try:
+        key = signing_key()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    if key is None:
+        print("SPYWATCH_SIGNING_KEY is not set: no key to save", file=sys.stderr)
+        return None
+    return Secret(value=key.decode()).save(SIGNING_KEY_BLOCK, overwrite=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nightly", default="nightly/nightly", help="the nightly deployment (flow/deployment)")
     parser.add_argument("--stale-hours", type=float, default=26.0, help="alert when no nightly run Completed for this long")
+    parser.add_argument("--signing-key-from-env", action="store_true",
+                        help="save SPYWATCH_SIGNING_KEY as the Secret block spywatch-signing-key (model signing)")
     args = parser.parse_args(argv)
+    if args.signing_key_from_env and save_signing_key_block() is None:
+        return 2
     url = os.environ.get("SPYWATCH_ALERT_WEBHOOK_URL", "").strip()
     if not url:
         print("SPYWATCH_ALERT_WEBHOOK_URL is not set: where should alerts go?", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,31 @@ def night_config(root: str, as_of: dt.date | None, source: str, ticker: str, mod
     """The stage configuration, built once from the flow's typed parameters. ``retrain`` is what
     ``run_nightly`` does (the backfill uses it); the nightly flow passes its own retrain.
     ``policy`` names the retrain, promotion and fit settings (``spywatch.policy.POLICIES``)."""
+    use_signing_key_block()
     return PipelineConfig.for_policy(policy, source=source, root=Path(root).expanduser().resolve(), ticker=ticker,
                                      as_of=as_of.isoformat() if as_of else None, model=dict(model or {}),
                                      max_epochs=max_epochs, device=device, retrain=retrain, run_id=run_id)
+
+
+def use_signing_key_block() -> None:
+    """Deployments keep the model signing key in the Prefect Secret block ``spywatch-signing-key``
+    (``deployments/automations.py --signing-key-from-env`` saves it): loaded into this worker's
+    ``SPYWATCH_SIGNING_KEY`` unless the environment sets it already. No block: models are not
+    signed (``spywatch.artifact``); a block that cannot be read fails the run (never unsigned by
+    accident)."""
+    from spywatch.artifact import SIGNING_KEY_BLOCK, SIGNING_KEY_ENV
+
+    if os.environ.get(SIGNING_KEY_ENV) or not os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(SIGNING_KEY_BLOCK, _sync=True).get()
+    except ValueError as exc:
+        if "Unable to find block document" in str(exc):
+            return
+        raise
+    os.environ[SIGNING_KEY_ENV] = str(value)
 
 
 def session_label(as_of: dt.date | str | None) -> str:
@@ -50,9 +73,10 @@ def session_label(as_of: dt.date | str | None) -> str:
     or the last settled one."""
     from spywatch import sessions
 
-    if as_of in (None, ""):
-        return sessions.last_closed_session().date().isoformat()
-    return sessions.last_session_on_or_before(as_of).date().isoformat()
+    try:
+        return sessions.settled_session(as_of).date().isoformat()
+    except sessions.UnsettledSession:  # the run is named after the date asked for; the night refuses it
+        return str(as_of)
 
 
 def retry_only_market_data_errors(task: Any, task_run: Any, state: Any) -> bool:

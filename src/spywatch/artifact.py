@@ -5,26 +5,35 @@ fsynced, a ``manifest.json`` records the SHA-256 and size of each file, and only
 folder renamed into place. A reader therefore sees no folder or a complete one; a kill mid-build
 leaves only a hidden ``.<name>.*.tmp`` folder that :func:`sweep_partial` removes later.
 
-On load, :func:`verify_artifact` recomputes every checksum, so a truncated, tampered, missing or
+On load, :func:`verify_artifact` recomputes every checksum, so a truncated, corrupted, missing or
 smuggled-in file is refused with the file named instead of being fed to ``torch.load``.
 No torch here: the trainer passes bytes or writer callables.
+
+Checksums beside the files they check guard against accidents (a truncated copy, a flipped bit, a
+half-written folder), not against someone who can write the folder: they can recompute the
+manifest too. Authenticity needs a secret: with ``SPYWATCH_SIGNING_KEY`` set, every manifest is
+signed when it is written (``signature``: HMAC-SHA256 over the manifest's canonical JSON, which
+holds every file's SHA-256), and a folder whose signature is missing or does not match is refused
+(:class:`ArtifactError`) wherever it is verified: the night's champion, a promotion,
+``spywatch models list --verify``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spywatch.atomic import fsync_dir, make_readable, sha256_file
+from spywatch.atomic import fsync_dir, make_dirs, make_readable, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -33,6 +42,17 @@ _TMP_SUFFIX = ".tmp"
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 FileSource = bytes | Callable[[Path], None]
+SIGNING_KEY_ENV = "SPYWATCH_SIGNING_KEY"
+SIGNING_KEY_BLOCK = "spywatch-signing-key"  # where deployments keep it: a Prefect Secret block
+MIN_KEY_LENGTH = 16
+_SIGNATURE_PREFIX = "hmac-sha256:"
+
+
+class _FromEnvironment:
+    """The default of a ``key`` argument: read ``SPYWATCH_SIGNING_KEY`` when called."""
+
+
+FROM_ENV = _FromEnvironment()
 
 
 class ArtifactError(ValueError):
@@ -59,6 +79,7 @@ class Manifest:
     created_at: str
     files: tuple[FileEntry, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    signature: str | None = None  # "hmac-sha256:<hex>" when written with a signing key
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -73,12 +94,19 @@ class Manifest:
         return h.hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format_version": self.format_version,
             "created_at": self.created_at,
             "files": {f.name: {"sha256": f.sha256, "size": f.size} for f in self.files},
             "meta": dict(self.meta),
         }
+        return {**d, "signature": self.signature} if self.signature else d
+
+    def signed_with(self, key: bytes) -> str:
+        """The signature of this manifest under ``key`` (its canonical JSON, without the signature)."""
+        unsigned = {k: v for k, v in self.to_dict().items() if k != "signature"}
+        body = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+        return _SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: Path) -> Manifest:
@@ -88,8 +116,10 @@ class Manifest:
                 FileEntry(name=str(name), sha256=str(e["sha256"]), size=int(e["size"]))
                 for name, e in sorted(d["files"].items())
             )
+            signature = d.get("signature")
             manifest = cls(format_version=int(d["format_version"]), created_at=str(d["created_at"]),
-                           files=files, meta=dict(d.get("meta", {})))
+                           files=files, meta=dict(d.get("meta", {})),
+                           signature=None if signature is None else str(signature))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from exc
         if manifest.format_version != FORMAT_VERSION:
@@ -133,16 +163,19 @@ def write_artifact(dest: Path, files: Mapping[str, FileSource], meta: Mapping[st
 
 
 def stage_artifact(parent: Path, populate: Callable[[Path], None], meta: Mapping[str, Any],
-                   expected: tuple[str, ...] | None = None) -> StagedArtifact:
-    """Build an artifact in a hidden temp folder inside ``parent`` and write its manifest.
+                   expected: tuple[str, ...] | None = None,
+                   key: bytes | None | _FromEnvironment = FROM_ENV) -> StagedArtifact:
+    """Build an artifact in a hidden temp folder inside ``parent`` and write its manifest, signed
+    with ``key`` (default: ``SPYWATCH_SIGNING_KEY``, when set).
 
     ``populate(folder)`` writes the files. With ``expected``, any other file it leaves is an error
     (a stray file would otherwise become part of the artifact silently). The temp folder is
     removed if anything fails.
     """
+    key = signing_key() if isinstance(key, _FromEnvironment) else key
     meta_json = _meta_json(meta)
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(parent)
     tmp = Path(tempfile.mkdtemp(prefix=".artifact.", suffix=_TMP_SUFFIX, dir=parent))
     try:
         populate(tmp)
@@ -154,6 +187,8 @@ def stage_artifact(parent: Path, populate: Callable[[Path], None], meta: Mapping
         entries = tuple(_fsynced_entry(tmp / name) for name in names)
         manifest = Manifest(format_version=FORMAT_VERSION, created_at=_utc_now(), files=entries,
                             meta=json.loads(meta_json))
+        if key is not None:
+            manifest = replace(manifest, signature=manifest.signed_with(key))
         _write_synced(tmp / MANIFEST_NAME,
                       (json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n").encode())
         make_readable(tmp)
@@ -218,14 +253,18 @@ def read_manifest(folder: Path) -> Manifest:
     return Manifest.from_dict(data, path)
 
 
-def verify_artifact(folder: Path, required: tuple[str, ...] = ()) -> Manifest:
-    """Recompute every checksum of ``folder`` and return its manifest.
+def verify_artifact(folder: Path, required: tuple[str, ...] = (),
+                    key: bytes | None | _FromEnvironment = FROM_ENV) -> Manifest:
+    """Check the signature of ``folder``'s manifest (with ``key``, default ``SPYWATCH_SIGNING_KEY``
+    when set), recompute every checksum and return the manifest.
 
     Raises ``ArtifactError`` naming the file when one is missing, truncated or grown, altered,
-    present but unlisted, or when a ``required`` name is not in the manifest at all.
+    present but unlisted, or when a ``required`` name is not in the manifest at all; and, with a
+    key, when the signature is missing or does not match.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
+    check_signature(folder, manifest, signing_key() if isinstance(key, _FromEnvironment) else key)
     for name in required:
         if name not in manifest.names:
             raise ArtifactError(f"{folder}: required file {name} is not listed in the manifest")
@@ -235,6 +274,30 @@ def verify_artifact(folder: Path, required: tuple[str, ...] = ()) -> Manifest:
     if unlisted:
         raise ArtifactError(f"{folder}: unlisted file(s) {', '.join(unlisted)} not in the manifest")
     return manifest
+
+
+def check_signature(folder: Path, manifest: Manifest, key: bytes | None) -> None:
+    """Refuse a manifest that is unsigned or signed otherwise when a key is given (no key: nothing
+    to check: the checksums guard against accidents only)."""
+    if key is None:
+        return
+    if not manifest.signature:
+        raise ArtifactError(f"{folder}: unsigned ({SIGNING_KEY_ENV} is set, and every model version must carry "
+                            f"the signature of its manifest): refused")
+    if not hmac.compare_digest(manifest.signature, manifest.signed_with(key)):
+        raise ArtifactError(f"{folder}: the manifest's signature does not match (altered after it was signed, or "
+                            f"signed with another key): refused")
+
+
+def signing_key() -> bytes | None:
+    """``SPYWATCH_SIGNING_KEY`` as bytes, or None when it is not set (``ValueError`` when too short)."""
+    value = os.environ.get(SIGNING_KEY_ENV, "")
+    if not value:
+        return None
+    if len(value) < MIN_KEY_LENGTH:
+        raise ValueError(f"{SIGNING_KEY_ENV} has {len(value)} characters; a key needs at least {MIN_KEY_LENGTH} "
+                         f"(e.g. `openssl rand -hex 32`)")
+    return value.encode()
 
 
 def _verify_entry(folder: Path, entry: FileEntry) -> None:

@@ -2,6 +2,12 @@
 
 Pattern: write a temp file in the target's directory, flush + fsync it, ``os.replace`` it over
 the target, then fsync the directory so the rename itself survives a power cut.
+
+Modes, one rule whatever the process umask: every folder spywatch creates under a root is 0755
+and every file it writes 0644 (``make_dirs``, ``atomic_write``, ``make_readable``), so a web server
+or a worker running as another user reads the store, the models and the published outputs.
+Folders that already exist keep their mode (an operator's choice). The one exception is
+``ROOT/prefect``, the local Prefect server's database and settings, left to the umask.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     On any exception the temp file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -56,6 +62,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 # never through the process umask (changing it is process-wide and races with other threads).
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+
+
+def make_dirs(folder: Path) -> Path:
+    """``mkdir -p`` with the folders it creates made 0755 whatever the umask (existing ones kept)."""
+    folder = Path(folder)
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        os.chmod(p, DIR_MODE)
+    return folder
 
 
 def make_readable(folder: Path) -> None:

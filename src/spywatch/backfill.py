@@ -56,6 +56,7 @@ def replay_sessions(start: str, end: str, frequency: str = "monthly") -> list[pd
         raise ValueError(f"frequency={frequency!r}; expected one of {list(FREQUENCIES)}")
     if pd.Timestamp(start) > pd.Timestamp(end):
         raise ValueError(f"start {start} is after end {end}")
+    sessions.settled_session(end)  # an end after the last settled session: UnsettledSession (exit 2)
     days = sessions.nyse_sessions(start, end)
     if len(days) == 0:
         raise ValueError(f"no NYSE session in {start}..{end}")
@@ -681,10 +682,10 @@ class PolicyTable:
 
     def write(self, out_dir: Path) -> dict[str, Path]:
         """``policy_steps.csv``, ``policy.json`` and ``policy.md`` under ``out_dir`` (each atomic)."""
-        from spywatch.atomic import atomic_write, atomic_write_json, atomic_write_text
+        from spywatch.atomic import atomic_write, atomic_write_json, atomic_write_text, make_dirs
 
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
         frame = pd.DataFrame([r.row() for r in self.steps])
         paths = {"csv": out_dir / "policy_steps.csv", "json": out_dir / "policy.json", "markdown": out_dir / "policy.md"}
         atomic_write(paths["csv"], lambda tmp: frame.to_csv(tmp, index=False))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from spywatch.cli import iso_date
+    from spywatch.cli import iso_date, root_dir, ticker_arg
 
     p = sub.add_parser("backfill", help="replay past nights under a retrain policy: retrains, promotions, alarms, "
                        "walk-forward AUC and Brier against a Random Forest, with intervals")
@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replay every session, or the last one of each week or month")
     p.add_argument("--policy", default="default", help="a named retrain policy of spywatch.policy "
                    "(default, never, calendar, legacy)")
-    p.add_argument("--root", type=Path, default=None,
+    p.add_argument("--root", type=root_dir, default=None,
                    help="store, models and published nights of the replay (default: <out name>-root beside --out)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--ticker", default="SPY")
+    which.add_argument("--ticker", default="SPY", type=ticker_arg)
     which.add_argument("--tickers", default=None, metavar="A,B,...",
                        help="a fleet: every ticker on ROOT/tickers/<TICKER>, fanned out on Dask (the backfill-fleet "
                             "flow); e.g. --source csv-dir:DIR")

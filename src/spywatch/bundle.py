@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spywatch.artifact import verify_artifact, write_artifact
+from spywatch.artifact import ArtifactError, verify_artifact, write_artifact
+from spywatch.text import cut
 from spywatch.atomic import json_bytes
 from spywatch.dataset import FeatureTable
 from spywatch.features import FEATURES, SCALINGS, FeatureScaler
@@ -110,7 +111,11 @@ class ModelBundle:
         verify_artifact(folder, required=FILES)
         config = json.loads((folder / "config.json").read_text())
         cfg = PatchTSTConfig(**config["model"])
-        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - an UnpicklingError, or a file torch cannot read: refused
+            raise ArtifactError(f"{folder}: weights.pt refused by torch.load(weights_only=True): "
+                                f"{type(exc).__name__}: {cut(str(exc))}") from exc
         if "ensemble" in config:
             model = PatchTSTEnsemble(cfg, int(config["ensemble"]["members"]))
         else:  # a single model saved before ensembles: an ensemble of one

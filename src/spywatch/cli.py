@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from spywatch.market_data import DataFormatError, MarketDataError
+from spywatch.text import LIMIT, cut, shown
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -65,7 +67,9 @@ EPILOG = """\
 exit status:
   0  done: the night was published, the data passed, no drift
   1  a finding: a check failed, drift was detected, the night failed (its audit says why)
-  2  a usage or input error (a bad argument, a file that is not there)
+  2  a usage or input error (a bad argument, a file that is not there, a session that has not
+     settled, a root this user cannot write); nothing was run or written
+  1  also: the disk is full (the error names the file; what was published before is unchanged)
   3  spywatch run: another run holds the root's lock (its PID, host and start are printed)"""
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -75,16 +79,43 @@ def iso_date(text: str) -> str:
     """An argparse type: a calendar date written YYYY-MM-DD, nothing looser (``31/12/2024``,
     ``03/04/2024`` and ``20241231`` are refused rather than guessed)."""
     if not ISO_DATE.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (YYYY-MM-DD, e.g. 2024-12-31)")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not an ISO date (YYYY-MM-DD, e.g. 2024-12-31)")
     try:
         dt.date.fromisoformat(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {exc}") from None
     return text
 
 
+def ticker_arg(text: str) -> str:
+    """An argparse type: a ticker by the one name rule (``spywatch.names``), upper-cased."""
+    from spywatch.names import BadName, ticker
+
+    try:
+        return ticker(text)
+    except BadName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def root_dir(text: str) -> Path:
+    """An argparse type: a root folder (created on first use), refused when it names a file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{shown(text)} is a file, not a folder (a root holds the store, models and "
+                                         f"published outputs)")
+    return path
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with the offending value in its usage errors cut (``spywatch.text``)."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn, argparse's contract
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {cut(message, 2 * LIMIT)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spywatch", description=DESCRIPTION, epilog=EPILOG,
+    parser = Parser(prog="spywatch", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -129,6 +160,11 @@ def _registrars():
         yield mod.register
 
 
+# OSErrors told in one line instead of a traceback, with their exit status: a full disk fails the
+# command (1); a root this user may not write is a usage error (2).
+MACHINE_ERRORS = {errno.ENOSPC: 1, errno.EDQUOT: 1, errno.EACCES: 2, errno.EPERM: 2, errno.EROFS: 2}
+
+
 def main(argv: list[str] | None = None) -> int:
     return _dispatch(build_parser().parse_args(argv))
 
@@ -139,8 +175,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (DataFormatError, MarketDataError, ValueError, FileNotFoundError) as exc:
-        print(f"spywatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"spywatch {args.command}: error: {cut(str(exc), 5 * LIMIT)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        code = MACHINE_ERRORS.get(exc.errno)
+        if code is None:
+            raise
+        print(f"spywatch {args.command}: error: {os.strerror(exc.errno)}: {exc.filename or '?'} (what was published "
+              f"before is unchanged)", file=sys.stderr)
+        return code
 
 
 def entry() -> None:

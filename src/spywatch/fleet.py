@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+from spywatch import names
+from spywatch.text import cut
+
 TICKER_KEYS = {"ticker", "source", "policy"}
 FLEET_KEYS = {"source", "policy", "tickers"}
 
@@ -81,8 +83,8 @@ def parse_fleet(doc: Any, where: str = "fleet") -> Fleet:
             raise FleetError(f"{where}: tickers[{i}] must be a ticker or a mapping with 'ticker'")
         name = entry.get("ticker")
         label = f"{where}: ticker {name!r}" if name else f"{where}: tickers[{i}]"
-        if not isinstance(name, str) or not TICKER.match(name):
-            raise FleetError(f"{label}: key 'ticker' must be an upper-case symbol like SPY or BRK.B")
+        if not isinstance(name, str) or not names.TICKER.match(name):
+            raise FleetError(f"{cut(label)}: key 'ticker' must be an upper-case symbol like SPY or BRK.B")
         bad = sorted(set(entry) - TICKER_KEYS)
         if bad:
             raise FleetError(f"{label}: unknown key(s) {bad}; expected {sorted(TICKER_KEYS)}")
@@ -109,7 +111,7 @@ def load_fleet(path: Path | str) -> Fleet:
     except OSError as exc:
         raise FleetError(f"{path}: cannot be read ({exc})") from None
     except yaml.YAMLError as exc:
-        raise FleetError(f"{path}: not valid YAML ({exc})") from None
+        raise FleetError(f"{path}: not valid YAML ({cut(str(exc))})") from None
     fleet = parse_fleet(doc, str(path))
     return Fleet(fleet.tickers, fleet.source, fleet.policy, path)
 
@@ -120,7 +122,7 @@ def fleet_of(tickers: list[str], source: str, policy: str = "default") -> Fleet:
 
 
 def ticker_root(root: Path | str, ticker: str) -> Path:
-    return Path(root) / "tickers" / ticker.upper()
+    return Path(root) / "tickers" / names.ticker(ticker)
 
 
 def root_tickers(root: Path | str) -> list[str]:

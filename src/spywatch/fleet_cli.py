@@ -8,11 +8,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from spywatch.cli import root_dir
+
     fleet = sub.add_parser("fleet", help="the fleet: many tickers, each on ROOT/tickers/<TICKER>")
     actions = fleet.add_subparsers(dest="action", required=True)
     p = actions.add_parser("status", help="one line per ticker: session, status, health, decision, probabilities; "
                                           "exit 1 when any ticker failed or is stale")
-    p.add_argument("--root", type=Path, default=Path("workspace"), help="the fleet root (spywatch run --tickers --root)")
+    p.add_argument("--root", type=root_dir, default="workspace", help="the fleet root (spywatch run --tickers --root)")
     p.add_argument("--fleet", type=Path, default=None, help="a fleet file: its tickers, in its order")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_status)

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from spywatch.atomic import FILE_MODE, make_dirs
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0  # a night waits up to 10 minutes for the one before it to finish
@@ -103,9 +105,10 @@ def root_lock(root: Path | str, purpose: str = "nightly", timeout_s: float | Non
             _release(key)
         return
 
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # the mode rule, whatever the umask (spywatch.atomic)
     t0 = time.monotonic()
     told = False
     try:
@@ -134,7 +137,12 @@ def root_lock(root: Path | str, purpose: str = "nightly", timeout_s: float | Non
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
               "command": " ".join(sys.argv)[:300],
               "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "held": True}
-    _write_holder(root, holder)
+    try:
+        _write_holder(root, holder)
+    except BaseException:  # e.g. a full disk: release the lock, say so at the boundary (cli._dispatch)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
     with _guard:
         _held[key] = (fd, 1)
     try:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch import sessions
+from spywatch.text import cut, shown
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"{path}: file is empty (no header, no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot be parsed as CSV: {exc}") from None
+        raise DataFormatError(f"{path}: cannot be parsed as CSV: {cut(str(exc))}") from None
     if "Adj Close" not in raw.columns and {"Open", "High", "Low", "Close"} <= set(raw.columns):
         # An adjusted file (Date, Open, High, Low, Close, Volume: split- and dividend-adjusted prices,
         # like data/etf/): its Close is the adjusted close.
@@ -146,14 +147,14 @@ def read_bars_csv(path: Path | str, strict: bool = True) -> pd.DataFrame:
 
 def _bad_rows(path: Path, column: str, rows: pd.Index, dates: pd.Series, what: str,
               values: pd.Series | None = None) -> str:
-    shown = []
+    listed = []
     for i, (row, date) in enumerate(zip(rows, dates, strict=True)):
         if i == 3:
             break
-        value = f" value {values.loc[row]!r}" if values is not None else ""
-        shown.append(f"row {row + 2} (Date {date}){value}")
+        value = f" value {shown(values.loc[row])}" if values is not None else ""
+        listed.append(f"row {row + 2} (Date {cut(str(date))}){value}")
     more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
-    return f"{path}: column {column}: {what} at {', '.join(shown)}{more}"
+    return f"{path}: column {column}: {what} at {', '.join(listed)}{more}"
 
 
 # ----------------------------------------------------------------------------- yfinance

@@ -23,12 +23,14 @@ DEFAULT_REGISTRY = Path("workspace/models")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` command and its actions to the top-level parser."""
+    from spywatch.cli import root_dir
+
     models = subparsers.add_parser("models", help="list, inspect, promote and roll back model versions")
     actions = models.add_subparsers(dest="action", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_mutually_exclusive_group()
-    where.add_argument("--root", type=Path, default=None,
+    where.add_argument("--root", type=root_dir, default=None,
                        help="a spywatch root (the --root of spywatch run): its registry is ROOT/models")
     where.add_argument("--registry", type=Path, default=None,
                        help=f"the registry folder itself (default: {DEFAULT_REGISTRY}, relative to the current directory)")

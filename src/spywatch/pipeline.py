@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spywatch import sessions
+from spywatch import names, sessions
 from spywatch.artifact import ArtifactError
 from spywatch.audit import CollapsePolicy, CollapseVerdict, check_collapse, metrics_by_horizon
 from spywatch.audit_schema import SCHEMA_VERSION, FailureKind, RunStatus, check_audit
@@ -32,6 +32,7 @@ from spywatch.publish import Publisher
 from spywatch.registry import GateResult, ModelRegistry, ModelScore, NoChampionError, PromotionPolicy, training_gate
 from spywatch.store import ParquetStore, UpdateResult
 from spywatch.training_audit import finding_line, summary_line
+from spywatch.text import bounded, cut
 from spywatch.vs_baseline import phrase
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ PROMOTED_EVENT = "spywatch.model.promoted"
 LAGGING_EVENT = "spywatch.model.lagging"  # the champion behind the Random Forest beyond its interval
 TRAINING_EVENT = "spywatch.training.unhealthy"  # a challenger refused on its training verdict
 VALIDATION_EVENT = "spywatch.validation.failed"
+# A failure's reason as quoted in the audit, latest.json, the report, the log and the alerts: long
+# enough for a few values already cut at their source (``spywatch.text``), never the input itself.
+REASON_LIMIT = 1000
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -75,6 +79,9 @@ class PipelineConfig:
             raise ValueError(f"retrain={self.retrain!r}; expected 'inline' or 'never'")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"max_epochs={self.max_epochs}; expected >= 1")
+        names.ticker(self.ticker)  # the names that become paths (``spywatch.names``): BadName, before any work
+        if self.run_id is not None:
+            names.run_id(self.run_id)
 
     @classmethod
     def for_policy(cls, name: str, **kwargs) -> PipelineConfig:
@@ -87,9 +94,9 @@ class PipelineConfig:
         return self.fit.holdout
 
     def session(self) -> pd.Timestamp:
-        if self.as_of is None:
-            return sessions.last_closed_session()
-        return sessions.last_session_on_or_before(self.as_of)
+        """The settled NYSE session on or before ``as_of`` (``sessions.settled_session``: a later
+        date raises ``UnsettledSession``)."""
+        return sessions.settled_session(self.as_of)
 
 
 def models_root(root: Path) -> Path:
@@ -732,11 +739,11 @@ def run_night(cfg: PipelineConfig, runner=None, retrain=retrain_inline, force: b
     from spywatch.lock import root_lock
 
     runner = runner or PlainRunner()
+    night = start_night(cfg)  # an unsettled session or a bad source is refused here, before anything is written
     with root_lock(cfg.root, "nightly", lock_timeout_s):
         publisher = Publisher(cfg.root)
         for line in publisher.recover():
             log.warning("publishing recovery: %s", line)
-        night = start_night(cfg)
         if not force and publisher.is_published(night.sid):
             problems = publisher.consistency(night.sid)
             if problems:  # the folder is published but the shared files disagree: repair from the folder
@@ -756,7 +763,7 @@ def run_night(cfg: PipelineConfig, runner=None, retrain=retrain_inline, force: b
             stage = night.current_stage or "?"
             log.exception("session %s: stage %s raised", night.sid, stage)
             result = night.stage(runner, "publish_failure", _fail, night, publisher, FailureKind.STAGE_ERROR, stage,
-                                 f"{type(exc).__name__}: {exc}")
+                                 _exc_text(exc))
         night.narrate(runner, "publish" if result.status == RunStatus.PUBLISHED else "publish_failure")
         return result
 
@@ -779,7 +786,7 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
         raise StageFailed(FailureKind.RAW_BARS_INVALID, "fetch",
                           f"raw_bars validation failed ({len(exc.result.failures)} check(s))") from exc
     except MarketDataError as exc:
-        raise StageFailed(FailureKind.FETCH_FAILED, "fetch", f"market data: {exc}") from exc
+        raise StageFailed(FailureKind.FETCH_FAILED, "fetch", f"market data: {_exc_text(exc, named=False)}") from exc
     a["validation"]["raw_bars"] = _validation_dict(raw)
     a["data"] = _update_dict(update)
     night.narrate(runner, "fetch")
@@ -812,11 +819,11 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
             outcome = night.stage(runner, "retrain", retrain, night)
         except Exception as exc:  # tonight still goes out with the champion that passed its audit
             log.exception("session %s: the retrain failed", night.sid)
-            a["retrain"] = {"error": f"{type(exc).__name__}: {exc}", "challenger": None, "promoted": False}
+            a["retrain"] = {"error": _exc_text(exc), "challenger": None, "promoted": False}
             if night.champion is None:
                 raise StageFailed(FailureKind.NO_CHAMPION, "retrain",
-                                  f"no champion, and the retrain failed: {type(exc).__name__}: {exc}") from exc
-            a["failure"] = _failure_dict(FailureKind.RETRAIN_FAILED, "retrain", f"{type(exc).__name__}: {exc}")
+                                  f"no champion, and the retrain failed: {_exc_text(exc)}") from exc
+            a["failure"] = _failure_dict(FailureKind.RETRAIN_FAILED, "retrain", _exc_text(exc))
             night.narrate(runner, "retrain")
         else:
             a["retrain"] = outcome
@@ -833,8 +840,8 @@ def _load_champion(night: Night, runner) -> None:  # noqa: ANN001
     try:
         night.champion = night.stage(runner, "champion", load_champion, night.root, night.cfg.promotion)
     except ArtifactError as exc:
-        night.audit["champion_error"] = str(exc)
-        raise StageFailed(FailureKind.CHAMPION_REFUSED, "champion", f"champion model refused: {exc}") from exc
+        night.audit["champion_error"] = _exc_text(exc, named=False)
+        raise StageFailed(FailureKind.CHAMPION_REFUSED, "champion", f"champion model refused: {_exc_text(exc, named=False)}") from exc
     night.audit["model_version"] = night.champion.version if night.champion else None
     if night.champion is not None:
         confirmed = last_confirmation(night.champion, night.session)
@@ -916,9 +923,14 @@ def narrate(stage: str, audit: dict) -> str | None:
     return None
 
 
+def _exc_text(exc: BaseException, named: bool = True) -> str:
+    """An exception as the audit, the log and the alerts quote it: bounded (``spywatch.text``)."""
+    return cut(f"{type(exc).__name__}: {exc}" if named else str(exc), REASON_LIMIT)
+
+
 def _failure_dict(kind: FailureKind, stage: str, reason: str) -> dict:
     rule = FAILURES[kind]
-    return {"kind": kind.value, "stage": stage, "reason": reason, "meaning": rule.meaning,
+    return {"kind": kind.value, "stage": stage, "reason": cut(reason, REASON_LIMIT), "meaning": rule.meaning,
             "predictions_published": rule.publish_predictions}
 
 
@@ -962,7 +974,7 @@ def _fail(night: Night, publisher: Publisher, kind: FailureKind, stage: str, rea
     a["status"] = rule.status.value
     a["failure"] = _failure_dict(kind, stage, reason)
     a["predictions"], a["prediction_history"] = None, []
-    a["stale"] = publisher.mark_stale(night.sid, reason, night.run_id)
+    a["stale"] = publisher.mark_stale(night.sid, cut(reason, REASON_LIMIT), night.run_id)
     a["alerts"] = alerts_for(a)
     a["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     files = _audit_files(a)
@@ -986,7 +998,7 @@ def _audit_files(audit: dict, drift_html: bool = False) -> dict[str, bytes]:
     from spywatch.report import render_audit_html
 
     check_audit(audit)  # what is written follows the schema (AuditSchemaError names the field otherwise)
-    audit_bytes = json_bytes(audit)
+    audit_bytes = json_bytes(bounded(audit, REASON_LIMIT))  # the last guard: no string beyond the bound
     html = render_audit_html(json.loads(audit_bytes), drift_report_href="drift.html" if drift_html else None)
     return {"audit.json": audit_bytes, "report.html": html.encode()}
 

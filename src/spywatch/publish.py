@@ -6,7 +6,8 @@ Layout under ``root/published``::
     .runs/<date>.<run_id>/       predictions.parquet, audit.json, report.html, drift.html, drift.json,
                                  attempts/<run_id>/ (failed re-runs of the session: their audit only)
     predictions.parquet          every published session's predictions (one row per session x horizon)
-    latest.json                  the newest good session, or the last good one marked stale
+    latest.json                  the newest good session, or the last good one marked stale; its
+                                 ``path`` is relative to published/ (a moved or restored root still works)
     .journal.json                the publication in progress (present only between its steps)
 
 Publishing a night is one recoverable unit (:meth:`Publisher.publish_night`): the journal names
@@ -35,7 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spywatch.atomic import DIR_MODE, atomic_write, atomic_write_json, fsync_dir, make_readable
+from spywatch.atomic import atomic_write, atomic_write_json, fsync_dir, make_dirs, make_readable
+from spywatch.text import cut
 
 # Test-only: ``SPYWATCH_KILL_AT=<point>`` makes this process SIGKILL itself at that publishing
 # step (tests/unit/test_publish_recovery.py proves a kill at each point is repaired).
@@ -176,6 +178,10 @@ class Publisher:
             problems.append(f"latest.json names {latest and latest.get('session')}, older than the session")
         elif latest.get("session") == session and latest.get("run_id") != audit["run_id"] and not latest.get("stale"):
             problems.append(f"latest.json names run {latest.get('run_id')}, the folder run {audit['run_id']}")
+        if latest is not None and latest.get("stale") and latest.get("failed_session") == session:
+            # a failed re-run of this very session marked it stale; its published folder is intact
+            problems.append(f"latest.json marks the session stale ({cut(str(latest.get('reason')))}), but its "
+                            f"published outputs are intact")
         return problems
 
     # ----------------------------------------------------------------- writing
@@ -188,8 +194,8 @@ class Publisher:
                         populate: Callable[[Path], None] | None = None) -> Path:
         """Write ``files`` (and whatever ``populate(folder)`` writes) as the complete output set of
         ``session``, then swap it in atomically. Failed re-runs' audits (``attempts/``) move along."""
-        self.runs.mkdir(parents=True, exist_ok=True)
-        self.sessions.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.runs)
+        make_dirs(self.sessions)
         link = self.session_dir(session)
         previous = link.resolve() if link.is_symlink() else None
         def fill(folder: Path) -> None:
@@ -219,8 +225,7 @@ class Publisher:
         """A failed run of a session that is already published: its audit goes beside the
         published outputs (``sessions/<date>/attempts/<run_id>/``), which stay byte for byte."""
         attempts = self.session_dir(session) / "attempts"
-        attempts.mkdir(parents=True, exist_ok=True)
-        os.chmod(attempts, DIR_MODE)
+        make_dirs(attempts)
         return _build_folder(attempts / run_id, lambda folder: _write_files(folder, files, None))
 
     def is_published(self, session: str) -> bool:
@@ -251,7 +256,7 @@ class Publisher:
     def set_latest(self, session: str, run_id: str, model_version: str | None) -> Path:
         return atomic_write_json(self.latest_path, {"session": session, "run_id": run_id,
                                                     "model_version": model_version, "stale": False,
-                                                    "path": str(self.session_dir(session))})
+                                                    "path": f"sessions/{session}"})
 
     def mark_stale(self, failed_session: str, reason: str, run_id: str | None = None) -> dict:
         """Keep the last good predictions in place and say, loudly, that they are stale: why, since

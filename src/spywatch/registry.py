@@ -23,6 +23,7 @@ import datetime as dt
 import fcntl
 import json
 import math
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +41,7 @@ from spywatch.artifact import (
     sweep_partial,
     verify_artifact,
 )
-from spywatch.atomic import atomic_write_json
+from spywatch.atomic import FILE_MODE, atomic_write_json, make_dirs
 from spywatch.training_audit import finding_line
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -601,8 +602,9 @@ class ModelRegistry:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialise writers; ``flock`` is released by the kernel if the holder is killed."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         with open(self.root / ".lock", "a") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)  # the mode rule, whatever the umask (spywatch.atomic)
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 _sweep_temp_files(self.root)
@@ -615,8 +617,8 @@ def _copy_from(source: Path, meta: dict[str, Any]) -> tuple[Callable[[Path], Non
     """A populate callable copying a flat folder; an artifact folder must verify and keeps its meta."""
     if not source.is_dir():
         raise RegistryError(f"model source folder {source} does not exist")
-    if (source / MANIFEST_NAME).exists():
-        meta = {**verify_artifact(source).meta, **meta}
+    if (source / MANIFEST_NAME).exists():  # its integrity; the registration signs the copy
+        meta = {**verify_artifact(source, key=None).meta, **meta}
     names = sorted(p.name for p in source.iterdir() if p.name != MANIFEST_NAME)
     for name in names:
         if not (source / name).is_file():

@@ -24,14 +24,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from spywatch.cli import iso_date
+    from spywatch.cli import iso_date, root_dir, ticker_arg
 
     p = sub.add_parser("run", help="run the nightly pipeline once (the Prefect flow, on a local server)")
     p.add_argument("--source", default="synthetic",
                    help="synthetic | synthetic:SEED | csv:PATH | yfinance | a fault spec (faulty:N:INNER, ...)")
     p.add_argument("--as-of", default=None, type=iso_date, help="session date to run for (default: the last settled session)")
-    p.add_argument("--root", type=Path, default=Path("workspace"), help="store, models and published outputs")
-    p.add_argument("--ticker", default="SPY")
+    p.add_argument("--root", type=root_dir, default="workspace", help="store, models and published outputs")
+    p.add_argument("--ticker", default="SPY", type=ticker_arg, help="the symbol (a name rule: spywatch.names)")
     p.add_argument("--retrain", choices=("inline", "never"), default="inline",
                    help="inline: train here when the decision says so; never: only record the decision")
     p.add_argument("--force", action="store_true", help="redo a session that is already published")
@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.tickers or args.fleet:
         if args.no_prefect:
             raise ValueError("a fleet runs as the nightly-fleet flow on Dask; --no-prefect takes one ticker")
+        _check_fleet(args)  # a bad fleet is a usage error before Prefect starts (exit 2, nothing written)
         return _run_flow(args, root)  # each ticker's night takes its own root's lock
     try:
         # The whole command holds the root's lock (the flow inside takes it again, re-entrantly):
@@ -81,13 +82,23 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
 
 
+def _check_fleet(args: argparse.Namespace) -> None:
+    """Parse the fleet as the flow will (``FleetError``, a ValueError: exit 2)."""
+    from spywatch import fleet
+
+    if args.fleet:
+        fleet.load_fleet(args.fleet)
+    else:
+        fleet.fleet_of([t.strip().upper() for t in args.tickers.split(",") if t.strip()], args.source, args.policy)
+
+
 def _session_line(as_of: str | None) -> str:
     """The session this run is for, and why (the flow resolves it the same way)."""
     from spywatch import sessions
 
+    resolved = sessions.settled_session(as_of).date().isoformat()  # a later date: UnsettledSession, exit 2
     if as_of is None:
-        return f"{sessions.last_closed_session().date()} (the last settled NYSE session)"
-    resolved = sessions.last_session_on_or_before(as_of).date().isoformat()
+        return f"{resolved} (the last settled NYSE session)"
     return resolved if resolved == as_of else f"{resolved} (the last NYSE session on or before --as-of {as_of})"
 
 

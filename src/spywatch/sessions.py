@@ -1,4 +1,12 @@
-"""NYSE trading sessions, from the maintained ``exchange_calendars`` XNYS calendar."""
+"""NYSE trading sessions, from the maintained ``exchange_calendars`` XNYS calendar.
+
+The settled-session rule: a session is *settled* once the wall clock in New York has passed its
+day's 16:00 close plus ``SETTLE_AFTER``'s margin (16:30); before that its daily bar is partial,
+and a later session has not happened. Every entry point resolves the session it runs for with
+:func:`settled_session`, so a date after the last settled session is refused (``UnsettledSession``,
+a usage error: exit 2, nothing written) whatever the source: a synthetic or CSV source would
+otherwise happily provide bars for a day that has not happened.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +38,32 @@ def nyse_sessions(start: dt.date | str, end: dt.date | str) -> pd.DatetimeIndex:
         return pd.DatetimeIndex([], name="date")
     idx = cal.sessions_in_range(start_ts, end_ts)
     return pd.DatetimeIndex(idx.tz_localize(None) if idx.tz is not None else idx, name="date")
+
+
+class UnsettledSession(ValueError):
+    """A date after the last settled NYSE session: nothing can be run or published for it yet."""
+
+
+def settled_session(as_of: dt.date | str | None, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The session a run for ``as_of`` is about: the last NYSE session on or before it (None: the
+    last settled one), refused with ``UnsettledSession`` when that session has not settled at ``now``
+    (default: the wall clock)."""
+    settled = last_closed_session(now)
+    if as_of is None or as_of == "":
+        return settled
+    day = pd.Timestamp(as_of).normalize()
+    if day <= settled:
+        return last_session_on_or_before(day)
+    now_ny = _to_new_york(now)
+    if day.date() > now_ny.date():
+        why = "is in the future"
+    else:  # today (or a day between the last settled session and today)
+        session = last_session_on_or_before(day)
+        if session <= settled:
+            return session
+        why = f"is today's session, which settles at {SETTLE_AFTER:%H:%M} New York time"
+    raise UnsettledSession(f"{day.date()} {why}: the last settled NYSE session is {settled.date()} "
+                           f"(now {now_ny:%Y-%m-%d %H:%M} in New York); nothing was run or written")
 
 
 def last_session_on_or_before(day: dt.date | str) -> pd.Timestamp:

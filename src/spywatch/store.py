@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spywatch import names
 from spywatch.atomic import atomic_write, atomic_write_text
 from spywatch.market_data import BAR_COLUMNS, DataFormatError, MarketDataSource, empty_bars
 
@@ -59,10 +60,10 @@ class ParquetStore:
         self.root = Path(root)
 
     def path(self, ticker: str) -> Path:
-        return self.root / "bars" / f"{ticker.upper()}.parquet"
+        return self.root / "bars" / f"{names.ticker(ticker)}.parquet"
 
     def revisions_path(self, ticker: str) -> Path:
-        return self.root / "bars" / f"{ticker.upper()}.revisions.jsonl"
+        return self.root / "bars" / f"{names.ticker(ticker)}.revisions.jsonl"
 
     # -------------------------------------------------------------- read / write
 

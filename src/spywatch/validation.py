@@ -36,6 +36,7 @@ from spywatch import sessions
 from spywatch.atomic import atomic_write_json
 from spywatch.features import FeatureScaler
 from spywatch.market_data import BAR_COLUMNS, CSV_COLUMNS, DataFormatError, read_bars_csv
+from spywatch.text import LIMIT, cut
 
 # The committed GX project (a file context root); runtime only reads its suite JSON.
 GX_PROJECT_DIR = Path(__file__).resolve().parents[2] / "expectations"
@@ -508,7 +509,7 @@ def _column_diff(expected: list[str], observed: list[str]) -> str:
     extra = [c for c in observed if c not in expected]
     parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
     parts = [p for p in parts if p] or [f"order {observed}"]
-    return "; ".join(parts)
+    return cut("; ".join(parts), 4 * LIMIT)
 
 
 def _exception_message(info: Any) -> str | None:
@@ -535,7 +536,7 @@ def _num(value: Any) -> str:
         return "missing"  # GX writes NaN as JSON null
     if isinstance(value, (float, np.floating)) and not math.isnan(value):
         return f"{value:.6g}"
-    return str(value)
+    return cut(str(value))
 
 
 def _finish(suite: str, failures: list[CheckFailure], n_rows: int, n_checks: int, start: float,

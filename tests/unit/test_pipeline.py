@@ -20,7 +20,7 @@ import pytest
 from spywatch.market_data import synthetic_bars
 from spywatch.audit import CollapsePolicy
 from spywatch.decision import RetrainPolicy
-from spywatch.pipeline import PipelineConfig, run_nightly
+from spywatch.pipeline import PipelineConfig, run_night, run_nightly
 from spywatch.publish import Publisher
 from spywatch.registry import ModelRegistry, PromotionPolicy
 from spywatch.store import ParquetStore
@@ -331,7 +331,16 @@ def test_a_forced_rerun_with_a_corrupt_last_bar_keeps_the_published_session_byte
     latest = pub.latest()
     assert latest["session"] == "2024-06-28" and latest["stale"] and latest["stale_since"] == "2024-06-28"
     assert "raw_bars validation failed" in latest["reason"] and latest["stale_at"]
-    assert pub.consistency("2024-06-28") == []  # still published: a later run does not redo it
+    (problem,) = pub.consistency("2024-06-28")  # the session is intact; only the stale mark disagrees
+    assert problem.startswith("latest.json marks the session stale") and problem.endswith("outputs are intact")
+
+    # the next run finds the published session intact: it is not redone, and it is no longer stale
+    again = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), retrain=None)
+    assert again.status == "already_published"
+    latest = pub.latest()
+    assert latest["session"] == "2024-06-28" and latest["stale"] is False and latest["path"] == "sessions/2024-06-28"
+    assert pub.consistency("2024-06-28") == []
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
 def _raise(*_args, **_kwargs):
@@ -381,3 +390,113 @@ def test_a_failure_in_any_stage_marks_the_last_good_predictions_stale(root, monk
     assert pub.predictions_path.read_bytes() == table_before
     audit = json.loads(result.outputs["audit"].read_text())  # the failure audit is published
     assert audit["status"] == "failed" and audit["failure"] == failure and audit["predictions"] is None
+
+
+# ----------------------------------------------------------------------------- model authenticity
+
+KEY = "k" * 32
+
+
+def _recompute_manifest(version_dir: Path, drop_signature: bool) -> None:
+    """What someone who can write the folder but has no key can do: make the checksums match again."""
+    import hashlib
+
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        data = (version_dir / name).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    if drop_signature:
+        manifest.pop("signature", None)
+    (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _sign_as_registered(version_dir: Path, key: str) -> None:
+    """The signature a registration with ``key`` gives a version (the fixture's was trained unsigned)."""
+    from spywatch.artifact import read_manifest
+
+    manifest = read_manifest(version_dir)
+    data = {**manifest.to_dict(), "signature": manifest.signed_with(key.encode())}
+    (version_dir / "manifest.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _shift_output_bias(weights: Path, logits: float) -> None:
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    bias = [k for k in state if k.endswith("bias")][-1]  # the last layer's bias: the output logits
+    state[bias] = state[bias] + logits
+    torch.save(state, weights)
+
+
+def test_a_signed_champion_publishes_and_a_tampered_or_unsigned_one_is_refused(root, monkeypatch, capsys):
+    from spywatch.cli import main
+
+    root, data, first = root
+    version = first.audit["model_version"]
+    vdir = root / "models" / "versions" / version
+    monkeypatch.setenv("SPYWATCH_SIGNING_KEY", KEY)
+
+    # unsigned (trained before the key was set): refused, the alias stays, the last good predictions go stale
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
+    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused", night.summary()
+    assert "unsigned" in night.audit["champion_error"]
+    assert Publisher(root).latest()["stale"] and ModelRegistry(root / "models").champion == version
+
+    # signed as a registration with the key signs it: it publishes
+    _sign_as_registered(vdir, KEY)
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "published", night.summary()
+    honest = night.audit["predictions"]["latest"]["h1"]
+    assert main(["models", "list", "--root", str(root), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+    # +3 logits on the output bias, checksums recomputed (no key to re-sign): refused, nothing published from it
+    _shift_output_bias(vdir / "weights.pt", 3.0)
+    _recompute_manifest(vdir, drop_signature=False)
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused"
+    assert "signature does not match" in night.audit["champion_error"]
+    latest = Publisher(root).latest()
+    assert latest["stale"] and latest["session"] == "2024-06-28"
+    published = Publisher(root).read_predictions()
+    assert published[published["horizon"] == "h1"]["probability"].iloc[-1] == pytest.approx(honest)
+    assert main(["models", "list", "--root", str(root), "--verify"]) == 1
+    assert "signature does not match" in capsys.readouterr().out
+
+    # the same tampering without a key: the checksums pass, which is all they promise (docs say so)
+    monkeypatch.delenv("SPYWATCH_SIGNING_KEY")
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "published" and night.audit["predictions"]["latest"]["h1"] > honest + 0.1
+
+
+def test_a_weights_file_that_torch_refuses_to_unpickle_is_a_refused_champion(root):
+    import torch
+
+    root, data, first = root
+    vdir = root / "models" / "versions" / first.audit["model_version"]
+    torch.save({"payload": os.system}, vdir / "weights.pt")  # a pickle that imports a callable
+    _recompute_manifest(vdir, drop_signature=True)
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
+    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused", night.summary()
+    assert "weights_only" in night.audit["champion_error"]
+
+
+# ----------------------------------------------------------------------------- bounded echoes
+
+
+def test_a_huge_csv_field_is_quoted_cut_everywhere_it_is_echoed(root, tmp_path, caplog):
+    root, data, _ = root
+    lines = data.read_text().splitlines()
+    fields = lines[-3].split(",")
+    fields[4] = "9" * 2_000_000  # a 2 MB Close
+    lines[-3] = ",".join(fields)
+    big = tmp_path / "big.csv"
+    big.write_text("\n".join(lines) + "\n")
+    night = run_nightly(cfg(root, "2024-06-28", f"csv:{big}", retrain="never"))
+    assert night.status == "failed"
+    assert "[2,000,000 characters, cut to 200]" in night.audit["failure"]["reason"]
+    pub = Publisher(root)
+    folder = pub.session_dir("2024-06-28")
+    assert pub.latest_path.stat().st_size < 4_000
+    assert (folder / "audit.json").stat().st_size < 40_000 and (folder / "report.html").stat().st_size < 200_000
+    assert max(len(r.getMessage()) for r in caplog.records) < 5_000
