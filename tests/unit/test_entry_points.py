@@ -65,6 +65,19 @@ def test_a_backfill_that_ends_after_the_last_settled_session_is_refused_before_a
     assert not out.exists() and not (tmp_path / "root").exists()
 
 
+def test_the_nightly_flows_as_of_parameter_is_held_to_the_rule_before_anything_is_written(tmp_path):
+    import datetime as dt
+
+    from flows.nightly import nightly
+
+    root = tmp_path / "root"
+    with pytest.raises(sessions.UnsettledSession, match="is in the future"):
+        nightly.fn(root=str(root), as_of=dt.date.fromisoformat(_tomorrow()), source="synthetic", retrain_mode="never")
+    with pytest.raises(names.BadName):
+        nightly.fn(root=str(root), as_of=dt.date.fromisoformat(FRIDAY), source="synthetic", ticker="../x")
+    assert not root.exists()
+
+
 def test_the_flows_name_a_refused_run_after_the_date_asked_for():
     from tasks.night import session_label
 
