@@ -50,6 +50,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from spywatch.text import LIMIT, cut
+
 PUBLIC_URL_ENV = "SPYWATCH_PUBLIC_URL"
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 10.0  # seconds a connection may stall (an idle keep-alive, a half-sent request)
@@ -172,7 +174,7 @@ class PublishedHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002, ANN002 - the base class's signature
-        message = (format % args).translate(self._control_char_table)
+        message = cut((format % args).translate(self._control_char_table), 2 * LIMIT)  # a 20 kB path: one line
         sys.stderr.write(f"{self.address_string()} {message}\n")
 
 

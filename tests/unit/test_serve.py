@@ -320,3 +320,10 @@ def test_spywatch_serve_on_a_fleet_root_records_each_tickers_url_for_its_run_lin
         out, err = proc.communicate(timeout=30)
     assert "serving the fleet" in out and proc.returncode == 0, (out, err)
     assert not state_path(spy).exists() and not state_path(fleet_root / "tickers" / "QQQ").exists()
+
+
+def test_a_huge_request_path_is_logged_cut(server, capsys):
+    assert _get(f"{server}/{'a' * 20_000}")[0] == 404
+    time.sleep(0.1)  # the handler logs after it answered
+    log = capsys.readouterr().err
+    assert "[20,0" in log and max(len(line) for line in log.splitlines()) < 1_000
