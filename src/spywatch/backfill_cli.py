@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("backfill", help="replay past nights under a retrain policy: retrains, promotions, alarms, "
                        "walk-forward AUC and Brier against a Random Forest, with intervals")
-    p.add_argument("--source", required=True, help="csv:PATH | synthetic | synthetic:SEED | yfinance")
+    p.add_argument("--source", required=True, help="csv:PATH | csv-dir:DIR (a fleet: DIR/<TICKER>.csv) | synthetic | synthetic:SEED | yfinance | a fault spec")
     p.add_argument("--start", required=True, type=iso_date, help="first date of the range (ISO)")
     p.add_argument("--end", required=True, type=iso_date, help="last date of the range (ISO)")
     p.add_argument("--frequency", choices=("daily", "weekly", "monthly"), default="monthly",

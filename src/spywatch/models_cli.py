@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", action="store_true", help="recompute every checksum (reads every file)")
     p.set_defaults(func=_guarded(_cmd_list))
 
-    p = actions.add_parser("show", parents=[common], help="one version, checksums verified")
-    p.add_argument("version")
+    p = actions.add_parser("show", parents=[common], help="one version, checksums verified (default: the champion)")
+    p.add_argument("version", nargs="?", default="champion", help="a version id, or 'champion' (the default)")
     p.set_defaults(func=_guarded(_cmd_show))
 
     p = actions.add_parser("promote", parents=[common], help="make VERSION the champion (no metric gate)")
@@ -107,8 +107,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    info = registry.show(args.version)
-    events = [e.to_dict() for e in registry.history() if e.version == args.version]
+    version = args.version
+    if version == "champion":
+        version = registry.champion
+        if version is None:
+            raise RegistryError(f"no champion in {registry.root} yet: `spywatch models list` shows the versions")
+    info = registry.show(version)
+    events = [e.to_dict() for e in registry.history() if e.version == version]
     metrics = _metrics(info)
     summary = {**_summary(info, metrics), "vs_baseline": _vs_baseline(info, _last_night(registry))}
     if args.json:
@@ -182,7 +187,7 @@ def _row(info: VersionInfo, summary: dict[str, Any]) -> str:
     auc = summary["holdout_auc"]
     auc_text = (f"{_num(auc['mean'])} ({' / '.join(_num(v) for h, v in auc.items() if h != 'mean')})"
                 if auc else "-")
-    status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "")
+    status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "manifest read (--verify checks)")
     training = (summary.get("training") or {}).get("verdict") or "-"
     vs = summary.get("vs_baseline")
     vs_text = f"{vs['verdict']} {vs['difference']:+.3f}" if vs and vs.get("difference") is not None else \

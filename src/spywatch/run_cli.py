@@ -70,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("a fleet runs as the nightly-fleet flow on Dask; --no-prefect takes one ticker")
         _check_fleet(args)  # a bad fleet is a usage error before Prefect starts (exit 2, nothing written)
         return _run_flow(args, root)  # each ticker's night takes its own root's lock
+    if not args.force and _already_published(root, args.as_of):
+        return 0
     try:
         # The whole command holds the root's lock (the flow inside takes it again, re-entrantly):
         # a second run on this root waits here, before it starts a server on the same database.
@@ -80,6 +82,20 @@ def _run(args: argparse.Namespace) -> int:
     except RootLocked as exc:
         print(f"spywatch run: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+
+
+def _already_published(root: Path, as_of: str | None) -> bool:
+    """Say so at once, without starting Prefect, when the session is published and consistent
+    (the night would find the same and do nothing); anything to repair goes through the night."""
+    from spywatch import sessions
+    from spywatch.publish import Publisher
+
+    session = sessions.settled_session(as_of).date().isoformat()
+    publisher = Publisher(root)
+    if not publisher.is_published(session) or publisher.consistency(session):
+        return False
+    print(f"session {session} is already published under {root / 'published'} (--force redoes it)")
+    return True
 
 
 def _check_fleet(args: argparse.Namespace) -> None:

@@ -41,6 +41,9 @@ def test_prefect_yaml_declares_the_operational_contract():
     fleet = deployments["nightly-fleet"]  # its own root and slot; the fleet file is validated as it loads
     assert fleet["entrypoint"] == "flows/fleet.py:nightly_fleet" and fleet["parameters"]["fleet_file"] == "fleet.yaml"
     assert fleet["parameters"]["root"] != deployments["nightly"]["parameters"]["root"]
+    # the fleet's schedule is created paused; only the nightly runs by itself
+    assert [s.get("active", True) for s in fleet["schedules"]] == [False]
+    assert not deployments["backfill-fleet"].get("schedules")
     from spywatch.fleet import load_fleet
 
     assert "SPY" in load_fleet(REPO / fleet["parameters"]["fleet_file"]).names

@@ -122,9 +122,13 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     # the champion's row carries the baseline verdict of the night it predicted
     vs = a["health"]["vs_baseline"]
     assert vs["sessions"] > 0 and f"{vs['verdict']} {vs['difference']:+.3f}" in row
+    assert row.endswith("manifest read (--verify checks)")  # the status column says what was checked
 
     assert cli_main(["models", "show", version, "--root", str(root)]) == 0
     text = capsys.readouterr().out
+    for default in (["champion"], []):  # the champion by name, or by default
+        assert cli_main(["models", "show", *default, "--root", str(root)]) == 0
+        assert capsys.readouterr().out == text
     assert f"version   {version}   (the champion)" in text and "status    checksums verified" in text
     assert f"holdout   {' .. '.join(periods['holdout'])}" in text
     assert f"h1: AUC {holdout['h1']['auc']:.3f}" in text and "{" not in text  # no raw JSON for a person
@@ -500,3 +504,12 @@ def test_a_huge_csv_field_is_quoted_cut_everywhere_it_is_echoed(root, tmp_path, 
     assert pub.latest_path.stat().st_size < 4_000
     assert (folder / "audit.json").stat().st_size < 40_000 and (folder / "report.html").stat().st_size < 200_000
     assert max(len(r.getMessage()) for r in caplog.records) < 5_000
+
+
+def test_an_already_published_session_is_answered_without_starting_prefect(root):
+    root, _, first = root
+    out = subprocess.run([str(Path(sys.executable).with_name("spywatch")), "run", "--root", str(root),
+                          "--as-of", "2024-05-31", "--source", "synthetic"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "session 2024-05-31 is already published" in out.stdout
+    assert not (root / "prefect").exists()  # no local Prefect server was started for it
