@@ -75,6 +75,7 @@ class NightAudit(_Strict):
     session: str
     run_id: str
     status: RunStatus
+    ticker: str = "SPY"  # audits written before the fleet do not say
     synthetic: bool = False
     source: str | None = None
     policy: str | None = None

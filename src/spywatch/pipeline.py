@@ -581,7 +581,7 @@ class NightlyResult:
 
     def summary(self) -> str:
         a = self.audit
-        lines = [f"spywatch nightly for session {self.session}: {self.status.upper()}"
+        lines = [f"spywatch nightly {a.get('ticker') or 'SPY'} for session {self.session}: {self.status.upper()}"
                  + ("  [SYNTHETIC DATA]" if a.get("synthetic") else "")]
         if a.get("failure"):
             f = a["failure"]
@@ -718,6 +718,7 @@ def start_night(cfg: PipelineConfig) -> Night:
     source = source_from_spec(cfg.source)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     audit = {"schema_version": SCHEMA_VERSION, "session": session.date().isoformat(), "run_id": run_id,
+             "ticker": names.ticker(cfg.ticker),
              "synthetic": source.synthetic, "policy": cfg.policy, "source": source.name,
              "status": RunStatus.RUNNING.value, "failure": None,
              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

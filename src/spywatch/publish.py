@@ -6,8 +6,10 @@ Layout under ``root/published``::
     .runs/<date>.<run_id>/       predictions.parquet, audit.json, report.html, drift.html, drift.json,
                                  attempts/<run_id>/ (failed re-runs of the session: their audit only)
     predictions.parquet          every published session's predictions (one row per session x horizon)
-    latest.json                  the newest good session, or the last good one marked stale; its
-                                 ``path`` is relative to published/ (a moved or restored root still works)
+    latest.json                  the poller's contract (:meth:`Publisher.latest_record`): the newest good
+                                 session's ticker, probabilities with their member spread, synthetic
+                                 flag, model and report, or the last good one marked stale (why, since
+                                 when); paths relative to published/ (a moved or restored root works)
     .journal.json                the publication in progress (present only between its steps)
 
 Publishing a night is one recoverable unit (:meth:`Publisher.publish_night`): the journal names
@@ -53,6 +55,8 @@ def _kill_point(point: str) -> None:
 
 # ``member_std``: the standard deviation of the ensemble members' probabilities (how much the
 # seeds disagree about tonight); NaN in rows published before ensembles.
+LATEST_FORMAT = 1  # latest.json's own version: a poller can check it
+
 PREDICTION_COLUMNS = ("session", "horizon", "probability", "member_std", "model_version", "data_hash", "feature_hash",
                       "run_id", "synthetic")
 
@@ -254,9 +258,28 @@ class Publisher:
         return pd.read_parquet(self.predictions_path)
 
     def set_latest(self, session: str, run_id: str, model_version: str | None) -> Path:
-        return atomic_write_json(self.latest_path, {"session": session, "run_id": run_id,
-                                                    "model_version": model_version, "stale": False,
-                                                    "path": f"sessions/{session}"})
+        return atomic_write_json(self.latest_path, self.latest_record(session, run_id, model_version))
+
+    def latest_record(self, session: str, run_id: str, model_version: str | None) -> dict:
+        """``latest.json`` for a published session, from its folder: what a poller reads.
+
+        ``{"format": 1, "ticker", "session", "probabilities": {h: p}, "member_std": {h: s},
+        "synthetic", "stale": false, "model_version", "run_id", "path", "report"}``; a failure
+        later adds ``stale: true`` with ``reason``, ``stale_since``, ``stale_at`` (:meth:`mark_stale`).
+        """
+        folder = self.session_dir(session)
+        rows = pd.read_parquet(folder / "predictions.parquet").set_index("horizon")
+        try:
+            ticker = json.loads((folder / "audit.json").read_text()).get("ticker")
+        except (OSError, ValueError):
+            ticker = None
+        spread = rows["member_std"] if "member_std" in rows else pd.Series(dtype="float64")
+        return {"format": LATEST_FORMAT, "ticker": ticker or "SPY", "session": session,
+                "probabilities": {h: round(float(p), 6) for h, p in rows["probability"].items()},
+                "member_std": {h: round(float(s), 6) for h, s in spread.items() if s == s},
+                "synthetic": bool(rows["synthetic"].any()) if "synthetic" in rows else False,
+                "stale": False, "model_version": model_version, "run_id": run_id,
+                "path": f"sessions/{session}", "report": f"sessions/{session}/report.html"}
 
     def mark_stale(self, failed_session: str, reason: str, run_id: str | None = None) -> dict:
         """Keep the last good predictions in place and say, loudly, that they are stale: why, since

@@ -33,7 +33,7 @@ def summary_markdown(session: str, status: str, audit: dict[str, Any], outputs: 
               report.decision_badge(a.get("decision"), a.get("retrain")),
               report.status_badge(status, a.get("stale"), a.get("predictions"))]
     model = f"model `{a['model_version']}`" if a.get("model_version") else "no champion"
-    lines = [f"# Nightly, session {session}: **{status.upper()}**", "",
+    lines = [f"# Nightly {a.get('ticker') or 'SPY'}, session {session}: **{status.upper()}**", "",
              f"source `{a.get('source', '?')}`" + (" **(synthetic data)**" if a.get("synthetic") else "")
              + f" · {model} · run `{a.get('run_id')}`", ""]
     if links:

@@ -41,7 +41,7 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
-    assert "spywatch nightly for session 2023-07-31: PUBLISHED" in text
+    assert "spywatch nightly SPY for session 2023-07-31: PUBLISHED" in text
     assert f"session folder: {fresh_root / 'published' / 'sessions' / '2023-07-31'}" in text
     assert text.startswith(f"spywatch run: session 2023-07-31; root {fresh_root}")  # the session, echoed
     prefect = str(Path(sys.executable).with_name("prefect").relative_to(REPO))  # as the shell runs it from cwd

@@ -205,3 +205,24 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
                                capture_output=True, text=True, timeout=60)
         assert other.returncode != 0 and "RootLocked" in other.stderr and f"PID {os.getpid()}" in other.stderr
     assert json.loads(holder_path(tmp_path).read_text())["held"] is False
+
+
+def test_latest_json_is_the_pollers_contract_small_and_relative(tmp_path):
+    frame = rows("2024-06-28", "r1", 0.25).assign(ticker_unused=0)
+    frame.loc[frame["horizon"] == "h5", "probability"] = 0.5
+    audit = json.dumps({"session": "2024-06-28", "run_id": "r1", "status": "published", "model_version": "v1",
+                        "ticker": "QQQ"})
+    Publisher(tmp_path).publish_night("2024-06-28", "r1", "v1", {
+        "predictions.parquet": lambda path: frame.to_parquet(path, index=False), "audit.json": audit.encode(),
+        "report.html": b"<html></html>"})
+    pub = Publisher(tmp_path)
+    latest = pub.latest()
+    assert latest == {"format": 1, "ticker": "QQQ", "session": "2024-06-28",
+                      "probabilities": {"h1": 0.25, "h3": 0.25, "h5": 0.5},
+                      "member_std": {"h1": 0.01, "h3": 0.01, "h5": 0.01}, "synthetic": True, "stale": False,
+                      "model_version": "v1", "run_id": "r1", "path": "sessions/2024-06-28",
+                      "report": "sessions/2024-06-28/report.html"}
+    assert (pub.base / latest["report"]).is_file() and pub.latest_path.stat().st_size < 1_000
+    stale = pub.mark_stale("2024-07-01", "raw_bars validation failed (1 check(s))", "r2")
+    assert stale["stale"] and pub.latest()["probabilities"] == latest["probabilities"]  # the last good ones, marked
+    assert pub.latest()["reason"].startswith("raw_bars") and pub.latest()["stale_since"] == "2024-07-01"

@@ -244,6 +244,16 @@ def test_the_training_panel_shows_tonights_challengers_verdict_its_losses_agains
     assert "No training audit recorded" in visible_text(render_audit_html(quiet))
 
 
+def test_the_report_names_its_ticker_in_its_title_and_target(example):
+    assert "P(SPY gains ≥ 1% within h sessions)" in visible_text(render_audit_html(example))
+    qqq = {**copy.deepcopy(example), "ticker": "QQQ"}
+    html = render_audit_html(qqq)
+    text = visible_text(html)
+    assert "spywatch nightly audit · QQQ · session" in text and "P(QQQ gains ≥ 1% within h sessions)" in text
+    assert "<title>spywatch audit QQQ" in html
+    assert text.count("SPY") == text.count("Calibrated on SPY")  # only where SPY is meant: the decay test's calibration
+
+
 def test_validation_failure_night_shows_failures_and_stale_predictions_first(validation_failure):
     audit = validation_failure
     html = render_audit_html(audit)
