@@ -26,6 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from spywatch import fleet as fleet_mod
+from spywatch.pipeline import REASON_LIMIT
+from spywatch.text import cut
 from tasks.night import night_config, session_label
 
 
@@ -62,7 +64,8 @@ def ticker_night(root: str, ticker: str, as_of: dt.date | None, source: str, pol
                                  description=f"{ticker} nightly {result.session}: {result.status}")
     row = fleet_mod.ticker_row(root, ticker, {"session": result.session, "status": str(result.status)})
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    get_run_logger().info("%s %s: %s on worker %s", ticker, result.session, result.status, worker)
+    why = f" ({row['failure']}: {row['failure_reason']})" if row.get("failure") else ""
+    get_run_logger().info("%s %s: %s%s on worker %s", ticker, result.session, result.status, why, worker)
     return {**row, "ok": result.ok, "worker": worker}
 
 
@@ -118,7 +121,7 @@ def fleet_nights(root: str, specs: list[dict], as_of: dt.date | None, retrain_mo
             rows.append(future.result())
         except Exception as exc:  # noqa: BLE001 - a crashed ticker is that ticker's failure, not the fleet's
             rows.append({**fleet_mod.ticker_row(root, s["ticker"]), "status": "error", "failure": type(exc).__name__,
-                         "failure_reason": str(exc), "ok": False})
+                         "failure_reason": cut(str(exc), REASON_LIMIT), "ok": False})
     return rows
 
 

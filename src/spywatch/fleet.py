@@ -196,8 +196,9 @@ def render_page(rows: list[dict], title: str = "spywatch fleet") -> str:
         links = " ".join(f'<a href="{html.escape(href)}">{name}</a>' for name, href in
                          (("audit", r["report"]), ("drift", r["drift_report"])) if href)
         status = r["status"] + (f" ({r['failure']})" if r["failure"] else "") + (" · stale" if r["stale"] else "")
+        why = f'<div class="why">{esc(r["failure_reason"])}</div>' if r["failure"] else ""
         body.append(f'<tr class="{tone.get(r["status"], "bad")}"><td><b>{esc(r["ticker"])}</b></td>'
-                    f'<td>{esc(r["session"])}</td><td>{esc(status)}</td><td>{esc(r["data"])}</td>'
+                    f'<td>{esc(r["session"])}</td><td>{esc(status)}{why}</td><td>{esc(r["data"])}</td>'
                     f'<td>{esc(r["validation"])}</td><td>{esc(r["drift"])}</td><td>{esc(r["health"])}</td>'
                     f'<td>{esc(r["decision"])}</td><td>{esc(probs)}</td><td>{links or "—"}</td></tr>')
     failed = [r["ticker"] for r in rows if r["status"] not in tone]
@@ -214,6 +215,7 @@ th {{ background: #f3f5f9; }}
 tr.ok td:first-child {{ border-left: 4px solid #2e9e5b; }}
 tr.bad td:first-child {{ border-left: 4px solid #c0392b; }}
 .summary {{ margin: 8px 0 16px; font-weight: 600; }}
+.why {{ color: #8a2a1f; font-size: 12.5px; max-width: 36em; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
 <p class="summary">{esc(summary)}</p>
@@ -245,4 +247,5 @@ def summary_markdown(rows: list[dict]) -> str:
                      + f" | {r['validation'] or '—'} | {r['drift'] or '—'} | {r['health'] or '—'} | "
                      f"{r['decision'] or '—'} | " + " | ".join(f"{p[h]:.3f}" if h in p else "—" for h in ("h1", "h3", "h5"))
                      + " |")
-    return "\n".join(lines) + "\n"
+    whys = [f"- **{r['ticker']}** `{r['failure']}`: {r['failure_reason']}" for r in rows if r["failure"]]
+    return "\n".join(lines + ([""] + whys if whys else [])) + "\n"

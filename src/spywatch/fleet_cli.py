@@ -38,6 +38,8 @@ def _status(args: argparse.Namespace) -> int:
             probs = " / ".join(f"{p[h]:.3f}" for h in ("h1", "h3", "h5") if h in p) or "-"
             print(f"{r['ticker']:8} {r['session'] or '-':10}  {status:40} {r['health'] or '-':12} "
                   f"{r['decision'] or '-':14} {probs}")
+            if r["failure"]:
+                print(f"{'':8} why: {r['failure_reason']}")
         print(f"page: {fleet.page_path(args.root)}")
     bad = [r for r in rows if r["status"] not in ("published", "already_published") or r["stale"]]
     return 1 if bad else 0

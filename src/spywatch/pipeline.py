@@ -834,7 +834,22 @@ def _stages(night: Night, runner, retrain) -> None:  # noqa: ANN001
             if night.champion is not None and night.champion.version != previous:
                 _audit_champion(night, runner)  # the new champion publishes tonight, audited
     if night.champion is None or night.predictions is None:
-        raise StageFailed(FailureKind.NO_CHAMPION, night.current_stage or "decide", "no champion model to predict with")
+        raise StageFailed(FailureKind.NO_CHAMPION, night.current_stage or "decide", _no_champion_reason(night.audit))
+
+
+def _no_champion_reason(audit: dict) -> str:
+    """Why there is nothing to predict with: no retrain, or the gate's refusal with its numbers
+    (the failed check first: a floor, a collapse, a training verdict)."""
+    retrain = audit.get("retrain") or {}
+    gate = retrain.get("gate") or {}
+    if not gate:
+        return "no champion model to predict with"
+    reasons = list(gate.get("reasons") or [])
+    failed = [r for r in reasons if " < floor" in r or r.startswith("challenger predictions collapsed")
+              or "training verdict" in r]
+    shown = failed + [r for r in reasons if r not in failed]
+    return (f"no champion model to predict with: challenger {retrain.get('challenger')} refused by the gate "
+            f"({gate.get('rule') or 'refused'}): {'; '.join(shown)}")
 
 
 def _load_champion(night: Night, runner) -> None:  # noqa: ANN001

@@ -73,7 +73,7 @@ def test_the_fleet_page_escapes_and_links_relative_to_the_root():
              "decision": "keep champion", "probabilities": {"h1": 0.19}, "report": "tickers/QQQ/r.html",
              "drift_report": None},
             {"ticker": "TLT", "session": "2024-12-31", "status": "validation_failed", "failure": "raw_bars_invalid",
-             "stale": True, "data": None, "validation": "<failed>", "drift": None, "health": None, "decision": None,
+             "failure_reason": "raw_bars validation failed (1 check(s)): high < low on 2024-12-31", "stale": True, "data": None, "validation": "<failed>", "drift": None, "health": None, "decision": None,
              "probabilities": {}, "report": None, "drift_report": None}]
     page = fleet.render_page(rows)
     assert "1 of 2 tickers published; failed: TLT" in page and "&lt;failed&gt;" in page
@@ -81,3 +81,25 @@ def test_the_fleet_page_escapes_and_links_relative_to_the_root():
     assert page.count('class="ok"') == 1 and page.count('class="bad"') == 1
     summary = fleet.summary_markdown(rows)
     assert summary.startswith("# Fleet: 1 of 2 tickers published, **1 failed**: TLT")
+    # why a ticker failed, wherever it is listed
+    why = "raw_bars validation failed (1 check(s)): high &lt; low on 2024-12-31"
+    assert f'<div class="why">{why}</div>' in page
+    assert summary.rstrip().endswith("- **TLT** `raw_bars_invalid`: raw_bars validation failed (1 check(s)): high < low "
+                                     "on 2024-12-31")
+
+
+def test_no_champion_says_why_the_gate_refused_with_its_numbers():
+    import copy
+    import json
+
+    from spywatch.pipeline import _no_champion_reason
+
+    example = json.loads((Path(__file__).parents[1] / "data" / "audit_example.json").read_text())
+    assert _no_champion_reason({"retrain": None}) == "no champion model to predict with"
+    refused = copy.deepcopy(example)
+    gate = refused["retrain"]["gate"]
+    gate["reasons"][1] = "challenger mean AUC 0.4750 < floor 0.5200"  # as registry.gate words a floor refusal
+    gate.update(promote=False, rule="refused")
+    reason = _no_champion_reason(refused)
+    assert reason.startswith(f"no champion model to predict with: challenger {refused['retrain']['challenger']} "
+                             "refused by the gate (refused): challenger mean AUC 0.4750 < floor 0.5200; ")
