@@ -614,8 +614,10 @@ class NightlyResult:
             lines.append("  tonight: " + ", ".join(f"P({h}) = {v:.3f}" for h, v in a["predictions"]["latest"].items()
                                                    if h != "date"))
         if (a.get("stale") or {}).get("stale"):
-            lines.append(f"  last good predictions ({a['stale']['last_good_session']}) are STALE since "
-                         f"{a['stale']['stale_since']}: {a['stale']['reason']}")
+            s = a["stale"]
+            lines.append(f"  last good predictions ({s['last_good_session']}) are STALE since {s['stale_since']}: "
+                         f"{s['reason']}" if s.get("last_good_session") else
+                         f"  nothing was published before: no predictions since {s['stale_since']}: {s['reason']}")
         lines.extend(f"  {name}: {path}" for name, path in self.outputs.items())
         return "\n".join(lines)
 

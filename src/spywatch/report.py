@@ -138,9 +138,35 @@ def line_text(item: Any) -> str:
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """Fixed-point number, or an em dash where the audit has nothing (null, NaN, missing)."""
+    """Fixed-point number, or an em dash where the audit has nothing (null, NaN, missing); never
+    "-0.000" (a value that rounds to zero is 0)."""
     value = _number(x)
-    return "—" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def readable(value: Any) -> str:
+    """Any audit value as a person reads it: numbers to 4 significant digits, None as a dash,
+    yes/no, a mapping as "key value" pairs (nested ones in parentheses), a list joined by commas.
+    What the report shows where it used to print JSON (the gate's details, the alerts' payloads)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        text = f"{float(value):.4g}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    if isinstance(value, Mapping):
+        parts = [f"{str(k).replace('_', ' ')} " + (f"({readable(v)})" if isinstance(v, Mapping) and v else readable(v))
+                 for k, v in value.items()]
+        return "; ".join(parts) or "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(v) for v in value) or "—"
+    return str(value)
 
 
 def pct(x: Any, digits: int = 0) -> str:
@@ -249,8 +275,10 @@ def decision_badge(decision: dict | None, retrain: dict | None) -> Badge:
 
 def status_badge(status: str, stale: dict | None, predictions: dict | None) -> Badge:
     if stale and stale.get("stale", True):
+        last_good = stale.get("last_good_session")
         return Badge("Status", "stale", "bad", f"{status.replace('_', ' ')}; predictions stale since "
-                     f"{stale.get('stale_since', '?')}, last good {stale.get('last_good_session', '?')}")
+                     f"{stale.get('stale_since', '?')}, "
+                     + (f"last good {last_good}" if last_good else "none published before"))
     if status != "published":
         return Badge("Status", status.replace("_", " "), "bad", "no predictions published")
     written = f"{predictions.get('file', 'predictions')}, {predictions.get('rows', '?')} row(s)" if predictions else ""
@@ -809,7 +837,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=fmt, pct=pct, sig=sig, line=line_text,
-                       compact=lambda v: json.dumps(v, sort_keys=True, default=str))
+                       readable=readable)
     return env
 
 

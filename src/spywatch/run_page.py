@@ -9,7 +9,6 @@ audit and the Evidently report over HTTP (``spywatch.serve``). The verdicts come
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ def report_links(root: Path, outputs: dict[str, Any]) -> list[Link]:
 
 def _text(item: Any) -> str:
     if isinstance(item, dict):
-        return str(item.get("message") or item.get("detail") or json.dumps(item, sort_keys=True, default=str))
+        return str(item.get("message") or item.get("detail") or report.readable(item))
     return str(item)
 
 

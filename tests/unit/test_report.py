@@ -402,3 +402,19 @@ def test_regime_check_is_rendered():
         "recent": {"start": "2023-04-01", "end": "2024-03-28", "rows": 250}}
     html = render_audit_html(audit, "drift.html")
     assert "Regime check" in html and "regime change" in html and "3 of 7 drifted" in html
+
+
+def test_numbers_and_records_are_written_for_people_not_as_json(example, validation_failure):
+    from spywatch.report import fmt, readable, status_badge
+
+    assert fmt(-0.0004) == "0.000" and fmt(-0.0006) == "-0.001" and fmt(None) == "—"
+    assert readable({"champion": None, "h3": 0.5783928742457619, "checks": {"floor": True}, "n": 12500}) \
+        == "champion —; h3 0.5784; checks (floor yes); n 12,500"
+    text = visible_text(render_audit_html(example))
+    gate = example["retrain"]["gate"]["details"]
+    assert "null" not in text and '{"' not in text and "0.5783928742457619" not in text
+    assert f"mean auc {readable(gate['challenger']['mean_auc'])}" in readable(gate["challenger"])
+    # a failure before anything was ever published says so, instead of "last good None"
+    first = {"stale": True, "stale_since": "2024-06-28", "last_good_session": None, "reason": "x"}
+    assert status_badge("validation_failed", first, None).detail.endswith("none published before")
+    assert "None" not in visible_text(render_audit_html({**validation_failure, "stale": first}))
