@@ -19,12 +19,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/spywatch run --source synthetic --root $(ROOT)
 
-## The whole test suite, offline, CPU only.
+## The layers (import-linter's contracts in pyproject.toml), then the whole test suite, offline, CPU only.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 ## Everything but the slow tests (real training, real Prefect server).
 test-fast: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow and not integration"
 
 clean:

@@ -1,6 +1,6 @@
 """Produce the report's example audit from a real run: ``tests/data/audit_example.json``.
 
-Two real nights of the plain pipeline (``pipeline.run_night``: the same stages as the flow) on the
+Two real nights of the plain pipeline (``night.run_night``: the same stages as the flow) on the
 deterministic synthetic market, with the default PatchTST: the first (2023-12-29) trains and
 promotes the first champion; the second (2024-06-28) predicts and audits it against its
 baselines on the matured labels since, measures drift, and retrains, because the policy here
@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "audit_example")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.night import PipelineConfig, run_night
     from spywatch.publish import Publisher
 
     if args.work.exists():
@@ -43,17 +43,17 @@ def main() -> int:
     t0 = time.perf_counter()
     base = PipelineConfig.for_policy("default", source="synthetic", root=args.work.resolve())
     cfg = replace(base, retrain_policy=replace(base.retrain_policy, max_age_days=90.0))
-    first = run_nightly(replace(cfg, as_of="2023-12-29"))
+    first = run_night(replace(cfg, as_of="2023-12-29"), force=True)
     if not first.ok:
         print(first.summary(), file=sys.stderr)
         return 1
-    night = run_nightly(replace(cfg, as_of="2024-06-28"))
+    night = run_night(replace(cfg, as_of="2024-06-28"), force=True)
     print(night.summary())
     if not night.ok:
         return 1
     audit = Publisher(args.work).session_dir("2024-06-28") / "audit.json"
     shutil.copyfile(audit, FIXTURE)
-    bad = run_nightly(replace(cfg, as_of="2024-07-31", source="corrupt:bad-ohlc:synthetic"))
+    bad = run_night(replace(cfg, as_of="2024-07-31", source="corrupt:bad-ohlc:synthetic"), force=True)
     print(bad.summary())
     if bad.status != "validation_failed":
         return 1

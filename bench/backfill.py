@@ -88,7 +88,7 @@ def main() -> int:
         "the first step fetches 1993..its session and trains the first champion (`no_champion`)",
         f"- model: {'the tiny test model, 2 epochs' if args.tiny else 'the default PatchTST and training config'}; "
         f"policy `{cfg.policy}` (`spywatch.policy`; its settings are in the JSON's `config.policy`)",
-        "- each step is `pipeline.run_nightly` for that month's last session on the same root"
+        "- each step is `night.run_night` for that month's last session on the same root"
         + (f", run as a `replay-night` task of the Prefect `backfill` flow (flow run {flow_run}: {flow_run.state_name}, "
            "on a local `prefect server` started by the bench)" if flow_run else
            " (what the `backfill` flow runs as tasks)")
@@ -107,7 +107,7 @@ def _verify(cfg, table) -> list[str]:
     from dataclasses import replace
 
     from spywatch.backfill import check_outputs
-    from spywatch.pipeline import run_nightly
+    from spywatch.night import run_night
     from spywatch.publish import Publisher
 
     published = [r for r in table.steps if r.status == "published"]
@@ -121,7 +121,7 @@ def _verify(cfg, table) -> list[str]:
     last = published[-1].session
     publisher = Publisher(cfg.root)
     before = publisher.read_predictions()
-    again = run_nightly(replace(cfg, as_of=last, retrain="never", run_id=f"rerun-{last}"))
+    again = run_night(replace(cfg, as_of=last, retrain="never", run_id=f"rerun-{last}"), force=True)
     after = publisher.read_predictions()
     old = before[before.session == last].set_index("horizon").sort_index()
     new = after[after.session == last].set_index("horizon").sort_index()
@@ -136,10 +136,10 @@ def _verify(cfg, table) -> list[str]:
 
 def _gates(root: Path) -> str:
     """Every alias move of the replay went through the gates: each promote event carries its checks."""
-    from spywatch.pipeline import models_root
+    from spywatch.layout import RootLayout
     from spywatch.registry import ModelRegistry
 
-    history = ModelRegistry(models_root(root)).history()
+    history = ModelRegistry(RootLayout(root).models).history()
     promotes = [e for e in history if e.event == "promote"]
     passed = [e for e in promotes
               if (g := e.reason.get("gate")) and g["promote"] and all(g["details"]["checks"].values())]
@@ -156,10 +156,13 @@ def _probs(rows) -> dict[str, float]:
 def _run_flow(cfg, args):
     """The ``backfill`` flow on a project-local Prefect server (stopped by PID, pass or fail)."""
     from spywatch.backfill import PolicyTable
-    from spywatch.run_cli import LocalServer, drain_events, project_root
+    from spywatch.layout import RootLayout
+    from spywatch.orchestration.api import drain_events
+    from spywatch.orchestration.checkout import checkout_flows
+    from spywatch.orchestration.server import LocalServer
 
-    sys.path.insert(0, str(project_root()))
-    server = LocalServer.start(args.root / "prefect")
+    checkout_flows()
+    server = LocalServer.start(RootLayout(args.root).prefect)
     try:
         server.wait_healthy()
         from prefect import get_client

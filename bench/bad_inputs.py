@@ -74,12 +74,12 @@ class Row:
 
 
 def build_base(base: Path) -> None:
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.night import PipelineConfig, run_night
 
     if (base / "published" / "latest.json").exists():
         return
     shutil.rmtree(base, ignore_errors=True)
-    night = run_nightly(PipelineConfig(source=f"csv:{DATA}", root=base, as_of=PUBLISHED, model=TINY, max_epochs=2))
+    night = run_night(PipelineConfig(source=f"csv:{DATA}", root=base, as_of=PUBLISHED, model=TINY, max_epochs=2), force=True)
     if night.status != "published":
         raise SystemExit(f"the base root did not publish: {night.summary()}")
 

@@ -771,7 +771,8 @@ def evidently_agreement(features: pd.DataFrame, bars: pd.DataFrame, scores: dict
     """Re-run a sample of report windows (clean, one feature x100, one feature +1 std, x2 regime change)
     through spywatch.drift with real Evidently, with their recent past; compare per-feature verdicts and
     scores of both comparisons, and the dataset verdicts."""
-    from spywatch.drift import DriftConfig, detect_drift
+    from spywatch.drift import detect_drift
+    from spywatch.drift_config import DriftConfig
 
     config = DriftConfig.load(config_path)
     idx = features.index

@@ -31,13 +31,13 @@ from machine import machine  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from spywatch.drift import (  # noqa: E402
-    DriftConfig,
     current_window,
     recent_rows,
     reference_rows,
     run_drift_report,
     save_drift_report,
 )
+from spywatch.drift_config import DriftConfig  # noqa: E402
 from spywatch.features import compute_features  # noqa: E402
 from spywatch.market_data import read_bars_csv  # noqa: E402
 

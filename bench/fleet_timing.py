@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 from machine import machine  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from spywatch.layout import RootLayout  # noqa: E402
+from spywatch.registry import ModelRegistry  # noqa: E402
 
 SHARED = REPO / "data"
 ORDER = ["SPY", "QQQ", "IWM", "DIA", "EFA", "EEM", "TLT", "GLD", "XLK", "XLF", "XLE", "XLV", "XLU"]
@@ -72,12 +74,12 @@ def main() -> None:
                                       retrain_mode="inline", n_workers=args.workers, return_state=True)
                 wall = time.perf_counter() - t0
                 rows = fleet.fleet_rows(root, tickers)
-                versions = sum(len(list((fleet.ticker_root(root, t) / "models" / "versions").iterdir()))
-                               for t in tickers if (fleet.ticker_root(root, t) / "models" / "versions").is_dir())
-                decided = [r["decision"] for r in rows]
+                registries = [ModelRegistry(RootLayout(root).ticker(t).models).versions_dir for t in tickers]
+                versions = sum(len(list(folder.iterdir())) for folder in registries if folder.is_dir())
+                decided = [r.decision for r in rows]
                 results.append({"tickers": size, "night": night, "state": state.type.value, "wall_seconds": round(wall, 1),
                                 "seconds_per_ticker": round(wall / size, 1),
-                                "published": sum(r["status"] == "published" for r in rows),
+                                "published": sum(r.status == "published" for r in rows),
                                 "retrained": sum(d == "retrain" for d in decided), "model_versions": versions})
                 print(json.dumps(results[-1]), flush=True)
     out = {"command": "python bench/fleet_timing.py " + " ".join(sys.argv[1:]), "machine": machine(),

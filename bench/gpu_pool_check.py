@@ -33,12 +33,14 @@ sys.path[:0] = [str(HERE), str(REPO)]
 from machine import machine  # noqa: E402
 
 from spywatch.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from spywatch.audit_schema import Retrain  # noqa: E402
+from spywatch.layout import RootLayout  # noqa: E402
 
 
 def prefect_executable(folder: Path) -> str:
-    """One executable for ``prefect`` (deployments/pools.sh takes a path): run_cli.prefect_cli's
+    """One executable for ``prefect`` (deployments/pools.sh takes a path): ``prefect_cli``'s
     script, or a wrapper around its ``python -m prefect``."""
-    from spywatch.run_cli import prefect_cli
+    from spywatch.orchestration.server import prefect_cli
 
     cmd = prefect_cli()
     if len(cmd) == 1:
@@ -62,7 +64,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.update({"GX_ANALYTICS_ENABLED": "False", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                        "DO_NOT_TRACK": "1"})
-    from spywatch.run_cli import LocalServer
+    from spywatch.orchestration.server import LocalServer
 
     root = args.root.resolve()
     tmp = Path(tempfile.mkdtemp(prefix="spywatch-gpu-pool-"))
@@ -79,8 +81,6 @@ def main() -> int:
 
     server = LocalServer.start(tmp / "prefect")  # sets PREFECT_HOME and PREFECT_API_URL: import Prefect after it
     from prefect.deployments import run_deployment
-
-    from tasks.retrain import outcome_path
 
     worker = None
     result: dict = {"command": "python bench/gpu_pool_check.py " + " ".join(sys.argv[1:]), "machine": machine(),
@@ -101,17 +101,16 @@ def main() -> int:
         result.update(flow_run=str(run.id), state=run.state.name if run.state else None,
                       work_pool=run.work_pool_name, wall_seconds=round(time.perf_counter() - t0, 1),
                       parameters=params)
-        path = outcome_path(root, args.as_of)
+        path = RootLayout(root).retrain_outcome(args.as_of)
         if path.exists():
-            o = json.loads(path.read_text())["outcome"]
-            m = o.get("challenger_metrics") or {}
-            result["outcome"] = {"device": o.get("device"), "train_seconds": round(o.get("train_seconds") or 0, 1),
-                                 "members": o.get("members"), "peak_gpu_mb": m.get("peak_gpu_mb"),
-                                 "challenger": o.get("challenger"), "promoted": o.get("promoted"),
-                                 "gate": (o.get("gate") or {}).get("rule"),
-                                 "gate_reasons": (o.get("gate") or {}).get("reasons"),
-                                 "training_verdict": (o.get("training") or {}).get("verdict"),
-                                 "device_warning": o.get("device_warning")}
+            o = Retrain.model_validate(json.loads(path.read_text())["outcome"])
+            result["outcome"] = {"device": o.device, "train_seconds": round(o.train_seconds or 0, 1),
+                                 "members": o.members, "peak_gpu_mb": o.challenger_metrics.get("peak_gpu_mb"),
+                                 "challenger": o.challenger, "promoted": o.promoted,
+                                 "gate": o.gate.rule if o.gate else None,
+                                 "gate_reasons": o.gate.reasons if o.gate else None,
+                                 "training_verdict": o.training.verdict if o.training else None,
+                                 "device_warning": o.device_warning}
     except Exception as exc:  # recorded, and the exit status says so
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:

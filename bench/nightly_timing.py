@@ -57,7 +57,7 @@ def main() -> int:
         return 0
     from machine import machine
 
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.night import PipelineConfig, run_night
 
     source = f"csv:{args.data.resolve()}"
     root = args.root.resolve()
@@ -65,8 +65,8 @@ def main() -> int:
         shutil.rmtree(root)
     model = TINY if args.tiny else {}
     t0 = time.perf_counter()
-    first = run_nightly(PipelineConfig(source=source, root=root, as_of="2024-06-28", model=model,
-                                       max_epochs=2 if args.tiny else None))
+    first = run_night(PipelineConfig(source=source, root=root, as_of="2024-06-28", model=model,
+                                       max_epochs=2 if args.tiny else None), force=True)
     setup_s = time.perf_counter() - t0
     if not first.ok:
         print(first.summary(), file=sys.stderr)
@@ -88,7 +88,7 @@ def main() -> int:
     info = machine()
     load = os.getloadavg()
     result = {"machine": info, "load_average_end": load, "model": "tiny" if args.tiny else "default",
-              "setup_seconds": round(setup_s, 1), "setup_timings": first.audit["timings"], "nights": nights}
+              "setup_seconds": round(setup_s, 1), "setup_timings": first.audit.to_json_dict()["timings"], "nights": nights}
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.write_text(_markdown(result, args))
     print(f"wrote {args.out}")

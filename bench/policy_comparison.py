@@ -91,7 +91,7 @@ def main() -> int:
         for cfg in configs.values():
             check_replay_inputs(cfg, schedule)
             if not args.fresh:  # a record with other settings is refused now, not after hours of other policies
-                resumed_steps(Path(cfg.root) / "backfill", backfill_settings(cfg, args.start, args.end, args.frequency))
+                resumed_steps(cfg.layout.backfill, backfill_settings(cfg, args.start, args.end, args.frequency))
     except ValueError as exc:
         print(f"policy_comparison: {exc}", file=sys.stderr)
         return 2
@@ -113,14 +113,14 @@ def main() -> int:
         if name in tables:
             print(f"== policy {name}: kept from {out}", file=sys.stderr, flush=True)
             continue
-        root = Path(cfg.root)
-        record = root / "backfill" / "policy.json"
+        root = cfg.root
+        record = cfg.layout.backfill / "policy.json"
         if root.exists() and (args.fresh or not record.exists()):
             shutil.rmtree(root)  # nothing recorded there yet (or told to start over): a policy starts with no model
         resume = record.exists()
         print(f"== policy {name}: {len(schedule)} steps on {root}" + (" (resuming)" if resume else ""),
               file=sys.stderr, flush=True)
-        tables[name] = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=root / "backfill",
+        tables[name] = run_backfill(cfg, args.start, args.end, args.frequency, out_dir=cfg.layout.backfill,
                                     rf_trees=args.rf_trees, resume=resume,
                                     on_step=lambda p, n=name: print(f"{n:9s} {p.line()}", file=sys.stderr, flush=True))
         write_results(out, run, tables, names, time.perf_counter() - t0, work)
@@ -144,8 +144,7 @@ def kept_policies(out: Path, configs: dict, args) -> dict:
     kept = {}
     for name, cfg in configs.items():
         record = recorded["policies"].get(name)
-        if record is None or record["config"] != json.loads(json.dumps(
-                backfill_settings(cfg, args.start, args.end, args.frequency), default=str)):
+        if record is None or record["config"] != backfill_settings(cfg, args.start, args.end, args.frequency).to_json():
             continue
         table = PolicyTable.from_dict(record)
         if len(table.steps) == recorded["settings"]["steps"] and table.scores is not None:
@@ -165,12 +164,12 @@ def paired_policies(work: Path, names: list[str], tables: dict) -> list[dict]:
     policy kept from an earlier run on another machine has none)."""
     import pandas as pd
 
-    from spywatch.backfill import paired_auc
-    from spywatch.comparison import BootstrapConfig
+    from spywatch.comparison import BootstrapConfig, paired_auc
+    from spywatch.layout import RootLayout
 
     frames = {}
     for name in names:
-        path = work / f"policy_{name}" / "backfill" / "walk_forward.parquet"
+        path = RootLayout(work / f"policy_{name}").backfill / "walk_forward.parquet"
         if name in tables and path.exists():
             frames[name] = pd.read_parquet(path)
     out = []
@@ -220,8 +219,8 @@ def markdown(record: dict, tables: dict) -> str:
     names = [n for n in s["policies"] if n in tables]  # the order asked for, kept ones included
     summaries = {n: t.summary for n, t in tables.items()}
     scores = {n: t.scores for n, t in tables.items()}
-    level = next((round(100 * sc.bootstrap["level"]) for sc in scores.values() if sc and sc.bootstrap), 90)
-    block = next((sc.bootstrap["block"] for sc in scores.values() if sc and sc.bootstrap), "?")
+    level = next((round(100 * sc.bootstrap.level) for sc in scores.values() if sc), 90)
+    block = next((sc.bootstrap.block for sc in scores.values() if sc), "?")
     lines = ["# Retrain policies compared on real SPY (bench/policy_comparison.py)", "",
              f"- ran: `{record['command']}`, started {m['date']}, written {record.get('written', '?')}, "
              f"{record['wall_seconds'] / 60:.0f} min wall"
@@ -295,11 +294,9 @@ def markdown(record: dict, tables: dict) -> str:
                   "difference (P) | wrong |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for p in review:
-            diff = None if p["difference"] is None else {"estimate": p["difference"], "ci_low": p["ci_low"],
-                                                         "ci_high": p["ci_high"], "p_a_better": p["p_new_better"]}
-            lines.append(f"| {p['session']} | {p['new']} | {p['old']} | {p.get('rule') or '—'} | {p['n_sessions']} | "
-                         f"{_num(p['new_mean_auc'])} | {_num(p['old_mean_auc'])} | {difference_cell(diff)} | "
-                         f"{'—' if p['wrong'] is None else ('**yes**' if p['wrong'] else 'no')} |")
+            lines.append(f"| {p.session} | {p.new} | {p.old} | {p.rule or '—'} | {p.n_sessions} | "
+                         f"{_num(p.new_mean_auc)} | {_num(p.old_mean_auc)} | {difference_cell(p.as_difference())} | "
+                         f"{'—' if p.wrong is None else ('**yes**' if p.wrong else 'no')} |")
         lines.append("")
     lines += ["Each policy's full record (config with the policy's settings, every step with its decision "
               "and gate) is under `policies.<name>` in the JSON.", ""]

@@ -1,6 +1,6 @@
 """The ``nightly-fleet`` flow: one night per ticker, fanned out on a Dask cluster.
 
-Each ticker's night is ``pipeline.run_night`` on the ticker's own root (``spywatch.fleet``), as one
+Each ticker's night is ``night.run_night`` on the ticker's own root (``spywatch.fleet``), as one
 Prefect task run on a Dask worker (``prefect-dask``'s ``DaskTaskRunner``): a temporary
 ``LocalCluster`` by default, an existing cluster with ``dask_address``. Failures stay with their
 ticker: a ticker whose bars are bad publishes its failure audit and marks its own predictions
@@ -18,6 +18,8 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
@@ -26,7 +28,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from spywatch import fleet as fleet_mod
-from spywatch.pipeline import REASON_LIMIT
+from spywatch.layout import RootLayout
+from spywatch.night.config import REASON_LIMIT
 from spywatch.text import cut
 from tasks.night import night_config, session_label
 
@@ -35,38 +38,65 @@ class FleetFailed(RuntimeError):
     """Some tickers' nights failed (their audits say why); the others were published."""
 
 
+@dataclass(frozen=True)
+class TickerNight:
+    """A ticker's night as the fleet saw it: its fleet row, whether it succeeded, and where it ran."""
+
+    row: fleet_mod.FleetRow
+    ok: bool
+    worker: str | None = None  # host:pid of the Dask worker; None when the ticker's task crashed
+
+
+@dataclass(frozen=True)
+class TickerBackfill:
+    """A ticker's replay as the fleet saw it: its record's folder, and its counts or why it failed."""
+
+    ticker: str
+    ok: bool
+    record: str
+    error: str | None = None
+    steps: int | None = None
+    retrains: int | None = None
+    promotions: int | None = None
+    events: int | None = None
+    mean_auc_difference: dict | None = None  # PatchTST - RF mean AUC, paired (comparison.paired_auc)
+
+
 @task(name="ticker-night", task_run_name="night-{ticker}", cache_policy=NO_CACHE)
-def ticker_night(root: str, ticker: str, as_of: dt.date | None, source: str, policy: str,
+def ticker_night(root: Path, ticker: str, as_of: dt.date | None, source: str, policy: str,
                  retrain_mode: str, retrain_deployment: str, model: dict | None, max_epochs: int | None,
-                 device: str, run_id: str | None, threads: int | None = None) -> dict:
+                 device: str, run_id: str | None, threads: int | None = None) -> TickerNight:
     """One ticker's night on its own root; returns its fleet row (never raises for a bad night).
     ``threads``: torch's CPU threads in this worker (the cores shared out between the workers)."""
-    from spywatch import pipeline, run_page
+    from spywatch.audit_schema import RunStatus
+    from spywatch.night import run_night
+    from spywatch.night.run import Night, train_here
+    from spywatch.report import run_page
     from tasks.retrain import retrain_on_pool
 
-    troot = fleet_mod.ticker_root(root, ticker)
-    cfg = _with_threads(night_config(str(troot), as_of, source, ticker, model, max_epochs, device, run_id=run_id,
+    troot = RootLayout(root).ticker(ticker).root
+    cfg = _with_threads(night_config(troot, as_of, source, ticker, model, max_epochs, device, run_id=run_id,
                                      policy=policy), threads)
 
-    def on_pool(night: pipeline.Night) -> dict:
+    def on_pool(night: Night) -> dict:
         request = {"as_of": night.sid, "root": str(troot), "source": source, "ticker": ticker, "model": model,
                    "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
         return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
 
-    retrain = {"inline": pipeline.retrain_inline, "never": None, "deployment": on_pool}[retrain_mode]
+    retrain = {"inline": train_here, "never": None, "deployment": on_pool}[retrain_mode]
     with _one_job_per_worker():
-        result = pipeline.run_night(cfg, retrain=retrain)
-    if result.status != pipeline.RunStatus.ALREADY_PUBLISHED:
+        result = run_night(cfg, retrain=retrain)
+    if result.status != RunStatus.ALREADY_PUBLISHED:
         links = run_page.report_links(troot, result.outputs)
         create_markdown_artifact(markdown=run_page.summary_markdown(result.session, result.status, result.audit,
                                                                     result.outputs, links),
                                  key=f"spywatch-{ticker.lower()}-summary",
                                  description=f"{ticker} nightly {result.session}: {result.status}")
-    row = fleet_mod.ticker_row(root, ticker, {"session": result.session, "status": str(result.status)})
+    row = fleet_mod.ticker_row(root, ticker, result.session, result.status)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    why = f" ({row['failure']}: {row['failure_reason']})" if row.get("failure") else ""
+    why = f" ({row.failure}: {row.failure_reason})" if row.failure else ""
     get_run_logger().info("%s %s: %s%s on worker %s", ticker, result.session, result.status, why, worker)
-    return {**row, "ok": result.ok, "worker": worker}
+    return TickerNight(row, result.ok, worker)
 
 
 def _run_name() -> str:
@@ -90,69 +120,72 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
             ``LocalCluster`` of ``n_workers`` single-threaded workers.
         the rest: as for ``nightly``.
     """
+    fleet_root = Path(root)
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
-    rows = fleet_nights.with_options(task_runner=runner)(root, specs, as_of, retrain_mode, retrain_deployment,
-                                                         model, max_epochs, device, threads)
-    page = fleet_mod.write_page(root, rows)
+    nights = fleet_nights.with_options(task_runner=runner)(fleet_root, specs, as_of, retrain_mode, retrain_deployment,
+                                                           model, max_epochs, device, threads)
+    rows = [n.row for n in nights]
+    page = fleet_mod.write_page(fleet_root, rows)
     create_markdown_artifact(markdown=fleet_mod.summary_markdown(rows) + f"\nFleet page: `{page}`\n",
                              key="spywatch-fleet-summary", description=f"fleet of {len(rows)} tickers")
-    failed = [r["ticker"] for r in rows if not r["ok"]]
+    failed = [n.row for n in nights if not n.ok]
     get_run_logger().info("fleet: %d of %d tickers published; page %s", len(rows) - len(failed), len(rows), page)
     if failed:
-        detail = "; ".join(f"{r['ticker']}: {r['failure'] or r['status']}" for r in rows if not r["ok"])
+        detail = "; ".join(f"{r.ticker}: {r.failure or r.status}" for r in failed)
         raise FleetFailed(f"{len(failed)} of {len(rows)} tickers failed ({detail}); the others were published")
-    return {"tickers": fleet.names, "page": str(page), "rows": rows}
+    return {"tickers": fleet.names, "page": str(page), "rows": nights}
 
 
 @flow(name="fleet-nights")
-def fleet_nights(root: str, specs: list[dict], as_of: dt.date | None, retrain_mode: str,
+def fleet_nights(root: Path, specs: list[dict], as_of: dt.date | None, retrain_mode: str,
                  retrain_deployment: str, model: dict | None, max_epochs: int | None, device: str,
-                 threads: int | None = None) -> list[dict]:
+                 threads: int | None = None) -> list[TickerNight]:
     """The fan-out: one ``ticker_night`` per ticker on the flow's task runner, results in fleet order."""
     futures = [ticker_night.submit(root, s["ticker"], as_of, s["source"], s["policy"], retrain_mode,
                                    retrain_deployment, model, max_epochs, device,
                                    str(flow_run.id) if flow_run.id else None, threads)
                for s in specs]
-    rows = []
+    nights = []
     for s, future in zip(specs, futures):
         try:
-            rows.append(future.result())
+            nights.append(future.result())
         except Exception as exc:  # noqa: BLE001 - a crashed ticker is that ticker's failure, not the fleet's
-            rows.append({**fleet_mod.ticker_row(root, s["ticker"]), "status": "error", "failure": type(exc).__name__,
-                         "failure_reason": cut(str(exc), REASON_LIMIT), "ok": False})
-    return rows
+            row = replace(fleet_mod.ticker_row(root, s["ticker"]), status="error", failure=type(exc).__name__,
+                          failure_reason=cut(str(exc), REASON_LIMIT))
+            nights.append(TickerNight(row, ok=False))
+    return nights
 
 
 @task(name="ticker-backfill", task_run_name="backfill-{ticker}", cache_policy=NO_CACHE)
-def ticker_backfill(root: str, ticker: str, source: str, policy: str, start: str, end: str, frequency: str,
+def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: str, end: str, frequency: str,
                     model: dict | None, max_epochs: int | None, device: str, rf_trees: int,
-                    threads: int | None = None) -> dict:
+                    threads: int | None = None) -> TickerBackfill:
     """One ticker's replay on its own root (``spywatch backfill``'s code); its record goes to
     ``ROOT/tickers/<T>/backfill/``. A replay that cannot run, or a night of it that did not
     publish, is that ticker's failure."""
     from spywatch.backfill import backfill_config, run_backfill
 
-    troot = fleet_mod.ticker_root(root, ticker)
-    out = troot / "backfill"
+    troot = RootLayout(root).ticker(ticker)
+    out = troot.backfill
     try:
-        cfg = _with_threads(backfill_config(troot, source, ticker, policy, model, max_epochs, device), threads)
+        cfg = _with_threads(backfill_config(troot.root, source, ticker, policy, model, max_epochs, device), threads)
         with _one_job_per_worker():
-            record = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees).to_dict()
+            table = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees)
     except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
         get_run_logger().error("%s: backfill failed: %s: %s", ticker, type(exc).__name__, exc)
-        return {"ticker": ticker, "ok": False, "error": f"{type(exc).__name__}: {exc}", "record": str(out)}
-    diff = record.get("mean_auc_difference") or {}
-    bad = [step for step in record["steps"] if step["status"] != "published"]
-    if bad or not record["steps"]:
-        first = bad[0] if bad else {"session": start, "status": "no steps", "error": None}
-        return {"ticker": ticker, "ok": False, "record": str(out),
-                "error": f"{len(bad)} of {len(record['steps'])} nights not published (first {first['session']}: "
-                         f"{first['status']}{': ' + str(first['error']) if first.get('error') else ''})"}
-    return {"ticker": ticker, "ok": True, "steps": record["summary"]["steps"],
-            "retrains": record["summary"]["retrains"], "promotions": record["summary"]["promotions"],
-            "events": record["summary"]["events"], "mean_auc_difference": diff, "record": str(out)}
+        return TickerBackfill(ticker, ok=False, record=str(out), error=f"{type(exc).__name__}: {exc}")
+    bad = [step for step in table.steps if step.status != "published"]
+    if bad or not table.steps:
+        first = (f"{bad[0].session}: {bad[0].status}{': ' + str(bad[0].error) if bad[0].error else ''}" if bad
+                 else f"{start}: no steps")
+        return TickerBackfill(ticker, ok=False, record=str(out),
+                              error=f"{len(bad)} of {len(table.steps)} nights not published (first {first})")
+    summary = table.summary
+    return TickerBackfill(ticker, ok=True, record=str(out), steps=summary["steps"], retrains=summary["retrains"],
+                          promotions=summary["promotions"], events=summary["events"],
+                          mean_auc_difference=table.scores.mean_auc_difference if table.scores else None)
 
 
 @flow(name="backfill-fleet", flow_run_name="backfill-fleet-{start}-{end}", timeout_seconds=48 * 3600, log_prints=True)
@@ -166,22 +199,21 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
-    rows = fleet_backfills.with_options(task_runner=runner)(root, specs, start.isoformat(), end.isoformat(), frequency,
-                                                            model, max_epochs, device, rf_trees, threads)
+    rows = fleet_backfills.with_options(task_runner=runner)(Path(root), specs, start.isoformat(), end.isoformat(),
+                                                            frequency, model, max_epochs, device, rf_trees, threads)
     lines = [f"# Fleet backfill {start} .. {end} ({frequency})", "",
              "| ticker | steps | retrains | promotions | alarms | PatchTST - RF mean AUC [90% CI] | record |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        if not r["ok"]:
-            lines.append(f"| {r['ticker']} | **failed**: {r['error']} | | | | | `{r['record']}` |")
+        if not r.ok:
+            lines.append(f"| {r.ticker} | **failed**: {r.error} | | | | | `{r.record}` |")
             continue
-        d = r["mean_auc_difference"]
-        ci = f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d.get("estimate") is not None else "—"
-        lines.append(f"| {r['ticker']} | {r['steps']} | {r['retrains']} | {r['promotions']} | {r['events']} | {ci} | "
-                     f"`{r['record']}` |")
+        d = r.mean_auc_difference  # a paired difference always has its estimate
+        ci = f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "—"
+        lines.append(f"| {r.ticker} | {r.steps} | {r.retrains} | {r.promotions} | {r.events} | {ci} | `{r.record}` |")
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key="spywatch-fleet-backfill",
                              description=f"fleet backfill of {len(rows)} tickers")
-    failed = [r["ticker"] for r in rows if not r["ok"]]
+    failed = [r.ticker for r in rows if not r.ok]
     if failed:
         raise FleetFailed(f"{len(failed)} of {len(rows)} backfills failed ({', '.join(failed)}); the others finished "
                           f"(their records are in the fleet-backfill artifact)")
@@ -189,8 +221,9 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
 
 
 @flow(name="fleet-backfills")
-def fleet_backfills(root: str, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
-                    max_epochs: int | None, device: str, rf_trees: int, threads: int | None = None) -> list[dict]:
+def fleet_backfills(root: Path, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
+                    max_epochs: int | None, device: str, rf_trees: int,
+                    threads: int | None = None) -> list[TickerBackfill]:
     futures = [ticker_backfill.submit(root, s["ticker"], s["source"], s["policy"], start, end, frequency, model,
                                       max_epochs, device, rf_trees, threads) for s in specs]
     return [f.result() for f in futures]
@@ -238,9 +271,6 @@ def _one_job_per_worker() -> Iterator[None]:
 
 def _checkout_on_path() -> None:
     """A LocalCluster's workers are new processes: they import ``flows.fleet`` from this checkout."""
-    import os
-    from pathlib import Path
-
     repo = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if repo not in paths:

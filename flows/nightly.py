@@ -1,9 +1,9 @@
-"""The ``nightly`` flow: ``pipeline.run_night`` (the one definition of the night, shared with
+"""The ``nightly`` flow: ``night.run_night`` (the one definition of the night, shared with
 ``spywatch run --no-prefect`` and the backfill) with each stage as a Prefect task, the retrain as
 the ``retrain`` subflow or a run of its deployment on the GPU pool, and the night's artifacts and
 events at the end.
 
-How it ends (``pipeline.FAILURES`` is the one table): published, or the session already
+How it ends (``night.failures.FAILURES`` is the one table): published, or the session already
 published (nothing redone); on any failure the run ends **Failed** (so that the failed-run
 automation fires too) after the failure audit is published and the last good predictions are
 marked stale: bad data (``spywatch.validation.failed``), a champion that fails its checksums, a
@@ -22,14 +22,16 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.retrain import retrain
-from spywatch import pipeline
+from spywatch.audit_schema import RunStatus
+from spywatch.night import run_night
+from spywatch.night.run import Night
 from tasks.night import TaskRunner, night_config, quiet_task_completions, session_label
 from tasks.reporting import emit_alerts, publish_artifacts
 from tasks.retrain import retrain_on_pool
 
 
 class NightFailed(RuntimeError):
-    """The night failed (``pipeline.FAILURES``): see its audit and the failure it names."""
+    """The night failed (``night.failures.FAILURES``): see its audit and the failure it names."""
 
 
 def _run_name() -> str:
@@ -51,7 +53,7 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
     Args:
         root: the store, registry and published outputs (shared with the GPU workers).
         as_of: the session date; default: the last settled NYSE session.
-        source: ``yfinance`` | ``csv:PATH`` | ``synthetic[:SEED]`` | a fault spec (``spywatch.faults``).
+        source: ``yfinance`` | ``csv:PATH`` | ``synthetic[:SEED]`` | a fault spec (``spywatch.sources``).
         retrain_mode: ``inline`` trains in this process; ``deployment`` runs ``retrain_deployment``
             (on the ``gpu`` pool) and waits; ``never`` only records the decision.
         model, max_epochs: PatchTST overrides for a retrain (tests use a tiny model).
@@ -64,27 +66,27 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
     quiet_task_completions()
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id, policy=policy)
 
-    def retrain_challenger(night: pipeline.Night) -> dict:
+    def retrain_elsewhere(night: Night) -> dict:
         request = {"as_of": night.sid, "root": str(cfg.root), "source": source, "ticker": ticker, "model": model,
                    "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
         if retrain_mode == "inline":
             return retrain(**request)
         return retrain_on_pool(cfg.root, night.sid, retrain_deployment, request)
 
-    result = pipeline.run_night(cfg, runner=TaskRunner(fetch_backoff_s), force=force, lock_timeout_s=lock_timeout_s,
-                                retrain=None if retrain_mode == "never" else retrain_challenger)
-    if result.status == pipeline.RunStatus.ALREADY_PUBLISHED:
+    result = run_night(cfg, runner=TaskRunner(fetch_backoff_s), force=force, lock_timeout_s=lock_timeout_s,
+                       retrain=None if retrain_mode == "never" else retrain_elsewhere)
+    if result.status == RunStatus.ALREADY_PUBLISHED:
         get_run_logger().info("session %s is already published; nothing to do (force=True redoes it)",
                               result.session)
         return {"session": result.session, "status": result.status}
-    publish_artifacts(result, ticker, str(cfg.root))
+    publish_artifacts(result, ticker, cfg.root)
     emit_alerts(result, ticker)
     if not result.ok:
         f = result.failure
-        raise NightFailed(f"session {result.session}: {f['kind']} in {f['stage']}: {f['reason']}; "
-                          + ("tonight's predictions were published with the champion" if f["predictions_published"]
+        raise NightFailed(f"session {result.session}: {f.kind.value} in {f.stage}: {f.reason}; "
+                          + ("tonight's predictions were published with the champion" if f.predictions_published
                              else f"published the failure audit only ({result.outputs.get('audit')}); the last good "
                                   f"predictions are marked stale"))
-    return {"session": result.session, "status": result.status, "run_id": result.audit["run_id"],
-            "model_version": result.audit.get("model_version"),
+    return {"session": result.session, "status": result.status, "run_id": result.audit.run_id,
+            "model_version": result.audit.model_version,
             "outputs": {name: str(path) for name, path in result.outputs.items()}}

@@ -1,46 +1,43 @@
-"""Backfill tasks over ``spywatch.backfill``: one replayed night, the scores, the policy table."""
+"""Backfill tasks over ``spywatch.backfill``: one replayed night, the scores, the policy table on
+the run page. The loop that runs them is ``backfill.run_backfill``'s."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from spywatch import backfill
-from spywatch.backfill import PolicyScores, PolicyTable, StepRecord
-from spywatch.pipeline import PipelineConfig
+from spywatch.backfill import PolicyScores, PolicyTable, StepRecord, replay_step, score_policy
+from spywatch.backfill.table import table_paths
+from spywatch.night import PipelineConfig
 
 TAGS = ("spywatch", "backfill")
 
 
-def replay_schedule(start: str, end: str, frequency: str) -> list[str]:
-    return [d.date().isoformat() for d in backfill.replay_sessions(start, end, frequency)]
-
-
-@task(name="replay-night", task_run_name="replay-{session}", cache_policy=NO_CACHE, timeout_seconds=4 * 3600,
-      tags=TAGS)
-def replay_night(cfg: PipelineConfig, session: str) -> StepRecord:
+@task(name="replay-night", task_run_name="replay-{session:%Y-%m-%d}", cache_policy=NO_CACHE,
+      timeout_seconds=4 * 3600, tags=TAGS)
+def replay_night(cfg: PipelineConfig, session: pd.Timestamp) -> StepRecord:
     """The whole nightly pipeline for one past session (steps depend on each other: no caching)."""
-    import pandas as pd
-
-    return backfill.replay_step(cfg, pd.Timestamp(session))
+    return replay_step(cfg, session)
 
 
 @task(name="score-policy", cache_policy=NO_CACHE, timeout_seconds=4 * 3600, tags=TAGS)
-def score_policy(cfg: PipelineConfig, steps: list[StepRecord], rf_trees: int) -> PolicyScores:
-    return backfill.score_policy(Path(cfg.root), cfg.ticker, steps, rf_trees)
+def score_nights(root: Path, ticker: str, steps: list[StepRecord], rf_trees: int,
+                 frame_path: Path | None = None) -> PolicyScores:
+    """The replayed nights scored against the baselines, their promotions reviewed."""
+    return score_policy(root, ticker, steps, rf_trees, frame_path)
 
 
-@task(name="write-policy-table", cache_policy=NO_CACHE, tags=TAGS)
-def write_policy_table(cfg: PipelineConfig, steps: list[StepRecord], scores: PolicyScores, start: str, end: str,
-                       frequency: str, out_dir: str) -> dict:
-    """CSV/JSON/markdown on disk, and the same table on the run page."""
-    table = PolicyTable(steps, scores, backfill.backfill_settings(cfg, start, end, frequency))
-    paths = table.write(Path(out_dir))
+@task(name="publish-policy-table", cache_policy=NO_CACHE, tags=TAGS)
+def publish_policy_table(table: PolicyTable, out_dir: Path) -> dict:
+    """The table ``run_backfill`` wrote under ``out_dir``, on the run page: counts, scores, paths."""
+    cfg = table.config
     create_markdown_artifact(markdown=table.markdown(), key="spywatch-backfill-policy",
-                             description=f"policy simulation {start}..{end} ({frequency})")
-    create_table_artifact(table=[r.row() for r in steps], key="spywatch-backfill-steps",
+                             description=f"policy simulation {cfg.start}..{cfg.end} ({cfg.frequency})")
+    create_table_artifact(table=[r.row() for r in table.steps], key="spywatch-backfill-steps",
                           description="one row per replayed night")
-    return {"counts": table.counts, "scores": scores.to_dict(), "outputs": {k: str(v) for k, v in paths.items()}}
+    return {"counts": table.counts, "scores": table.scores.to_dict(),
+            "outputs": {k: str(v) for k, v in table_paths(out_dir).items()}}

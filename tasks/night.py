@@ -1,5 +1,5 @@
-"""The nightly stages of ``spywatch.pipeline`` as Prefect tasks, and the runner that runs
-``pipeline.run_night`` (the one definition of the night) through them.
+"""The nightly stages of ``spywatch.night`` as Prefect tasks, and the runner that runs
+``night.run_night`` (the one definition of the night) through them.
 
 Each task wraps one stage function of plain values and returns its value (a FeatureTable, the
 champion, the predictions and their audit, the drift report, the decision): the flow's sequence,
@@ -30,16 +30,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from spywatch.market_data import MarketDataError
-from spywatch.pipeline import PipelineConfig
+from spywatch.night.config import PipelineConfig
 
 __all__ = ["STAGE_TASKS", "TaskRunner", "night_config", "session_label", "retry_only_market_data_errors"]
 
 
-def night_config(root: str, as_of: dt.date | None, source: str, ticker: str, model: dict[str, int] | None,
+def night_config(root: Path | str, as_of: dt.date | None, source: str, ticker: str, model: dict[str, int] | None,
                  max_epochs: int | None, device: str, run_id: str | None, retrain: str = "never",
                  policy: str = "default") -> PipelineConfig:
     """The stage configuration, built once from the flow's typed parameters. ``retrain`` is what
-    ``run_nightly`` does (the backfill uses it); the nightly flow passes its own retrain.
+    ``run_night`` does by default (the backfill uses it); the nightly flow passes its own retrain.
     ``policy`` names the retrain, promotion and fit settings (``spywatch.policy.POLICIES``)."""
     use_signing_key_block()
     return PipelineConfig.for_policy(policy, source=source, root=Path(root).expanduser().resolve(), ticker=ticker,
@@ -123,7 +123,7 @@ def quiet_task_completions() -> None:
 
 
 class TaskRunner:
-    """``pipeline.run_night``'s runner inside a flow: each stage runs as its Prefect task (the UI
+    """``night.run_night``'s runner inside a flow: each stage runs as its Prefect task (the UI
     shows one task run per stage, named after the session). ``retrain`` is the caller's own
     (a subflow or a deployment run), called as is."""
 

@@ -1,6 +1,6 @@
 """What a run shows in the Prefect UI and tells the automations.
 
-Artifacts (laid out by ``spywatch.run_page``): the summary, the champion's metrics against the
+Artifacts (laid out by ``spywatch.report.run_page``): the summary, the champion's metrics against the
 baselines, the collapse evidence, the drift tests, the promotion gate, and links to the HTML audit
 and the Evidently report over HTTP (``SPYWATCH_PUBLIC_URL`` or ``spywatch serve``; ``file://``
 otherwise). Events: the ``alerts_for`` list the pipeline put in the audit, emitted on the resource
@@ -17,8 +17,10 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from spywatch import report, run_page
-from spywatch.pipeline import NightlyResult
+from spywatch.audit_schema import Retrain
+from spywatch.report import run_page
+from spywatch.report.text import drift_detail
+from spywatch.night import NightlyResult
 
 TAGS = ("spywatch", "report")  # the retrain flow's tasks only (see tasks.night on tags)
 
@@ -28,11 +30,11 @@ def model_resource(ticker: str) -> dict[str, str]:
 
 
 @task(name="publish-artifacts", task_run_name="artifacts-{result.session}", cache_policy=NO_CACHE)
-def publish_artifacts(result: NightlyResult, ticker: str, root: str) -> list[str]:
+def publish_artifacts(result: NightlyResult, ticker: str, root: Path) -> list[str]:
     """The run page: summary, metrics, model health, drift tests, the gate, report links; returns the keys."""
     key = f"spywatch-{ticker.lower()}"
     a = result.audit
-    links = run_page.report_links(Path(root), result.outputs)
+    links = run_page.report_links(root, result.outputs)
     keys = [f"{key}-summary"]
     create_markdown_artifact(markdown=run_page.summary_markdown(result.session, result.status, a, result.outputs,
                                                                 links),
@@ -50,8 +52,8 @@ def publish_artifacts(result: NightlyResult, ticker: str, root: str) -> list[str
     if drift:
         keys.append(f"{key}-drift")
         create_table_artifact(table=drift, key=keys[-1],
-                              description=f"drift tests, session {result.session}: {report.drift_detail(a['drift'])}")
-    gate = run_page.gate_markdown(a.get("retrain"), result.session)
+                              description=f"drift tests, session {result.session}: {drift_detail(a.drift)}")
+    gate = run_page.gate_markdown(a.retrain, result.session)
     if gate:
         keys.append(f"{key}-gate")
         create_markdown_artifact(markdown=gate, key=keys[-1], description=f"promotion gate, session {result.session}")
@@ -66,10 +68,10 @@ def publish_artifacts(result: NightlyResult, ticker: str, root: str) -> list[str
 def emit_alerts(result: NightlyResult, ticker: str) -> list[str]:
     """One Prefect event per alert in the audit; the automations turn them into notifications."""
     sent = []
-    for alert in result.audit.get("alerts") or []:
-        payload = json.loads(json.dumps(alert["payload"], default=str))
-        emit_event(event=alert["event"], resource=model_resource(ticker), payload=payload)
-        sent.append(alert["event"])
+    for alert in result.audit.alerts:
+        payload = json.loads(json.dumps(alert.payload, default=str))
+        emit_event(event=alert.event, resource=model_resource(ticker), payload=payload)
+        sent.append(alert.event)
     return sent
 
 
@@ -77,7 +79,8 @@ def emit_alerts(result: NightlyResult, ticker: str) -> list[str]:
 def publish_retrain_artifacts(session: str, outcome: dict, ticker: str) -> None:
     """The gate (paired comparison, interval, rule, device) and the challenger's holdout metrics on
     the retrain run's page."""
-    create_markdown_artifact(markdown=run_page.gate_markdown(outcome, session), key=f"spywatch-{ticker.lower()}-retrain",
+    create_markdown_artifact(markdown=run_page.gate_markdown(Retrain.model_validate(outcome), session),
+                             key=f"spywatch-{ticker.lower()}-retrain",
                              description=f"retrain for {session}")
     rows = [{"horizon": h, **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}
             for h, m in (outcome.get("challenger_metrics") or {}).items()]

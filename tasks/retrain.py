@@ -17,9 +17,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
-from spywatch import pipeline
 from spywatch.atomic import atomic_write_json
-from spywatch.pipeline import PipelineConfig
+from spywatch.layout import RootLayout
+from spywatch.night import retrain as night_retrain
+from spywatch.night.config import PipelineConfig
 
 TAGS = ("spywatch", "retrain")
 
@@ -28,17 +29,13 @@ class RetrainFailed(RuntimeError):
     """The retrain deployment's run did not complete, or left no outcome for this request."""
 
 
-def outcome_path(root: Path | str, session: str) -> Path:
-    """Where the retrain flow leaves its outcome for the nightly run of ``session`` to read."""
-    return Path(root) / "state" / "retrain" / f"{session}.json"
-
-
 @task(name="train-challenger", task_run_name="train-challenger-{cfg.as_of}", cache_policy=NO_CACHE,
       timeout_seconds=4 * 3600, tags=(*TAGS, "gpu"))
 def train_challenger(cfg: PipelineConfig) -> dict:
     """Train on CUDA when this worker has it (``device='auto'``), score challenger and champion on
-    the same recent holdout, promote only through the gates. Returns ``RetrainOutcome.to_dict()``."""
-    return json.loads(json.dumps(pipeline.retrain_session(cfg), default=_plain))  # JSON-safe
+    the same recent holdout, promote only through the gates. Returns ``RetrainOutcome.to_dict()``
+    (JSON-safe: it crosses to the nightly run through the shared root)."""
+    return json.loads(json.dumps(night_retrain.train_challenger(cfg).to_dict(), default=_plain))
 
 
 def _plain(value: object) -> object:
@@ -47,8 +44,9 @@ def _plain(value: object) -> object:
 
 @task(name="write-retrain-outcome", task_run_name="write-outcome-{session}", cache_policy=NO_CACHE, tags=TAGS)
 def write_outcome(root: Path, session: str, outcome: dict, request_id: str | None) -> Path:
-    return atomic_write_json(outcome_path(root, session), {"session": session, "request_id": request_id,
-                                                           "outcome": outcome})
+    """Leave the outcome where the nightly run of ``session`` reads it (``RootLayout.retrain_outcome``)."""
+    return atomic_write_json(RootLayout(root).retrain_outcome(session), {"session": session, "request_id": request_id,
+                                                                         "outcome": outcome})
 
 
 @task(name="retrain-on-pool", task_run_name="retrain-on-pool-{session}", cache_policy=NO_CACHE,
@@ -62,7 +60,7 @@ def retrain_on_pool(root: Path, session: str, deployment: str, parameters: dict)
         state = run.state.type.value if run.state else "unknown"
         raise RetrainFailed(f"{deployment} run {run.name} ({run.id}) ended {state}: "
                             f"{run.state.message if run.state else ''}")
-    path = outcome_path(root, session)
+    path = RootLayout(root).retrain_outcome(session)
     if not path.exists():
         raise RetrainFailed(f"{deployment} run {run.name} completed but wrote no outcome at {path} "
                             f"(is the root shared between the nightly and the GPU workers?)")

@@ -143,7 +143,6 @@ def write_artifact(dest: Path, files: Mapping[str, FileSource], meta: Mapping[st
 
     Raises ``ArtifactError`` if ``dest`` already exists: artifacts are immutable, never overwritten.
     """
-    dest = Path(dest)
     _refuse_existing(dest)
     for name in files:
         _check_name(name)
@@ -174,7 +173,6 @@ def stage_artifact(parent: Path, populate: Callable[[Path], None], meta: Mapping
     """
     key = signing_key() if isinstance(key, _FromEnvironment) else key
     meta_json = _meta_json(meta)
-    parent = Path(parent)
     make_dirs(parent)
     tmp = Path(tempfile.mkdtemp(prefix=".artifact.", suffix=_TMP_SUFFIX, dir=parent))
     try:
@@ -205,7 +203,6 @@ def commit_artifact(staged: StagedArtifact, dest: Path) -> Path:
     ``dest`` is checked just before the rename: POSIX ``rename`` would silently replace an empty
     folder, and an existing artifact must never be replaced.
     """
-    dest = Path(dest)
     if staged.path.parent.resolve() != dest.parent.resolve():
         raise ArtifactError(f"staged {staged.path} must be beside {dest} for an atomic rename")
     try:
@@ -223,7 +220,6 @@ def sweep_partial(parent: Path) -> list[Path]:
 
     Call only while no other writer is building in ``parent`` (the registry holds its lock).
     """
-    parent = Path(parent)
     if not parent.is_dir():
         return []
     removed = []
@@ -238,7 +234,6 @@ def sweep_partial(parent: Path) -> list[Path]:
 
 def read_manifest(folder: Path) -> Manifest:
     """Parse ``folder/manifest.json`` without checking the files (cheap; for listings)."""
-    folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
         raise ArtifactError(f"artifact folder {folder} does not exist")
@@ -262,7 +257,6 @@ def verify_artifact(folder: Path, required: tuple[str, ...] = (),
     present but unlisted, or when a ``required`` name is not in the manifest at all; and, with a
     key, when the signature is missing or does not match.
     """
-    folder = Path(folder)
     manifest = read_manifest(folder)
     check_signature(folder, manifest, signing_key() if isinstance(key, _FromEnvironment) else key)
     for name in required:

@@ -164,13 +164,13 @@ def save_baselines(base: Baselines, path: Path, key: str) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez(fh, **arrays)
 
-    atomic_write(Path(path), write)
+    atomic_write(path, write)
 
 
 def load_baselines(path: Path, key: str) -> Baselines | None:
     """Baselines saved under ``key``; None when the file is missing, unreadable or for another fit."""
     try:
-        with np.load(Path(path), allow_pickle=False) as z:
+        with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key:
                 return None
             n = len(z["prior"])

@@ -95,10 +95,10 @@ class ModelBundle:
     def write_into(self, folder: Path) -> None:
         """Populate an (empty, staged) artifact folder; the registry calls this."""
         for name, data in self.files().items():
-            (Path(folder) / name).write_bytes(data)
+            (folder / name).write_bytes(data)
 
     def save(self, dest: Path) -> Path:
-        return write_artifact(Path(dest), self.files(), meta={"kind": "patchtst", "horizons": self.horizons})
+        return write_artifact(dest, self.files(), meta={"kind": "patchtst", "horizons": self.horizons})
 
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
@@ -107,7 +107,6 @@ class ModelBundle:
 
         from spywatch.model import PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble
 
-        folder = Path(folder)
         verify_artifact(folder, required=FILES)
         config = json.loads((folder / "config.json").read_text())
         cfg = PatchTSTConfig(**config["model"])

@@ -10,6 +10,10 @@ the longest horizon. Both models are re-scored on each resample (paired), so wha
 The AUC of every resample is computed from one sort of the predictions and per-session weights
 (the resample's multiplicities), so 2,000 resamples of 250 sessions x 3 horizons x 2 models take
 a few hundredths of a second.
+
+Besides ``compare`` (a typed verdict, for the gate and the evaluation), one model's AUC or Brier
+score with its interval and the paired differences as plain records (``auc_interval``,
+``brier_interval``, ``paired_auc``, ``paired_brier``), for the backfill's tables.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class BootstrapConfig:
             raise ValueError(f"block must be >= 1 session, got {self.block}")
         if not 0.5 <= self.level < 1.0:
             raise ValueError(f"level must be in [0.5, 1), got {self.level}")
+
+    def enough(self, n: int) -> bool:
+        """``n`` sessions hold two blocks: fewer give no usable interval."""
+        return n >= 2 * self.block
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +111,16 @@ def block_weights(n: int, config: BootstrapConfig) -> np.ndarray:
     return weights
 
 
+def resampled_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean of per-session ``values`` (n,) in each resample of ``weights`` (B, n) -> (B,)."""
+    return weights @ values / weights.sum(axis=1)
+
+
+def complete_rows(*arrays: np.ndarray) -> np.ndarray:
+    """(n,) True for the sessions where none of ``arrays`` ((n,) or (n, H)) has a NaN."""
+    return ~np.logical_or.reduce([np.isnan(a) if a.ndim == 1 else np.isnan(a).any(axis=1) for a in arrays])
+
+
 def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC of ``p`` for labels ``y`` (n,) under each row of ``weights`` (B, n); ties count one half.
 
@@ -151,10 +169,10 @@ def compare(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str]
     y, p_a, p_b = (np.asarray(v, dtype="float64") for v in (y, p_a, p_b))
     if y.ndim != 2 or y.shape != p_a.shape or y.shape != p_b.shape or y.shape[1] != len(horizons):
         raise ValueError(f"y {y.shape}, p_a {p_a.shape}, p_b {p_b.shape} and horizons {horizons} disagree")
-    keep = ~(np.isnan(y).any(axis=1) | np.isnan(p_a).any(axis=1) | np.isnan(p_b).any(axis=1))
+    keep = complete_rows(y, p_a, p_b)
     y, p_a, p_b = y[keep], p_a[keep], p_b[keep]
     n = len(y)
-    if n < 2 * config.block:
+    if not config.enough(n):
         raise ValueError(f"{n} labelled sessions are too few for blocks of {config.block} sessions")
     span = ["", ""]
     if dates is not None:
@@ -176,7 +194,7 @@ def compare(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str]
         else:
             la, lb = session_log_loss(y[:, j], p_a[:, j]), session_log_loss(y[:, j], p_b[:, j])
             fa, fb = float(la.mean()), float(lb.mean())
-            da = (weights @ (lb - la)) / weights.sum(axis=1)
+            da = resampled_mean(lb - la, weights)
             d_full = fb - fa
         by_h[horizons[j]] = {"a": float(fa), "b": float(fb), "diff": float(d_full)}
         diffs.append(da)
@@ -196,16 +214,72 @@ def compare(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str]
                             resamples=int(len(boot)))
 
 
+def paired_auc(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, horizons: list[str], dates,
+               config: BootstrapConfig) -> dict | None:
+    """``compare`` of a - b mean AUC as a record, or None where it has too few labelled sessions or
+    no horizon with both classes to say anything. ``y``, ``p_a``, ``p_b``: (n,) or (n, H)."""
+    y, p_a, p_b = (np.asarray(v, dtype="float64").reshape(len(v), -1) for v in (y, p_a, p_b))
+    ok = complete_rows(y, p_a, p_b)
+    n = int(ok.sum())
+    if not config.enough(n) or not any(0 < y[ok, j].sum() < n for j in range(y.shape[1])):
+        return None
+    c = compare(y, p_a, p_b, horizons, dates, "mean_auc", config)
+    return {"estimate": c.estimate, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_a_better": c.p_a_better,
+            "a": c.a_value, "b": c.b_value, "n": c.n_sessions, "span": c.span}
+
+
+def paired_brier(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, config: BootstrapConfig) -> dict | None:
+    """Brier(b) - Brier(a) on the same sessions of one horizon (positive favours a), its interval
+    and P(a better); None with fewer than two blocks of labelled sessions."""
+    y, p_a, p_b = (np.asarray(v, dtype="float64") for v in (y, p_a, p_b))
+    ok = complete_rows(y, p_a, p_b)
+    diff = (y[ok] - p_b[ok]) ** 2 - (y[ok] - p_a[ok]) ** 2
+    if not config.enough(len(diff)):
+        return None
+    boot = resampled_mean(diff, block_weights(len(diff), config))
+    low, high = interval(boot, config.level)
+    return {"estimate": float(diff.mean()), "ci_low": low, "ci_high": high, "p_a_better": float((boot > 0).mean()),
+            "n": int(len(diff))}
+
+
+# ----------------------------------------------------------------------------- one model
+
+
 def auc_interval(y: np.ndarray, p: np.ndarray, config: BootstrapConfig = BootstrapConfig()) -> dict:
     """One model's AUC on one horizon with its block-bootstrap interval (NaN labels dropped)."""
     y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
-    ok = ~(np.isnan(y) | np.isnan(p))
+    ok = complete_rows(y, p)
     y, p = y[ok], p[ok]
-    if len(y) < 2 * config.block or not 0 < y.sum() < len(y):
+    if not config.enough(len(y)) or not 0 < y.sum() < len(y):
         return {"auc": None, "ci": None, "n": int(len(y))}
     low, high = interval(weighted_auc(y, p, block_weights(len(y), config)), config.level)
     return {"auc": float(weighted_auc(y, p, np.ones((1, len(y))))[0]), "ci": [low, high],
             "n": int(len(y))}
+
+
+def brier_interval(y: np.ndarray, p: np.ndarray, config: BootstrapConfig = BootstrapConfig()) -> dict:
+    """One model's Brier score on one horizon with its block-bootstrap interval (NaN labels dropped)."""
+    y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
+    ok = complete_rows(y, p)
+    loss = (y[ok] - p[ok]) ** 2
+    if not config.enough(len(loss)):
+        return {"brier": None, "ci": None, "n": int(len(loss))}
+    low, high = interval(resampled_mean(loss, block_weights(len(loss), config)), config.level)
+    return {"brier": float(loss.mean()), "ci": [low, high], "n": int(len(loss))}
+
+
+def labelled_auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """One model's AUC on the sessions with a label (``audit.horizon_metrics``), to 4 places; None
+    with fewer than 10 labels or one class only. No interval: for short, published series."""
+    from spywatch.audit import horizon_metrics
+
+    ok = ~np.isnan(y)
+    if ok.sum() < 10 or not 0 < y[ok].sum() < ok.sum():
+        return None
+    return round(horizon_metrics(y[ok], p[ok])["auc"], 4)
+
+
+# ----------------------------------------------------------------------------- reading an interval
 
 
 def side_of_zero(ci_low: float, ci_high: float) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from spywatch.audit import CollapseVerdict, check_collapse, metrics_by_horizon
+from spywatch.audit_schema import Training
 from spywatch.training_audit import finding_line, member_lines, training_section
 from spywatch.baselines import BaselineConfig, fit_baselines, fit_logistic
 from spywatch.bundle import FULL_EPOCHS
@@ -388,7 +389,7 @@ def _training_audit(runs: list[dict]) -> dict | None:
     return {"verdict": unhealthy[0]["verdict"] if unhealthy else "healthy",
             "verdict_by_seed": [t["verdict"] for t in sections],
             "findings": [finding_line(f, f"seed {r['seed']}") for r, t in zip(runs, sections) for f in t["findings"]],
-            "readings": [line for r, t in zip(runs, sections) for line in member_lines(t, [f"seed {r['seed']}"])],
+            "readings": [line for r, t in zip(runs, sections) for line in member_lines(Training.model_validate(t), [f"seed {r['seed']}"])],
             "thresholds": sections[0]["thresholds"], "by_seed": sections}
 
 

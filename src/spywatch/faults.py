@@ -1,24 +1,25 @@
 """Scripted fake sources for injecting faults into the fetch path (tests and fire drills).
 
 Each wraps a real source behind the same ``MarketDataSource`` interface, so the pipeline, the
-Prefect retries and the alerts see exactly what a misbehaving provider would give them:
+Prefect retries and the alerts see exactly what a misbehaving provider would give them. The specs
+that name them (``faulty:FAILS:INNER``, ``corrupt:KIND:INNER``,
+``synthetic-regime:FROM:MULT[:TREND[:SEED]]``) are parsed by :mod:`spywatch.sources`:
 
-``faulty:FAILS:INNER``
-    raises :class:`MarketDataError` (a rate limit, say) on the first ``FAILS`` calls, then
-    delegates to ``INNER``; ``FAILS`` may be ``always``. The fetch task retries this kind.
-``corrupt:KIND:INNER``
-    delegates to ``INNER`` and damages the answer: ``bad-ohlc`` (the last bar's high below its
+:class:`FaultySource`
+    raises :class:`MarketDataError` (a rate limit, say) on the first ``fails`` calls, then
+    delegates to ``inner``; ``fails=-1``: always. The fetch task retries this kind.
+:class:`CorruptSource`
+    delegates to ``inner`` and damages the answer: ``bad-ohlc`` (the last bar's high below its
     low), ``stale`` (the last session missing: a short frame), ``empty`` (an empty frame, the
     silent failure of yfinance #2740). Validation must stop these; retrying would not help.
-``synthetic-regime:FROM:MULT[:TREND[:SEED]]``
-    the synthetic market with volatility multiplied by ``MULT`` from date ``FROM`` on and, if
-    given, an extra log drift of ``TREND`` per session (``-0.004``: a crash): a regime change for
-    drift drills. The drift check is calibrated to stay quiet through 1998, 2001 and 2008, so a
-    volatility change alone rarely raises the dataset alarm; a crash does.
+:class:`RegimeSource`
+    the synthetic market with a regime change: volatility multiplied from a date on and, if
+    given, an extra log drift per session (``-0.004``: a crash), for drift drills. The drift check
+    is calibrated to stay quiet through 1998, 2001 and 2008, so a volatility change alone rarely
+    raises the dataset alarm; a crash does.
 
-``INNER`` is any spec ``source_from_spec`` understands, so faults compose
-(``faulty:2:synthetic-regime:2023-09-01:3:-0.004``). Every fake keeps the inner source's ``name``
-and ``synthetic`` flag: the data it hands over still comes from there.
+Every fake keeps the inner source's ``name`` and ``synthetic`` flag: the data it hands over still
+comes from there.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import numpy as np
 from spywatch.market_data import (PRICE_COLUMNS, MarketDataError, MarketDataSource, SyntheticSource, empty_bars,
                                   synthetic_bars)
 
-SPEC_KINDS = ("faulty", "corrupt", "synthetic-regime")
 CORRUPTIONS = ("bad-ohlc", "stale", "empty")
 
 
@@ -116,47 +116,3 @@ class RegimeSource:
             bars = bars.assign(**{c: (bars[c] * factor).round(4) for c in PRICE_COLUMNS})
         lo = pd.Timestamp(start) if start is not None else bars.index.min()
         return bars.loc[(bars.index >= lo) & (bars.index <= pd.Timestamp(end))]
-
-
-def source_from_fault_spec(spec: str) -> MarketDataSource:
-    """Parse one of the specs in the module docstring (the inner spec may contain colons)."""
-    from spywatch.market_data import source_from_spec
-
-    kind, _, rest = spec.partition(":")
-    if kind == "faulty":
-        fails, _, inner = rest.partition(":")
-        if not inner:
-            raise ValueError(f"source {spec!r}: expected faulty:FAILS:INNER, e.g. faulty:2:synthetic")
-        if fails == "always":
-            count = -1
-        else:
-            try:
-                count = int(fails)
-            except ValueError:
-                raise ValueError(f"source {spec!r}: FAILS must be an integer or 'always', got {fails!r}") from None
-            if count < 0:
-                raise ValueError(f"source {spec!r}: FAILS must be >= 0, got {count}")
-        return FaultySource(source_from_spec(inner), count)
-    if kind == "corrupt":
-        what, _, inner = rest.partition(":")
-        if not inner:
-            raise ValueError(f"source {spec!r}: expected corrupt:KIND:INNER with KIND in {list(CORRUPTIONS)}")
-        return CorruptSource(source_from_spec(inner), what)
-    if kind == "synthetic-regime":
-        parts = rest.split(":")
-        if len(parts) not in (2, 3, 4):
-            raise ValueError(f"source {spec!r}: expected synthetic-regime:FROM:MULT[:TREND[:SEED]], "
-                             f"e.g. synthetic-regime:2023-09-01:3:-0.004")
-        try:
-            start = dt.date.fromisoformat(parts[0])
-            mult = float(parts[1])
-            trend = float(parts[2]) if len(parts) > 2 else 0.0
-            seed = int(parts[3]) if len(parts) > 3 else SyntheticSource.seed
-        except ValueError as exc:
-            raise ValueError(f"source {spec!r}: {exc}") from None
-        if not mult > 0:
-            raise ValueError(f"source {spec!r}: the volatility multiplier must be > 0, got {mult}")
-        if not abs(trend) < 0.05:
-            raise ValueError(f"source {spec!r}: the trend is a log return per session, |TREND| < 0.05, got {trend}")
-        return RegimeSource(start=start, vol_multiplier=mult, trend=trend, seed=seed)
-    raise ValueError(f"not a fault spec: {spec!r}; expected one of {list(SPEC_KINDS)}")

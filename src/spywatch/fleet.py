@@ -1,9 +1,9 @@
 """The fleet: many tickers, each a root of its own, one night each.
 
-Layout: a fleet root holds one complete spywatch root per ticker, ``ROOT/tickers/<TICKER>/`` (its
-bar store, its registry and champion alias, its drift history, its published outputs and its
-lock), so nights of different tickers never share a file and run in parallel; the fleet's page is
-``ROOT/fleet.html``. Alerts carry the ticker in their resource id (``spywatch.model.<TICKER>``).
+Layout (:class:`spywatch.layout.RootLayout`): a fleet root holds one complete spywatch root per
+ticker, ``ROOT/tickers/<TICKER>/`` (its bar store, its registry and champion alias, its drift
+history, its published outputs and its lock), so nights of different tickers never share a file
+and run in parallel; the fleet's page is ``ROOT/fleet.html``. Alerts carry the ticker in their resource id (``spywatch.model.<TICKER>``).
 
 A fleet file (``fleet.yaml``) lists the tickers and per-ticker overrides::
 
@@ -22,15 +22,18 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from spywatch import names
+from spywatch.layout import RootLayout
 from spywatch.text import cut
 
 TICKER_KEYS = {"ticker", "source", "policy"}
 FLEET_KEYS = {"source", "policy", "tickers"}
+FLEET_DEFAULTS = {"source": "yfinance", "policy": "default", "tickers": None}  # what a fleet file may leave out
+PUBLISHED = ("published", "already_published")  # the statuses of a ticker whose night went well
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,16 @@ class FleetError(ValueError):
 
 def parse_fleet(doc: Any, where: str = "fleet") -> Fleet:
     """Validate a parsed fleet document (see the module doc)."""
-    from spywatch.market_data import source_from_spec
     from spywatch.policy import POLICIES
+    from spywatch.sources import source_from_spec
 
     if not isinstance(doc, dict):
         raise FleetError(f"{where}: expected a mapping with 'tickers', got {type(doc).__name__}")
     unknown = sorted(set(doc) - FLEET_KEYS)
     if unknown:
         raise FleetError(f"{where}: unknown key(s) {unknown}; expected {sorted(FLEET_KEYS)}")
-    default_source, default_policy = doc.get("source", "yfinance"), doc.get("policy", "default")
-    raw = doc.get("tickers")
+    doc = {**FLEET_DEFAULTS, **doc}
+    default_source, default_policy, raw = doc["source"], doc["policy"], doc["tickers"]
     if not isinstance(raw, list) or not raw:
         raise FleetError(f"{where}: 'tickers' must be a non-empty list")
     specs, seen = [], set()
@@ -81,7 +84,8 @@ def parse_fleet(doc: Any, where: str = "fleet") -> Fleet:
         entry = {"ticker": item} if isinstance(item, str) else item
         if not isinstance(entry, dict):
             raise FleetError(f"{where}: tickers[{i}] must be a ticker or a mapping with 'ticker'")
-        name = entry.get("ticker")
+        entry = {"ticker": None, "source": default_source, "policy": default_policy, **entry}
+        name = entry["ticker"]
         label = f"{where}: ticker {name!r}" if name else f"{where}: tickers[{i}]"
         if not isinstance(name, str) or not names.TICKER.match(name):
             raise FleetError(f"{cut(label)}: key 'ticker' must be an upper-case symbol like SPY or BRK.B")
@@ -91,7 +95,7 @@ def parse_fleet(doc: Any, where: str = "fleet") -> Fleet:
         if name in seen:
             raise FleetError(f"{label}: listed twice")
         seen.add(name)
-        source, policy = entry.get("source", default_source), entry.get("policy", default_policy)
+        source, policy = entry["source"], entry["policy"]
         try:
             source_from_spec(str(source))
         except ValueError as exc:
@@ -121,87 +125,93 @@ def fleet_of(tickers: list[str], source: str, policy: str = "default") -> Fleet:
     return parse_fleet({"source": source, "policy": policy, "tickers": list(tickers)}, "--tickers")
 
 
-def ticker_root(root: Path | str, ticker: str) -> Path:
-    return Path(root) / "tickers" / names.ticker(ticker)
-
-
-def root_tickers(root: Path | str) -> list[str]:
-    """The tickers that have a root under ``ROOT/tickers/`` (none when it is not a fleet root)."""
-    tickers = Path(root) / "tickers"
-    return sorted(p.name for p in tickers.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if tickers.is_dir() else []
-
-
-def page_path(root: Path | str) -> Path:
-    return Path(root) / "fleet.html"
-
-
 # ----------------------------------------------------------------------------- status and page
 
 
-def ticker_row(root: Path | str, ticker: str, night: dict | None = None) -> dict:
-    """One ticker's line of the fleet: tonight's result (``night``) or else what is published."""
-    from spywatch import report
-    from spywatch.publish import Publisher
+@dataclass(frozen=True)
+class FleetRow:
+    """One ticker's line of the fleet: the page, the summary and ``spywatch fleet status`` read it."""
 
-    troot = ticker_root(root, ticker)
-    publisher = Publisher(troot)
-    latest = publisher.latest() if (troot / "published").exists() else None
-    known = [d for d in ((latest or {}).get("session"), (latest or {}).get("failed_session")) if d]
-    session = (night or {}).get("session") or (max(known) if known else None)
+    ticker: str
+    session: str | None
+    status: str  # a RunStatus value, "never run", or "error" (a ticker's task crashed)
+    failure: str | None = None  # the failure's kind
+    failure_reason: str | None = None
+    stale: bool = False  # latest.json marks the ticker's predictions stale
+    data: str | None = None  # "first..last, N new"
+    validation: str | None = None  # the badges of the session's report
+    drift: str | None = None
+    health: str | None = None
+    decision: str | None = None
+    model_version: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)  # rounded to 3 places
+    report: str | None = None  # the session's report and drift report, relative to the fleet root
+    drift_report: str | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.status in PUBLISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``spywatch fleet status --json`` prints it."""
+        return asdict(self)
+
+
+def ticker_row(root: Path, ticker: str, session: str | None = None, status: str | None = None) -> FleetRow:
+    """One ticker's line of the fleet: tonight's ``session`` and ``status`` when the caller ran
+    the night, else what the ticker's root has published; the verdicts from the session's audit."""
+    from spywatch.publish import Publisher
+    from spywatch.report.views import decision_badge, drift_badge, health_badge, validation_badge
+
+    troot = RootLayout(root).ticker(ticker)
+    publisher = Publisher(troot.root)
+    latest = publisher.latest() if troot.published.exists() else None
+    known = [d for d in (latest.session, latest.failed_session) if d] if latest else []
+    session = session or (max(known) if known else None)
     audit = None
     if session:
         try:
             audit = publisher.read_audit(session)
         except (OSError, ValueError):
             audit = None
-    a = audit or {}
-    status = (night or {}).get("status") or a.get("status") or "never run"
-    folder = Path("tickers") / ticker / "published" / "sessions" / str(session)
-    return {
-        "ticker": ticker, "session": session, "status": status,
-        "failure": (a.get("failure") or {}).get("kind"), "failure_reason": (a.get("failure") or {}).get("reason"),
-        "stale": bool((latest or {}).get("stale")),
-        "data": (f"{a['data']['first_session']}..{a['data']['last_session']}, {a['data']['new_sessions']} new"
-                 if a.get("data") else None),
-        "validation": report.validation_badge(a.get("validation") or None).value if a else None,
-        "drift": report.drift_badge(a.get("drift")).value if a else None,
-        "health": report.health_badge(a.get("collapse"), (a.get("health") or {}).get("vs_baseline")).value
-        if a else None,
-        "decision": report.decision_badge(a.get("decision"), a.get("retrain")).value if a else None,
-        "model_version": a.get("model_version"),
-        "probabilities": {h: round(v, 3) for h, v in ((a.get("predictions") or {}).get("latest") or {}).items()
-                          if h != "date"},
-        "report": str(folder / "report.html") if session and (troot / "published" / "sessions" / str(session)
-                                                              / "report.html").exists() else None,
-        "drift_report": str(folder / "drift.html") if session and (troot / "published" / "sessions" / str(session)
-                                                                   / "drift.html").exists() else None,
-    }
+    outputs = troot.session(str(session))
+    folder = RootLayout(Path()).ticker(ticker).session(str(session))  # the same, relative to the fleet root
+    row = FleetRow(ticker, session, status or "never run", stale=latest is not None and latest.stale,
+                   report=str(folder / "report.html") if session and (outputs / "report.html").exists() else None,
+                   drift_report=str(folder / "drift.html") if session and (outputs / "drift.html").exists() else None)
+    if audit is None:
+        return row
+    data, failure, predictions = audit.data, audit.failure, audit.predictions
+    return replace(row, status=status or audit.status.value,
+                   failure=failure.kind.value if failure else None, failure_reason=failure.reason if failure else None,
+                   data=f"{data.first_session}..{data.last_session}, {data.new_sessions} new" if data else None,
+                   validation=validation_badge(audit.validation).value, drift=drift_badge(audit.drift).value,
+                   health=health_badge(audit.collapse, audit.vs_baseline).value,
+                   decision=decision_badge(audit.decision, audit.retrain).value, model_version=audit.model_version,
+                   probabilities={h: round(v, 3) for h, v in predictions.probabilities().items()} if predictions else {})
 
 
-def fleet_rows(root: Path | str, tickers: list[str] | None = None) -> list[dict]:
-    root = Path(root)
+def fleet_rows(root: Path, tickers: list[str] | None = None) -> list[FleetRow]:
     if tickers is None:
-        tickers = root_tickers(root)
+        tickers = RootLayout(root).ticker_names()
     return [ticker_row(root, t) for t in tickers]
 
 
-def render_page(rows: list[dict], title: str = "spywatch fleet") -> str:
+def render_page(rows: list[FleetRow], title: str = "spywatch fleet") -> str:
     """The fleet's page: one row per ticker, links relative to the fleet root (self-contained)."""
     esc = lambda v: html.escape("—" if v in (None, "", {}) else str(v))  # noqa: E731
-    tone = {"published": "ok", "already_published": "ok"}
     body = []
     for r in rows:
-        probs = ", ".join(f"{h} {v:.3f}" for h, v in r["probabilities"].items()) or None
+        probs = ", ".join(f"{h} {v:.3f}" for h, v in r.probabilities.items()) or None
         links = " ".join(f'<a href="{html.escape(href)}">{name}</a>' for name, href in
-                         (("audit", r["report"]), ("drift", r["drift_report"])) if href)
-        status = r["status"] + (f" ({r['failure']})" if r["failure"] else "") + (" · stale" if r["stale"] else "")
-        why = f'<div class="why">{esc(r["failure_reason"])}</div>' if r["failure"] else ""
-        body.append(f'<tr class="{tone.get(r["status"], "bad")}"><td><b>{esc(r["ticker"])}</b></td>'
-                    f'<td>{esc(r["session"])}</td><td>{esc(status)}{why}</td><td>{esc(r["data"])}</td>'
-                    f'<td>{esc(r["validation"])}</td><td>{esc(r["drift"])}</td><td>{esc(r["health"])}</td>'
-                    f'<td>{esc(r["decision"])}</td><td>{esc(probs)}</td><td>{links or "—"}</td></tr>')
-    failed = [r["ticker"] for r in rows if r["status"] not in tone]
+                         (("audit", r.report), ("drift", r.drift_report)) if href)
+        status = r.status + (f" ({r.failure})" if r.failure else "") + (" · stale" if r.stale else "")
+        why = f'<div class="why">{esc(r.failure_reason)}</div>' if r.failure else ""
+        body.append(f'<tr class="{"ok" if r.published else "bad"}"><td><b>{esc(r.ticker)}</b></td>'
+                    f'<td>{esc(r.session)}</td><td>{esc(status)}{why}</td><td>{esc(r.data)}</td>'
+                    f'<td>{esc(r.validation)}</td><td>{esc(r.drift)}</td><td>{esc(r.health)}</td>'
+                    f'<td>{esc(r.decision)}</td><td>{esc(probs)}</td><td>{links or "—"}</td></tr>')
+    failed = [r.ticker for r in rows if not r.published]
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     summary = (f"{len(rows) - len(failed)} of {len(rows)} tickers published"
                + (f"; failed: {', '.join(failed)}" if failed else ""))
@@ -228,24 +238,25 @@ tr.bad td:first-child {{ border-left: 4px solid #c0392b; }}
 """
 
 
-def write_page(root: Path | str, rows: list[dict]) -> Path:
+def write_page(root: Path, rows: list[FleetRow]) -> Path:
     from spywatch.atomic import atomic_write_text
 
-    return atomic_write_text(page_path(root), render_page(rows))
+    return atomic_write_text(RootLayout(root).fleet_page, render_page(rows))
 
 
-def summary_markdown(rows: list[dict]) -> str:
-    failed = [r for r in rows if r["status"] not in ("published", "already_published")]
+def summary_markdown(rows: list[FleetRow]) -> str:
+    """The fleet's table in markdown (the flow's artifact, ``spywatch run --tickers``), failures' reasons below."""
+    failed = [r for r in rows if not r.published]
     lines = [f"# Fleet: {len(rows) - len(failed)} of {len(rows)} tickers published"
-             + (f", **{len(failed)} failed**: {', '.join(r['ticker'] for r in failed)}" if failed else ""), "",
+             + (f", **{len(failed)} failed**: {', '.join(r.ticker for r in failed)}" if failed else ""), "",
              "| ticker | session | status | validation | drift | health | decision | P(h1) | P(h3) | P(h5) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        p = r["probabilities"]
-        lines.append(f"| {r['ticker']} | {r['session'] or '—'} | {r['status']}"
-                     + (f" ({r['failure']})" if r["failure"] else "")
-                     + f" | {r['validation'] or '—'} | {r['drift'] or '—'} | {r['health'] or '—'} | "
-                     f"{r['decision'] or '—'} | " + " | ".join(f"{p[h]:.3f}" if h in p else "—" for h in ("h1", "h3", "h5"))
+        p = r.probabilities
+        lines.append(f"| {r.ticker} | {r.session or '—'} | {r.status}"
+                     + (f" ({r.failure})" if r.failure else "")
+                     + f" | {r.validation or '—'} | {r.drift or '—'} | {r.health or '—'} | "
+                     f"{r.decision or '—'} | " + " | ".join(f"{p[h]:.3f}" if h in p else "—" for h in ("h1", "h3", "h5"))
                      + " |")
-    whys = [f"- **{r['ticker']}** `{r['failure']}`: {r['failure_reason']}" for r in rows if r["failure"]]
+    whys = [f"- **{r.ticker}** `{r.failure}`: {r.failure_reason}" for r in rows if r.failure]
     return "\n".join(lines + ([""] + whys if whys else [])) + "\n"

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spywatch.atomic import FILE_MODE, make_dirs
+from spywatch.layout import RootLayout
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0  # a night waits up to 10 minutes for the one before it to finish
-_held: dict[str, tuple[int, int]] = {}  # resolved root -> (fd, depth) held by this process
+_held: dict[Path, tuple[int, int]] = {}  # resolved root -> (fd, depth) held by this process
 _guard = threading.Lock()
 
 
@@ -59,14 +60,6 @@ class LockInfo:
     took_over: dict | None  # the dead holder's record when this run took the lock over
 
 
-def lock_path(root: Path) -> Path:
-    return Path(root) / ".lock"
-
-
-def holder_path(root: Path) -> Path:
-    return Path(root) / ".lock.json"
-
-
 def describe(holder: dict | None) -> str:
     if not holder:
         return "an unknown process (no holder record)"
@@ -76,25 +69,24 @@ def describe(holder: dict | None) -> str:
 
 def read_holder(root: Path) -> dict | None:
     try:
-        return json.loads(holder_path(root).read_text())
+        return json.loads(RootLayout(root).lock_holder.read_text())
     except (OSError, ValueError):
         return None
 
 
 @contextlib.contextmanager
-def root_lock(root: Path | str, purpose: str = "nightly", timeout_s: float | None = None,
+def root_lock(root: Path, purpose: str = "nightly", timeout_s: float | None = None,
               poll_s: float = 0.25) -> Iterator[LockInfo | None]:
     """Hold ``root``'s lock for the block; wait up to ``timeout_s`` (default ``DEFAULT_TIMEOUT_S``,
     0: do not wait) for another holder, then raise ``RootLocked`` naming it.
 
     Yields the holder record, or None when this process already held the lock (re-entry).
     """
-    root = Path(root).expanduser().resolve()
-    key = str(root)
+    root = root.expanduser().resolve()
     with _guard:
-        if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
+        if root in _held:
+            fd, depth = _held[root]
+            _held[root] = (fd, depth + 1)
             reentered = True
         else:
             reentered = False
@@ -102,12 +94,12 @@ def root_lock(root: Path | str, purpose: str = "nightly", timeout_s: float | Non
         try:
             yield None
         finally:
-            _release(key)
+            _release(root)
         return
 
     make_dirs(root)
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = os.open(RootLayout(root).lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
     os.fchmod(fd, FILE_MODE)  # the mode rule, whatever the umask (spywatch.atomic)
     t0 = time.monotonic()
     told = False
@@ -144,21 +136,20 @@ def root_lock(root: Path | str, purpose: str = "nightly", timeout_s: float | Non
         os.close(fd)
         raise
     with _guard:
-        _held[key] = (fd, 1)
+        _held[root] = (fd, 1)
     try:
-        yield LockInfo(lock_path(root), holder, took_over)
+        yield LockInfo(RootLayout(root).lock, holder, took_over)
     finally:
-        _release(key)
+        _release(root)
 
 
-def _release(key: str) -> None:
+def _release(root: Path) -> None:
     with _guard:
-        fd, depth = _held[key]
+        fd, depth = _held[root]
         if depth > 1:
-            _held[key] = (fd, depth - 1)
+            _held[root] = (fd, depth - 1)
             return
-        del _held[key]
-    root = Path(key)
+        del _held[root]
     holder = read_holder(root) or {}
     if holder.get("pid") == os.getpid():
         _write_holder(root, {**holder, "held": False,
@@ -170,11 +161,11 @@ def _release(key: str) -> None:
 def _write_holder(root: Path, holder: dict) -> None:
     from spywatch.atomic import atomic_write_json
 
-    atomic_write_json(holder_path(root), holder)
+    atomic_write_json(RootLayout(root).lock_holder, holder)
 
 
-def holds(root: Path | str) -> bool:
+def holds(root: Path) -> bool:
     """Whether this process holds ``root``'s lock."""
     with _guard:
-        return str(Path(root).expanduser().resolve()) in _held
+        return root.expanduser().resolve() in _held
 

@@ -1,4 +1,5 @@
-"""Market data sources behind one interface: yfinance, a CSV file, and a synthetic market.
+"""Market data sources behind one interface: yfinance, a CSV file, and a synthetic market
+(:mod:`spywatch.sources` builds one from a spec such as ``csv:PATH``).
 
 Every source returns *bars*: a DataFrame indexed by naive New York session dates (``date``),
 sorted, unique, with the columns of :data:`BAR_COLUMNS` (raw OHLC, Yahoo's adjusted close,
@@ -317,31 +318,3 @@ def _ar1(noise: np.ndarray, phi: float) -> np.ndarray:
         acc = phi * acc + e
         out[i] = acc
     return out
-
-
-# ----------------------------------------------------------------------------- factory
-
-
-def source_from_spec(spec: str) -> MarketDataSource:
-    """``synthetic`` | ``synthetic:SEED`` | ``csv:PATH`` | ``yfinance``, or a fault-injection
-    spec of :mod:`spywatch.faults` (``faulty:FAILS:INNER``, ``corrupt:KIND:INNER``,
-    ``synthetic-regime:FROM:MULT[:TREND[:SEED]]``)."""
-    kind, _, arg = spec.partition(":")
-    from spywatch import faults  # imported here: faults builds on this module
-
-    if kind in faults.SPEC_KINDS:
-        return faults.source_from_fault_spec(spec)
-    if kind == "synthetic":
-        return SyntheticSource(seed=int(arg)) if arg else SyntheticSource()
-    if kind == "csv":
-        if not arg:
-            raise ValueError("source 'csv' needs a path: csv:PATH")
-        return CsvSource(Path(arg).expanduser().resolve())
-    if kind == "csv-dir":
-        if not arg:
-            raise ValueError("source 'csv-dir' needs a folder: csv-dir:DIR (one DIR/<TICKER>.csv per ticker)")
-        return CsvDirSource(Path(arg).expanduser().resolve())
-    if kind == "yfinance":
-        return YFinanceSource()
-    raise ValueError(f"unknown source {spec!r}; expected synthetic, csv:PATH, csv-dir:DIR, yfinance or a fault spec "
-                     f"({', '.join(faults.SPEC_KINDS)})")

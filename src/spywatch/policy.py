@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from spywatch.bundle import FULL_EPOCHS, RECIPES
 from spywatch.decision import RetrainPolicy
-from spywatch.registry import PromotionPolicy
+from spywatch.promotion import PromotionPolicy
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,14 @@
 """Publishing per session date: complete, atomic, recoverable outputs.
 
-Layout under ``root/published``::
-
-    sessions/<YYYY-MM-DD>        a symlink to .runs/<YYYY-MM-DD>.<run_id>: the session's outputs
-    .runs/<date>.<run_id>/       predictions.parquet, audit.json, report.html, drift.html, drift.json,
-                                 attempts/<run_id>/ (failed re-runs of the session: their audit only)
-    predictions.parquet          every published session's predictions (one row per session x horizon)
-    latest.json                  the poller's contract (:meth:`Publisher.latest_record`): the newest good
-                                 session's ticker, probabilities with their member spread, synthetic
-                                 flag, model and report, or the last good one marked stale (why, since
-                                 when); paths relative to published/ (a moved or restored root works)
-    .journal.json                the publication in progress (present only between its steps)
+Under ``root/published`` (the tree: :mod:`spywatch.layout`), each session's folder
+``.runs/<date>.<run_id>/`` holds predictions.parquet, audit.json, report.html, drift.html,
+drift.json and ``attempts/<run_id>/`` (failed re-runs of the session: their audit only), and
+``sessions/<date>`` links to it. ``predictions.parquet`` has one row per session x horizon;
+``latest.json`` is the poller's contract (:meth:`Publisher.latest_record`, typed as
+:class:`spywatch.latest.LatestRecord`): the newest good session's ticker, probabilities with their
+member spread, synthetic flag, model and report, or the last good one marked stale (why, since
+when); paths relative to published/ (a moved or restored root works). ``.journal.json``
+(:class:`Journal`) is present only between the steps of a publication.
 
 Publishing a night is one recoverable unit (:meth:`Publisher.publish_night`): the journal names
 the session and run first; the session's folder is built completely under a hidden name and
@@ -33,12 +31,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from spywatch.atomic import atomic_write, atomic_write_json, fsync_dir, make_dirs, make_readable
+from spywatch.audit_schema import NightAudit, RunStatus, Stale, check_audit
+from spywatch.latest import LATEST_FORMAT, LatestRecord
+from spywatch.layout import RootLayout
 from spywatch.text import cut
 
 # Test-only: ``SPYWATCH_KILL_AT=<point>`` makes this process SIGKILL itself at that publishing
@@ -55,46 +56,48 @@ def _kill_point(point: str) -> None:
 
 # ``member_std``: the standard deviation of the ensemble members' probabilities (how much the
 # seeds disagree about tonight); NaN in rows published before ensembles.
-LATEST_FORMAT = 1  # latest.json's own version: a poller can check it
-
 PREDICTION_COLUMNS = ("session", "horizon", "probability", "member_std", "model_version", "data_hash", "feature_hash",
                       "run_id", "synthetic")
 
 
 @dataclass(frozen=True)
+class Journal:
+    """A publication in progress (``.journal.json``): the session, its run and folder under ``.runs/``."""
+
+    session: str
+    run_id: str
+    folder: str
+    model_version: str | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> Journal | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: Path) -> Path:
+        return atomic_write_json(path, asdict(self))
+
+
+@dataclass(frozen=True)
 class Publisher:
     root: Path
+    layout: RootLayout = field(init=False, repr=False, compare=False)
 
-    @property
-    def base(self) -> Path:
-        return Path(self.root) / "published"
-
-    @property
-    def runs(self) -> Path:
-        return self.base / ".runs"
-
-    @property
-    def sessions(self) -> Path:
-        return self.base / "sessions"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", RootLayout(self.root))  # a frozen field derived from root
 
     @property
     def latest_path(self) -> Path:
-        return self.base / "latest.json"
+        return self.layout.latest
 
     @property
     def predictions_path(self) -> Path:
-        return self.base / "predictions.parquet"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.base / ".journal.json"
-
-    @property
-    def last_run_path(self) -> Path:
-        return Path(self.root) / "state" / "last_run.json"
+        return self.layout.predictions
 
     def session_dir(self, session: str) -> Path:
-        return self.sessions / session
+        return self.layout.session(session)
 
     # ----------------------------------------------------------------- one night, one unit
 
@@ -107,8 +110,7 @@ class Publisher:
         if "predictions.parquet" not in files:
             raise ValueError("a published night needs predictions.parquet")
         self.recover()
-        atomic_write_json(self.journal_path, {"session": session, "run_id": run_id, "model_version": model_version,
-                                              "folder": self._run_name(session, run_id)})
+        Journal(session, run_id, self._run_name(session, run_id), model_version).write(self.layout.journal)
         _kill_point("journal_written")
         link = self.publish_session(session, run_id, files, populate)
         self._complete(session, run_id, model_version)
@@ -119,21 +121,21 @@ class Publisher:
 
         Run under the root's lock (every night does, before it publishes anything)."""
         done = []
-        for p in (self.runs.glob(".*.tmp") if self.runs.is_dir() else ()):
+        for p in (self.layout.runs.glob(".*.tmp") if self.layout.runs.is_dir() else ()):
             shutil.rmtree(p, ignore_errors=True)  # a folder killed mid-build: never visible
             done.append(f"removed the partial folder {p.name}")
-        for p in (self.sessions.glob(".*.link") if self.sessions.is_dir() else ()):
+        for p in (self.layout.sessions.glob(".*.link") if self.layout.sessions.is_dir() else ()):
             p.unlink(missing_ok=True)
-        journal = self._read_json(self.journal_path)
+        journal = Journal.read(self.layout.journal)
         if journal is not None:
-            folder = self.runs / journal["folder"]
+            folder = self.layout.runs / journal.folder
             if folder.is_dir():
-                self._swap_link(journal["session"], folder)
-                self._complete(journal["session"], journal["run_id"], journal.get("model_version"))
-                done.append(f"finished the publication of {journal['session']} (run {journal['run_id']})")
+                self._swap_link(journal.session, folder)
+                self._complete(journal.session, journal.run_id, journal.model_version)
+                done.append(f"finished the publication of {journal.session} (run {journal.run_id})")
             else:
-                self.journal_path.unlink(missing_ok=True)
-                done.append(f"dropped the unfinished publication of {journal['session']} (nothing was visible)")
+                self.layout.journal.unlink(missing_ok=True)
+                done.append(f"dropped the unfinished publication of {journal.session} (nothing was visible)")
         return done
 
     def repair(self, session: str, run_id: str, model_version: str | None) -> None:
@@ -148,16 +150,18 @@ class Publisher:
         self.upsert_predictions(rows)
         _kill_point("rows_upserted")
         latest = self.latest()
-        if latest is None or str(latest.get("session")) <= session:  # a re-run of an older session
-            self.set_latest(session, run_id, model_version)               # leaves the newer one latest
+        # a re-run of an older session leaves the newer one latest. NB str(): a record holding only a
+        # stale mark (no session) compares as "None", after every date, and is not replaced here
+        if latest is None or str(latest.session) <= session:
+            self.set_latest(session, run_id, model_version)
         _kill_point("latest_set")
-        atomic_write_json(self.last_run_path, {"session": session, "run_id": run_id, "status": "published"})
+        atomic_write_json(self.layout.last_run, {"session": session, "run_id": run_id, "status": "published"})
         _kill_point("last_run_set")
-        for old in self.runs.glob(f"{session}.*"):
+        for old in self.layout.runs.glob(f"{session}.*"):
             if old.is_dir() and old.resolve() != folder:
                 shutil.rmtree(old, ignore_errors=True)
-        self.journal_path.unlink(missing_ok=True)
-        fsync_dir(self.base)
+        self.layout.journal.unlink(missing_ok=True)
+        fsync_dir(self.layout.published)
 
     def consistency(self, session: str) -> list[str]:
         """What disagrees about a published ``session`` (empty: folder, table and latest.json agree)."""
@@ -165,26 +169,26 @@ class Publisher:
             audit = self.read_audit(session)
         except (OSError, ValueError):
             return [f"no readable audit in {self.session_dir(session)}"]
-        if audit.get("status") != "published":
-            return [f"the session's audit says {audit.get('status')!r}"]
+        if audit.status != RunStatus.PUBLISHED:
+            return [f"the session's audit says {audit.status.value!r}"]
         problems = []
-        if self.journal_path.exists():
+        if self.layout.journal.exists():
             problems.append("a publication was interrupted (journal present)")
         rows = self.read_predictions()
         mine = rows[rows["session"] == session] if len(rows) else rows
         folder_rows = pd.read_parquet(self.session_dir(session) / "predictions.parquet")
-        if len(mine) != len(folder_rows) or set(mine["run_id"]) != {audit["run_id"]}:
+        if len(mine) != len(folder_rows) or set(mine["run_id"]) != {audit.run_id}:
             problems.append(f"predictions.parquet holds {len(mine)} row(s) of other runs "
                             f"{sorted(set(mine['run_id']))} for the session (folder: {len(folder_rows)} of run "
-                            f"{audit['run_id']})")
+                            f"{audit.run_id})")
         latest = self.latest()
-        if latest is None or str(latest.get("session")) < session:
-            problems.append(f"latest.json names {latest and latest.get('session')}, older than the session")
-        elif latest.get("session") == session and latest.get("run_id") != audit["run_id"] and not latest.get("stale"):
-            problems.append(f"latest.json names run {latest.get('run_id')}, the folder run {audit['run_id']}")
-        if latest is not None and latest.get("stale") and latest.get("failed_session") == session:
+        if latest is None or str(latest.session) < session:  # str(): as in _complete
+            problems.append(f"latest.json names {latest and latest.session}, older than the session")
+        elif latest.session == session and latest.run_id != audit.run_id and not latest.stale:
+            problems.append(f"latest.json names run {latest.run_id}, the folder run {audit.run_id}")
+        if latest is not None and latest.stale and latest.failed_session == session:
             # a failed re-run of this very session marked it stale; its published folder is intact
-            problems.append(f"latest.json marks the session stale ({cut(str(latest.get('reason')))}), but its "
+            problems.append(f"latest.json marks the session stale ({cut(str(latest.reason))}), but its "
                             f"published outputs are intact")
         return problems
 
@@ -198,16 +202,18 @@ class Publisher:
                         populate: Callable[[Path], None] | None = None) -> Path:
         """Write ``files`` (and whatever ``populate(folder)`` writes) as the complete output set of
         ``session``, then swap it in atomically. Failed re-runs' audits (``attempts/``) move along."""
-        make_dirs(self.runs)
-        make_dirs(self.sessions)
+        make_dirs(self.layout.runs)
+        make_dirs(self.layout.sessions)
         link = self.session_dir(session)
         previous = link.resolve() if link.is_symlink() else None
+        attempts = self.layout.attempts(session)  # through the link: the previous folder's
+
         def fill(folder: Path) -> None:
             _write_files(folder, files, populate)
-            if previous is not None and (previous / "attempts").is_dir():
-                shutil.copytree(previous / "attempts", folder / "attempts")
+            if previous is not None and attempts.is_dir():
+                shutil.copytree(attempts, folder / attempts.name)
 
-        final = _build_folder(self.runs / self._run_name(session, run_id), fill)
+        final = _build_folder(self.layout.runs / self._run_name(session, run_id), fill)
         _kill_point("folder_renamed")
         self._swap_link(session, final)  # the commit point
         _kill_point("link_swapped")
@@ -219,23 +225,23 @@ class Publisher:
         link = self.session_dir(session)
         if link.is_symlink() and link.resolve() == folder.resolve():
             return
-        tmp_link = self.sessions / f".{session}.{folder.name}.link"
+        tmp_link = self.layout.sessions / f".{session}.{folder.name}.link"
         tmp_link.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(folder, self.sessions), tmp_link)
+        os.symlink(os.path.relpath(folder, self.layout.sessions), tmp_link)
         os.replace(tmp_link, link)
-        fsync_dir(self.sessions)
+        fsync_dir(self.layout.sessions)
 
     def publish_attempt(self, session: str, run_id: str, files: dict[str, bytes]) -> Path:
         """A failed run of a session that is already published: its audit goes beside the
         published outputs (``sessions/<date>/attempts/<run_id>/``), which stay byte for byte."""
-        attempts = self.session_dir(session) / "attempts"
+        attempts = self.layout.attempts(session)
         make_dirs(attempts)
         return _build_folder(attempts / run_id, lambda folder: _write_files(folder, files, None))
 
     def is_published(self, session: str) -> bool:
         """The session has published predictions (its folder's audit says so)."""
         try:
-            return self.read_audit(session).get("status") == "published"
+            return self.read_audit(session).status == RunStatus.PUBLISHED
         except (OSError, ValueError):
             return False
 
@@ -258,9 +264,9 @@ class Publisher:
         return pd.read_parquet(self.predictions_path)
 
     def set_latest(self, session: str, run_id: str, model_version: str | None) -> Path:
-        return atomic_write_json(self.latest_path, self.latest_record(session, run_id, model_version))
+        return self.latest_record(session, run_id, model_version).write(self.latest_path)
 
-    def latest_record(self, session: str, run_id: str, model_version: str | None) -> dict:
+    def latest_record(self, session: str, run_id: str, model_version: str | None) -> LatestRecord:
         """``latest.json`` for a published session, from its folder: what a poller reads.
 
         ``{"format": 1, "ticker", "session", "probabilities": {h: p}, "member_std": {h: s},
@@ -270,59 +276,48 @@ class Publisher:
         folder = self.session_dir(session)
         rows = pd.read_parquet(folder / "predictions.parquet").set_index("horizon")
         try:
-            ticker = json.loads((folder / "audit.json").read_text()).get("ticker")
+            ticker = self.read_audit(session).ticker
         except (OSError, ValueError):
             ticker = None
         spread = rows["member_std"] if "member_std" in rows else pd.Series(dtype="float64")
-        return {"format": LATEST_FORMAT, "ticker": ticker or "SPY", "session": session,
-                "probabilities": {h: round(float(p), 6) for h, p in rows["probability"].items()},
-                "member_std": {h: round(float(s), 6) for h, s in spread.items() if s == s},
-                "synthetic": bool(rows["synthetic"].any()) if "synthetic" in rows else False,
-                "stale": False, "model_version": model_version, "run_id": run_id,
-                "path": f"sessions/{session}", "report": f"sessions/{session}/report.html"}
+        return LatestRecord(format=LATEST_FORMAT, ticker=ticker or "SPY", session=session,
+                            probabilities={h: round(float(p), 6) for h, p in rows["probability"].items()},
+                            member_std={h: round(float(s), 6) for h, s in spread.items() if s == s},
+                            synthetic=bool(rows["synthetic"].any()) if "synthetic" in rows else False,
+                            stale=False, model_version=model_version, run_id=run_id,
+                            path=f"sessions/{session}", report=f"sessions/{session}/report.html")
 
-    def mark_stale(self, failed_session: str, reason: str, run_id: str | None = None) -> dict:
+    def mark_stale(self, failed_session: str, reason: str, run_id: str | None = None) -> Stale:
         """Keep the last good predictions in place and say, loudly, that they are stale: why, since
         which session and when. A failure of a session older than the latest good one (a re-run of
-        the past) does not make today's predictions stale."""
+        the past) does not make today's predictions stale. Returns the mark (the audit's ``stale``)."""
         latest = self.latest()
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        last_good = latest.get("session") if latest else None
-        if last_good is not None and str(last_good) > failed_session:
-            return {"stale": False, "reason": reason, "failed_session": failed_session,
-                    "last_good_session": last_good,
-                    "note": "a past session failed; the latest predictions are newer and stay current"}
-        since = (latest or {}).get("stale_since") if (latest or {}).get("stale") else None
-        stale = {"stale": True, "stale_since": since or failed_session, "reason": reason,
-                 "failed_session": failed_session, "failed_run": run_id,
-                 "stale_at": (latest or {}).get("stale_at") if since else now, "last_good_session": last_good}
-        atomic_write_json(self.latest_path, {**(latest or {}), **stale})
+        last_good = latest.session if latest else None
+        if last_good is not None and last_good > failed_session:
+            return Stale(stale=False, reason=reason, failed_session=failed_session, last_good_session=last_good,
+                         note="a past session failed; the latest predictions are newer and stay current")
+        since = latest.stale_since if latest and latest.stale else None
+        stale = Stale(stale=True, stale_since=since or failed_session, reason=reason, failed_session=failed_session,
+                      failed_run=run_id, stale_at=latest.stale_at if since else now, last_good_session=last_good)
+        (latest or LatestRecord()).marked(stale).write(self.latest_path)
         return stale
 
     # ----------------------------------------------------------------- reading
 
-    @staticmethod
-    def _read_json(path: Path) -> dict | None:
-        try:
-            return json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            return None
+    def latest(self) -> LatestRecord | None:
+        """``latest.json``, typed; None before anything was published or marked stale."""
+        return LatestRecord.read(self.latest_path)
 
-    def latest(self) -> dict | None:
-        return self._read_json(self.latest_path)
-
-    def read_audit(self, session: str) -> dict:
-        """The session's published audit, checked against its schema (``audit_schema``)."""
-        from spywatch.audit_schema import check_audit
-
-        audit = json.loads((self.session_dir(session) / "audit.json").read_text())
-        check_audit(audit)
-        return audit
+    def read_audit(self, session: str) -> NightAudit:
+        """The session's published audit, typed (``audit_schema.check_audit``: ``AuditSchemaError``,
+        a ValueError, names what does not follow the schema)."""
+        return check_audit(json.loads((self.session_dir(session) / "audit.json").read_text()))
 
     def published_sessions(self) -> list[str]:
-        if not self.sessions.is_dir():
+        if not self.layout.sessions.is_dir():
             return []
-        return sorted(p.name for p in self.sessions.iterdir() if p.is_symlink() and not p.name.startswith("."))
+        return sorted(p.name for p in self.layout.sessions.iterdir() if p.is_symlink() and not p.name.startswith("."))
 
 
 def _build_folder(final: Path, fill: Callable[[Path], None]) -> Path:

@@ -35,7 +35,7 @@ ticker's runs in the Prefect UI go through the same server.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import datetime as dt
 import errno
 import io
@@ -44,12 +44,15 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import asdict, dataclass
 from functools import partial
 from html import escape
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from spywatch import names
+from spywatch.layout import RootLayout
 from spywatch.text import LIMIT, cut
 
 PUBLIC_URL_ENV = "SPYWATCH_PUBLIC_URL"
@@ -59,8 +62,36 @@ INDEX_SESSIONS = 60  # sessions listed on the index page
 SESSION_FILES = ("report.html", "drift.html", "audit.json")  # linked from the index page
 
 
-def state_path(root: Path) -> Path:
-    return Path(root) / "state" / "serve.json"
+@dataclass(frozen=True)
+class ServeRecord:
+    """``ROOT/state/serve.json``: a ``spywatch serve`` that serves this root's ``published/``."""
+
+    url: str  # where this root's published/ is served
+    pid: int
+    host: str
+    root: str | None = None
+    since: str | None = None  # when the server started (UTC, ISO 8601)
+
+    @classmethod
+    def read(cls, path: Path) -> ServeRecord | None:
+        """The record at ``path``; None when there is none or it cannot be read."""
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            return cls(url=str(doc["url"]), pid=int(doc["pid"]), host=str(doc["host"]),
+                       **{k: doc[k] for k in ("root", "since") if k in doc})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, path: Path) -> Path:
+        from spywatch.atomic import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(path, asdict(self))
+
+    @property
+    def running_here(self) -> bool:
+        """Its server is a live process of this host."""
+        return self.host == socket.gethostname() and _alive(self.pid)
 
 
 def public_base(root: Path) -> str | None:
@@ -68,19 +99,14 @@ def public_base(root: Path) -> str | None:
     configured = os.environ.get(PUBLIC_URL_ENV, "").strip()
     if configured:
         return configured.rstrip("/")
-    try:
-        running = json.loads(state_path(root).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if running.get("host") != socket.gethostname() or not _alive(int(running.get("pid", 0))):
-        return None
-    return str(running["url"]).rstrip("/")
+    running = ServeRecord.read(RootLayout(root).serve_record)
+    return running.url.rstrip("/") if running is not None and running.running_here else None
 
 
 def url_for(root: Path, path: Path) -> str:
     """Link to ``path`` (a file under ``ROOT/published``, e.g. ``sessions/<date>/report.html``)."""
-    published = Path(root).absolute() / "published"
-    path = Path(path).absolute()
+    published = RootLayout(root.absolute()).published
+    path = path.absolute()
     base = public_base(root)
     if base:
         try:
@@ -107,9 +133,10 @@ class PublishedHandler(SimpleHTTPRequestHandler):
 
     server_version = "spywatch-serve"
 
-    def __init__(self, *args, directory: str, timeout: float = DEFAULT_TIMEOUT, **kwargs) -> None:
+    def __init__(self, *args, directory: str, layout: RootLayout, timeout: float = DEFAULT_TIMEOUT, **kwargs) -> None:
         self.timeout = timeout  # read by setup(), which the base __init__ runs: set it first
         self.target: str | None = None  # the real path send_file() found, opened by the base send_head()
+        self.layout = layout  # the root served (its published/) or the fleet root (its page, its tickers')
         super().__init__(*args, directory=directory, **kwargs)
 
     def send_head(self):  # noqa: ANN201 - the base class's contract
@@ -150,7 +177,7 @@ class PublishedHandler(SimpleHTTPRequestHandler):
         return super().send_head()  # opens translate_path(), i.e. self.target; answers If-Modified-Since
 
     def send_index(self):  # noqa: ANN201 - as send_head
-        body = index_page(Path(self.directory)).encode("utf-8")
+        body = index_page(self.layout).encode("utf-8")
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -183,14 +210,16 @@ class FleetHandler(PublishedHandler):
     published outputs; anything else of the fleet root is not found."""
 
     def route(self, parts: list[str]) -> tuple[str, list[str]] | None:
-        if parts == ["fleet.html"]:
+        if parts == [self.layout.fleet_page.name]:
             return self.directory, parts
-        if len(parts) >= 4 and parts[0] == "tickers" and parts[2] == "published":
-            return os.path.join(self.directory, "tickers", parts[1], "published"), parts[3:]
+        if len(parts) >= 4 and names.TICKER.match(parts[1]):
+            published = self.layout.ticker(parts[1]).published
+            if Path(self.directory, *parts[:3]) == published:  # tickers/<T>/published
+                return str(published), parts[3:]
         return None
 
     def send_index(self):  # noqa: ANN201 - as send_head
-        return self.send_file(["fleet.html"])
+        return self.send_file([self.layout.fleet_page.name])
 
 
 def contained_file(folder: str, parts: list[str]) -> str | None:
@@ -203,25 +232,29 @@ def contained_file(folder: str, parts: list[str]) -> str | None:
     return path
 
 
-def index_page(published: Path, limit: int = INDEX_SESSIONS) -> str:
-    """The page at ``/``: latest.json and the newest ``limit`` sessions' files, or that nothing is
-    published yet."""
-    if not contained_file(str(published), ["latest.json"]):
+def index_page(layout: RootLayout, limit: int = INDEX_SESSIONS) -> str:
+    """The page at ``/``: latest.json and the newest ``limit`` sessions' files of the root's
+    ``published/``, or that nothing is published yet."""
+    def served(path: Path) -> str | None:  # the link to a file of published/, when it is served
+        relative = path.relative_to(layout.published)
+        return quote(relative.as_posix()) if contained_file(str(layout.published), list(relative.parts)) else None
+
+    latest = served(layout.latest)
+    if not latest:
         items = "<p>Nothing is published yet.</p>"
     else:
-        sessions = published / "sessions"
-        names = sorted((n for n in os.listdir(sessions) if not n.startswith(".")), reverse=True) \
+        sessions = layout.sessions
+        dates = sorted((n for n in os.listdir(sessions) if not n.startswith(".")), reverse=True) \
             if sessions.is_dir() else []
         rows = []
-        for name in names:
-            links = [f'<a href="sessions/{quote(name)}/{f}">{f}</a>' for f in SESSION_FILES
-                     if contained_file(str(published), ["sessions", name, f])]
+        for date in dates:
+            links = [f'<a href="{href}">{f}</a>' for f in SESSION_FILES if (href := served(layout.session(date) / f))]
             if links:
-                rows.append(f"<li>{escape(name)}: {' '.join(links)}</li>")
+                rows.append(f"<li>{escape(date)}: {' '.join(links)}</li>")
             if len(rows) == limit:
                 break
         listed = "\n".join(rows)
-        items = (f'<p><a href="latest.json">latest.json</a></p>\n<h2>Sessions, newest first</h2>\n'
+        items = (f'<p><a href="{latest}">{layout.latest.name}</a></p>\n<h2>Sessions, newest first</h2>\n'
                  f"<ul>\n{listed}\n</ul>")
     return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>spywatch</title></head>\n'
             f"<body><h1>spywatch: published</h1>\n{items}\n</body></html>\n")
@@ -229,19 +262,20 @@ def index_page(published: Path, limit: int = INDEX_SESSIONS) -> str:
 
 def is_fleet_root(root: Path) -> bool:
     """A root of ticker roots (``ROOT/tickers/<TICKER>``) that publishes nothing itself."""
-    return (Path(root) / "tickers").is_dir() and not (Path(root) / "published").is_dir()
+    layout = RootLayout(root)
+    return layout.tickers.is_dir() and not layout.published.is_dir()
 
 
 def make_server(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 timeout: float = DEFAULT_TIMEOUT) -> ThreadingHTTPServer:
     """A server for ``ROOT/published`` (which need not exist yet), or for a fleet root (port 0: any
     free port; ``server.server_address`` has it). ``timeout``: seconds a connection may stall."""
-    root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--root {root} is not a folder")
-    handler, folder = (FleetHandler, root) if is_fleet_root(root) else (PublishedHandler, root / "published")
+    layout = RootLayout(root)
+    handler, folder = (FleetHandler, root) if is_fleet_root(root) else (PublishedHandler, layout.published)
     # ThreadingHTTPServer's threads are daemons: a stalled connection never holds the exit
-    return ThreadingHTTPServer((host, port), partial(handler, directory=str(folder), timeout=timeout))
+    return ThreadingHTTPServer((host, port), partial(handler, directory=str(folder), layout=layout, timeout=timeout))
 
 
 def server_url(server: ThreadingHTTPServer, host: str) -> str:
@@ -252,28 +286,24 @@ def server_url(server: ThreadingHTTPServer, host: str) -> str:
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Serve until Ctrl-C or SIGTERM; while up, record the URL in ``ROOT/state/serve.json`` for the links."""
-    from spywatch.atomic import atomic_write_json
-    from spywatch.fleet import root_tickers, ticker_root
-
-    root = Path(root).expanduser().resolve()
+    root = root.expanduser().resolve()
     server = make_server(root, host, port)
     url = server_url(server, host)
     since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    layout, fleet = RootLayout(root), is_fleet_root(root)
     # where each root's published/ is reachable: the root itself, or every ticker root of a fleet
-    served = ({ticker_root(root, t): f"{url}/tickers/{quote(t)}/published" for t in root_tickers(root)}
-              if is_fleet_root(root) else {root: url})
+    troots = [layout.ticker(t) for t in layout.ticker_names()] if fleet else [layout]
+    served = {t: f"{url}/{quote(t.published.relative_to(root).as_posix())}" if fleet else url for t in troots}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop (systemd's) exits as Ctrl-C does
     try:
         for troot, base in served.items():
-            record = state_path(troot)
-            record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(record, {"url": base, "pid": os.getpid(), "host": socket.gethostname(),
-                                       "root": str(troot), "since": since})
-        if is_fleet_root(root):
+            ServeRecord(url=base, pid=os.getpid(), host=socket.gethostname(), root=str(troot.root),
+                        since=since).write(troot.serve_record)
+        if fleet:
             print(f"serving the fleet {root} read-only at {url}/ (the fleet page; {len(served)} tickers under "
                   f"{url}/tickers/<TICKER>/published/); Ctrl-C stops", flush=True)
         else:
-            print(f"serving {root / 'published'} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
+            print(f"serving {layout.published} read-only at {url}/ (latest: {url}/latest.json); Ctrl-C stops",
                   flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
@@ -282,21 +312,11 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
         for troot in served:
-            try:
-                if json.loads(state_path(troot).read_text(encoding="utf-8")).get("pid") == os.getpid():
-                    state_path(troot).unlink()
-            except (OSError, ValueError):
-                pass
+            record = ServeRecord.read(troot.serve_record)
+            if record is not None and record.pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    troot.serve_record.unlink()
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the published reports over HTTP (read-only), for the Prefect UI's links")
-    p.add_argument("--root", type=Path, default=Path("workspace"), help="the root whose published/ to serve, or a fleet root (its page and every "
-                        "ticker's published/)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0: any free port)")
-    p.set_defaults(func=lambda args: serve(args.root, args.host, args.port) or 0)

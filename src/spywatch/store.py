@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spywatch import names
 from spywatch.atomic import atomic_write, atomic_write_text
+from spywatch.layout import RootLayout
 from spywatch.market_data import BAR_COLUMNS, DataFormatError, MarketDataSource, empty_bars
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,16 @@ class UpdateResult:
 
 
 class ParquetStore:
-    """Bars under ``root/bars/<TICKER>.parquet``."""
+    """Bars under ``root/bars/<TICKER>.parquet`` (:class:`spywatch.layout.RootLayout`)."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path) -> None:
+        self.layout = RootLayout(root)
 
     def path(self, ticker: str) -> Path:
-        return self.root / "bars" / f"{names.ticker(ticker)}.parquet"
+        return self.layout.bars_file(ticker)
 
     def revisions_path(self, ticker: str) -> Path:
-        return self.root / "bars" / f"{names.ticker(ticker)}.revisions.jsonl"
+        return self.layout.revisions_file(ticker)
 
     # -------------------------------------------------------------- read / write
 

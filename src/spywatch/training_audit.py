@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from spywatch.audit_schema import Epoch, InitEvidence, MemberEvidence, Training
+
 HEALTHY = "healthy"
 # Every finding that fires is listed; the verdict names the first in this order, which runs from
 # the most specific cause to the symptom: a NaN loss makes every other reading meaningless; one
@@ -93,25 +95,25 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def _val_gains(epochs: list[dict], prior_val: list[float] | None, names: list[str]) -> dict | None:
+def _val_gains(epochs: list[Epoch], prior_val: list[float] | None, names: list[str]) -> dict | None:
     """Per horizon, 1 - best validation loss / the training prior's loss on those windows."""
-    if not prior_val or not epochs or epochs[0]["val_loss"] is None:
+    if not prior_val or not epochs or epochs[0].val_loss is None:
         return None
-    return {h: 1.0 - min(e["val_loss"][j] for e in epochs) / prior_val[j] for j, h in enumerate(names)}
+    return {h: 1.0 - min(e.val_loss[j] for e in epochs) / prior_val[j] for j, h in enumerate(names)}
 
 
-def member_findings(ev: dict, names: list[str], t: TrainingThresholds = TrainingThresholds()) -> list[dict]:
+def member_findings(ev: MemberEvidence, names: list[str], t: TrainingThresholds = TrainingThresholds()) -> list[dict]:
     """The findings of one model's evidence, each with its numbers and one sentence."""
     out: list[dict] = []
-    epochs = ev.get("epochs") or []
-    prior_train = ev["prior_loss"]["train"] or [float("nan")] * len(names)
-    prior_val = ev["prior_loss"]["val"]
+    epochs, init = ev.epochs, ev.init or InitEvidence()
+    prior_train = ev.prior_loss.train or [float("nan")] * len(names)
+    prior_val = ev.prior_loss.val
     # diverged: a non-finite loss or gradient, or a finite loss blown far above the prior's
-    bad = [e["epoch"] for e in epochs
-           if not all(_finite(v) for v in e["train_loss"] + (e["val_loss"] or []) + list(e["grad_norm"].values()))]
-    start = (ev.get("init") or {}).get("loss") or [0.0] * len(names)
-    blown = [e["epoch"] for e in epochs if e["epoch"] not in bad and any(
-        v > t.max_loss_to_prior * max(p, s0) for v, p, s0 in zip(e["train_loss"], prior_train, start) if _finite(p))]
+    bad = [e.epoch for e in epochs
+           if not all(_finite(v) for v in e.train_loss + (e.val_loss or []) + list(e.grad_norm.values()))]
+    start = init.loss or [0.0] * len(names)
+    blown = [e.epoch for e in epochs if e.epoch not in bad and any(
+        v > t.max_loss_to_prior * max(p, s0) for v, p, s0 in zip(e.train_loss, prior_train, start) if _finite(p))]
     if bad or blown:
         first = (bad or blown)[0]
         what = "NaN or inf in the loss or gradients" if bad else \
@@ -120,7 +122,7 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
                     "text": f"diverged at epoch {first}: {what}"})
     # learned_prior_only: the returned model's eval-mode loss on its training windows, where the
     # prior is the best constant, not meaningfully below the prior's (see TrainingThresholds)
-    fit, prior_fit = ev.get("fit_loss"), (ev.get("prior_loss") or {}).get("fit_sample")
+    fit, prior_fit = ev.fit_loss, ev.prior_loss.fit_sample
     if fit and prior_fit and not bad:
         gains = [1.0 - b / p if p > 0 else float("nan") for b, p in zip(fit, prior_fit)]
         if not any(g >= t.prior_margin for g in gains if _finite(g)):
@@ -134,8 +136,7 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
                                 f"(the best constant there) in any horizon: {parts}{note}"})
     # dead_layers / exploding_gradients: a group far below or far above the typical (median) group
     if epochs:
-        groups = ev["groups"]
-        mean = {g: float(np.mean([e["grad_norm"][g] for e in epochs])) for g in groups}
+        mean = {g: float(np.mean([e.grad_norm[g] for e in epochs])) for g in ev.groups}
         finite = [v for v in mean.values() if _finite(v)]
         median = float(np.median(finite)) if finite else 0.0
         floor = max(t.dead_grad_abs, t.dead_grad_rel * median)
@@ -153,14 +154,14 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
                                 + f", over {t.max_grad_ratio:g}x the median group's {median:.2g}: clipping the "
                                   "total norm to 1 leaves the other groups almost no update"})
     # no_update: weights unchanged over the whole training
-    still = [g for g, v in ev["weight_change"].items() if _finite(v) and v < t.min_weight_change]
+    change = ev.weight_change
+    still = [g for g, v in change.items() if _finite(v) and v < t.min_weight_change]
     if still:
-        out.append({"finding": "no_update", "groups": still,
-                    "weight_change": {g: ev["weight_change"][g] for g in still},
-                    "text": "weights unchanged in " + ", ".join(f"{g} (moved {ev['weight_change'][g]:.1e} of its norm)"
+        out.append({"finding": "no_update", "groups": still, "weight_change": {g: change[g] for g in still},
+                    "text": "weights unchanged in " + ", ".join(f"{g} (moved {change[g]:.1e} of its norm)"
                                                                for g in still)})
     # pos_dominates_at_init
-    ratio = (ev.get("init") or {}).get("pos_to_content")
+    ratio = init.pos_to_content
     if _finite(ratio) and ratio > t.max_pos_to_content:
         out.append({"finding": "pos_dominates_at_init", "pos_to_content": ratio,
                     "text": f"at init the positional encoding is {ratio:.2f}x the patch embeddings "
@@ -170,10 +171,11 @@ def member_findings(ev: dict, names: list[str], t: TrainingThresholds = Training
 
 def training_verdict(evidence: list[dict], names: list[str],
                      thresholds: TrainingThresholds = TrainingThresholds()) -> TrainingVerdict:
-    """The verdict over every member: healthy only when each member is."""
+    """The verdict over every member (``evidence``: each member's record as the recorder wrote it):
+    healthy only when each member is."""
     findings = []
     for i, ev in enumerate(evidence):
-        findings += [{**f, "member": i} for f in member_findings(ev, names, thresholds)]
+        findings += [{**f, "member": i} for f in member_findings(MemberEvidence.model_validate(ev), names, thresholds)]
     findings.sort(key=lambda f: (FINDINGS.index(f["finding"]), f["member"]))
     return TrainingVerdict(verdict=findings[0]["finding"] if findings else HEALTHY, findings=findings,
                            thresholds=thresholds.to_dict())
@@ -188,15 +190,15 @@ def training_section(evidence: list[dict | None], names: list[str],
     return {**verdict.to_dict(), "horizons": list(names), "members": evidence}
 
 
-def summary_line(section: dict | None) -> str:
+def summary_line(section: Training | None) -> str:
     """One line: the verdict and its first finding (or the margins a healthy model reached)."""
-    if not section:
+    if section is None:
         return "training audit: not recorded"
-    if section["verdict"] == HEALTHY:
+    if section.verdict == HEALTHY:
         return "training: healthy"
-    f = section["findings"][0]
-    more = len(section["findings"]) - 1
-    return f"training: {section['verdict']} (member {f['member']}: {f['text']})" + (f"; +{more} more" if more else "")
+    f = section.findings[0]
+    more = len(section.findings) - 1
+    return f"training: {section.verdict} (member {f['member']}: {f['text']})" + (f"; +{more} more" if more else "")
 
 
 def finding_line(finding: dict, who: str | None = None) -> str:
@@ -205,25 +207,25 @@ def finding_line(finding: dict, who: str | None = None) -> str:
     return f"{who or 'member ' + str(finding['member'])}: {finding['finding']}: {finding['text']}"
 
 
-def member_lines(section: dict, who: list[str] | None = None) -> list[str]:
+def member_lines(section: Training, who: list[str] | None = None) -> list[str]:
     """Per member, the readings behind the verdict, one line each (``models show``, ``evaluate``);
     ``who`` names the members (default ``member <i>``)."""
-    names = section.get("horizons") or []
+    names = section.horizons
     lines = []
-    for i, ev in enumerate(section.get("members") or []):
-        fit, prior = ev.get("fit_loss") or [], (ev.get("prior_loss") or {}).get("fit_sample") or []
+    for i, ev in enumerate(section.members):
+        fit, prior = ev.fit_loss or [], ev.prior_loss.fit_sample or []
         loss = ", ".join(f"{h} {a:.4f} vs {b:.4f} ({100 * (a / b - 1):+.1f}%)" for h, a, b in zip(names, fit, prior)
                          if _finite(a) and b)
-        epochs = ev.get("epochs") or []
-        grads = ", ".join(f"{g} {np.mean([e['grad_norm'][g] for e in epochs]):.2g}" for g in ev.get("groups") or []) \
+        epochs = ev.epochs
+        grads = ", ".join(f"{g} {np.mean([e.grad_norm[g] for e in epochs]):.2g}" for g in ev.groups) if epochs else "-"
+        ratio = ", ".join(f"{g} {np.mean([e.update_ratio[g] for e in epochs]):.1e}" for g in ev.groups) \
             if epochs else "-"
-        ratio = ", ".join(f"{g} {np.mean([e['update_ratio'][g] for e in epochs]):.1e}" for g in ev.get("groups") or []) \
-            if epochs else "-"
-        change = ev.get("weight_change") or {}
-        moved = ", ".join(f"{g} {change[g]:.2g}" for g in ev.get("groups") or change if g in change)
-        init = ev.get("init") or {}
-        spread = "/".join(f"{v:.3f}" for v in init.get("pred_std") or [])
+        change = ev.weight_change
+        moved = ", ".join(f"{g} {change[g]:.2g}" for g in ev.groups or change if g in change)
+        init = ev.init or InitEvidence()
+        pos = init.pos_to_content if init.pos_to_content is not None else float("nan")
+        spread = "/".join(f"{v:.3f}" for v in init.pred_std)
         lines.append(f"{who[i] if who else f'member {i}'}: log loss on its training windows vs the prior's: {loss or '-'}; at init "
-                     f"pos/content {init.get('pos_to_content', float('nan')):.3g}, P spread {spread or '-'}; "
+                     f"pos/content {pos:.3g}, P spread {spread or '-'}; "
                      f"mean grad norm {grads}; mean update/weight per step {ratio}; weights moved {moved}")
     return lines

@@ -17,11 +17,14 @@ is not a finding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spywatch.comparison import BootstrapConfig, compare, side_of_zero
+
+if TYPE_CHECKING:  # pydantic is loaded by judge(): `spywatch --help` reads VERDICTS (via policy) without it
+    from spywatch.audit_schema import BaselineVerdict, Versus
 
 VERDICTS = ("ahead", "on_par", "lagging", "not_enough_data")
 LABELS = {"random_forest": "the RF", "vol_logistic": "the volatility logistic", "logistic": "the logistic"}
@@ -33,77 +36,20 @@ def verdict_of(ci_low: float, ci_high: float) -> str:
     return {"above": "ahead", "below": "lagging", "holds": "on_par"}[side_of_zero(ci_low, ci_high)]
 
 
-@dataclass(frozen=True)
-class Versus:
-    """The champion minus one baseline on the same sessions (positive favours the champion)."""
-
-    baseline: str
-    metric: str  # "mean_auc" (AUC champion - baseline) or "log_loss" (baseline - champion)
-    difference: float
-    ci: tuple[float, float]
-    p_better: float
-    champion: float  # the champion's value of the metric
-    other: float  # the baseline's
-    verdict: str
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["ci"] = list(self.ci)
-        return out
-
-
-@dataclass(frozen=True)
-class BaselineVerdict:
-    """``health.vs_baseline`` in audit.json: the champion against the Random Forest, with the log
-    loss and the volatility-only logistic beside it."""
-
-    baseline: str
-    metric: str
-    difference: float | None
-    ci: tuple[float, float] | None
-    sessions: int
-    verdict: str
-    span: tuple[str, str] | None = None
-    level: float = 0.90
-    block: int = 10
-    champion_auc: float | None = None
-    baseline_auc: float | None = None
-    by_horizon: dict[str, dict[str, float]] = field(default_factory=dict)
-    log_loss: Versus | None = None
-    others: tuple[Versus, ...] = ()
-    min_sessions: int = MIN_SESSIONS
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict={self.verdict!r}; expected one of {VERDICTS}")
-
-    @property
-    def lagging(self) -> bool:
-        return self.verdict == "lagging"
-
-    def to_dict(self) -> dict:
-        return {"baseline": self.baseline, "metric": self.metric, "difference": self.difference,
-                "ci": list(self.ci) if self.ci else None, "sessions": self.sessions, "verdict": self.verdict,
-                "span": list(self.span) if self.span else None, "level": self.level, "block": self.block,
-                "champion_auc": self.champion_auc, "baseline_auc": self.baseline_auc, "by_horizon": self.by_horizon,
-                "log_loss": self.log_loss.to_dict() if self.log_loss else None,
-                "others": [o.to_dict() for o in self.others], "min_sessions": self.min_sessions}
-
-
-def phrase(vs: dict | None) -> str:
+def phrase(vs: BaselineVerdict | None) -> str:
     """"lagging the RF by 0.031 [0.012, 0.056] mean AUC on 250 sessions" and the like, for cards,
-    the run log and the alert (from ``BaselineVerdict.to_dict()``)."""
-    if not vs:
+    the run log and the alert (from the audit's ``health.vs_baseline``)."""
+    if vs is None:
         return "not compared with a baseline"
-    who = LABELS.get(vs.get("baseline"), str(vs.get("baseline")))
-    n = vs.get("sessions", 0)
-    if vs["verdict"] == "not_enough_data":
-        return f"not yet compared with {who} ({n} matured session(s) < {vs.get('min_sessions', MIN_SESSIONS)})"
-    d, (lo, hi) = vs["difference"], vs["ci"]
-    pct = round(100 * vs.get("level", 0.9))
-    if vs["verdict"] == "lagging":
+    who = LABELS.get(vs.baseline, vs.baseline)
+    n = vs.sessions
+    if vs.verdict == "not_enough_data":
+        return f"not yet compared with {who} ({n} matured session(s) < {vs.min_sessions})"
+    d, (lo, hi) = vs.difference, vs.ci
+    pct = round(100 * vs.level)
+    if vs.verdict == "lagging":
         return f"lagging {who} by {-d:.3f} [{-hi:.3f}, {-lo:.3f}] mean AUC on {n} sessions ({pct}% CI)"
-    if vs["verdict"] == "ahead":
+    if vs.verdict == "ahead":
         return f"ahead of {who} by {d:.3f} [{lo:.3f}, {hi:.3f}] mean AUC on {n} sessions ({pct}% CI)"
     return f"on par with {who}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] mean AUC on {n} sessions ({pct}% CI)"
 
@@ -113,12 +59,14 @@ def judge(y: np.ndarray, champion: np.ndarray, baselines: dict[str, np.ndarray],
           min_sessions: int = MIN_SESSIONS, n_boot: int = 2000, level: float = 0.90) -> BaselineVerdict:
     """The champion's probabilities against ``baselines[baseline]`` (and the others) on the same
     matured sessions; y, champion and each baseline are (N, H)."""
+    from spywatch.audit_schema import BaselineVerdict, Versus, full
+
     y = np.asarray(y, dtype="float64")
     keep = ~np.isnan(y).any(axis=1) if y.size else np.zeros(0, dtype=bool)
     n = int(keep.sum())
     if n < max(min_sessions, 2 * block):
-        return BaselineVerdict(baseline=baseline, metric="mean_auc", difference=None, ci=None, sessions=n,
-                               verdict="not_enough_data", level=level, block=block, min_sessions=min_sessions)
+        return full(BaselineVerdict, baseline=baseline, metric="mean_auc", sessions=n, verdict="not_enough_data",
+                    level=level, block=block, min_sessions=min_sessions)
     config = BootstrapConfig(n_boot=n_boot, block=block, level=level)
     names = list(horizons)
 
@@ -128,20 +76,20 @@ def judge(y: np.ndarray, champion: np.ndarray, baselines: dict[str, np.ndarray],
         except ValueError:  # one class only in every horizon: nothing to compare
             return None
         return Versus(baseline=name, metric=metric, difference=round(c.estimate, 5),
-                      ci=(round(c.ci_low, 5), round(c.ci_high, 5)), p_better=round(c.p_a_better, 4),
+                      ci=[round(c.ci_low, 5), round(c.ci_high, 5)], p_better=round(c.p_a_better, 4),
                       champion=round(c.a_value, 5), other=round(c.b_value, 5), verdict=verdict_of(c.ci_low, c.ci_high))
 
     try:
         main = compare(y, champion, baselines[baseline], names, dates, "mean_auc", config, a="champion", b=baseline)
     except ValueError:
-        return BaselineVerdict(baseline=baseline, metric="mean_auc", difference=None, ci=None, sessions=n,
-                               verdict="not_enough_data", level=level, block=block, min_sessions=min_sessions)
-    others = tuple(v for v in (versus(k, "mean_auc") for k in baselines if k not in (baseline, "prior"))
+        return full(BaselineVerdict, baseline=baseline, metric="mean_auc", sessions=n, verdict="not_enough_data",
+                    level=level, block=block, min_sessions=min_sessions)
+    others = list(v for v in (versus(k, "mean_auc") for k in baselines if k not in (baseline, "prior"))
                    if v is not None)
-    return BaselineVerdict(
-        baseline=baseline, metric="mean_auc", difference=round(main.estimate, 5),
-        ci=(round(main.ci_low, 5), round(main.ci_high, 5)), sessions=main.n_sessions,
-        verdict=verdict_of(main.ci_low, main.ci_high), span=tuple(main.span) if main.span[0] else None, level=level,
+    return full(
+        BaselineVerdict, baseline=baseline, metric="mean_auc", difference=round(main.estimate, 5),
+        ci=[round(main.ci_low, 5), round(main.ci_high, 5)], sessions=main.n_sessions,
+        verdict=verdict_of(main.ci_low, main.ci_high), span=list(main.span) if main.span[0] else None, level=level,
         block=block, champion_auc=round(main.a_value, 5), baseline_auc=round(main.b_value, 5),
         by_horizon={h: {k: round(v, 5) for k, v in d.items()} for h, d in main.by_horizon.items()},
         log_loss=versus(baseline, "log_loss"), others=others, min_sessions=min_sessions)

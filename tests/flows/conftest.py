@@ -5,7 +5,7 @@
   ``temporary_settings``; subprocesses get ``server.env``.
 - ``start_worker``: ``prefect worker start --pool NAME`` processes.
 - ``listener``: a tiny HTTP server on 127.0.0.1 that records the POSTs the automations send.
-- ``champion_root``: a root with a tiny champion trained once (``pipeline.run_nightly`` on clean
+- ``champion_root``: a root with a tiny champion trained once (``night.run_night`` on clean
   synthetic data at 2023-06-30); ``fresh_root`` copies it for each test.
 
 Every process started here is stopped by its PID (its process group: SIGINT, then SIGKILL) at
@@ -155,7 +155,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 def _drain_events() -> None:
     """Send what this process has emitted before the server goes away."""
     try:
-        from spywatch.run_cli import drain_events
+        from spywatch.orchestration.api import drain_events
 
         drain_events()
     except Exception:  # best effort at teardown  # noqa: BLE001
@@ -248,13 +248,13 @@ def champion_root(tmp_path_factory) -> Path:
     The tiny 2-epoch model spreads its probabilities less than the default collapse floor, so
     its first promotion uses a relaxed floor; nightly runs then audit it with the defaults."""
     from spywatch.audit import CollapsePolicy
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.night import PipelineConfig, run_night
     from spywatch.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("champion") / "root"
-    result = run_nightly(PipelineConfig(source="synthetic", root=root, as_of=CHAMPION_AS_OF, model=TINY_MODEL,
-                                        max_epochs=MAX_EPOCHS, collapse=CollapsePolicy(min_pred_std=1e-5)))
-    assert result.audit["retrain"] and result.audit["retrain"]["promoted"], result.summary()
+    result = run_night(PipelineConfig(source="synthetic", root=root, as_of=CHAMPION_AS_OF, model=TINY_MODEL,
+                                        max_epochs=MAX_EPOCHS, collapse=CollapsePolicy(min_pred_std=1e-5)), force=True)
+    assert result.audit.to_json_dict()["retrain"] and result.audit.to_json_dict()["retrain"]["promoted"], result.summary()
     assert ModelRegistry(root / "models").champion is not None
     return root
 
@@ -262,12 +262,12 @@ def champion_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def healthy_champion_root(tmp_path_factory) -> Path:
     """Bars to 2023-06-30 and a small champion that passed the collapse audit with the defaults."""
-    from spywatch.pipeline import PipelineConfig, run_nightly
+    from spywatch.night import PipelineConfig, run_night
 
     root = tmp_path_factory.mktemp("healthy") / "root"
-    result = run_nightly(PipelineConfig(source="synthetic", root=root, as_of=CHAMPION_AS_OF, model=SMALL_MODEL,
-                                        max_epochs=SMALL_EPOCHS))
-    assert result.audit["retrain"]["promoted"] and result.audit["collapse"]["verdict"] == "healthy", result.summary()
+    result = run_night(PipelineConfig(source="synthetic", root=root, as_of=CHAMPION_AS_OF, model=SMALL_MODEL,
+                                        max_epochs=SMALL_EPOCHS), force=True)
+    assert result.audit.to_json_dict()["retrain"]["promoted"] and result.audit.to_json_dict()["collapse"]["verdict"] == "healthy", result.summary()
     return root
 
 

@@ -1,5 +1,6 @@
 """The ``backfill`` flow: a short walk-forward replay writes its policy table, on disk and on the
-run page (without retraining, to stay quick; the bench runs the real thing)."""
+run page (without retraining, to stay quick; the bench runs the real thing), one task run per
+night, and resumes a recorded replay without replaying its nights."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from tests.flows.support import MAX_EPOCHS, TINY_MODEL, artifacts
+from tests.flows.support import MAX_EPOCHS, TINY_MODEL, artifacts, task_runs
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +20,10 @@ def test_backfill_replays_month_ends_and_writes_the_policy_table(prefect_server,
     from spywatch.policy import POLICIES
 
     out_dir = tmp_path / "policy"
-    state = backfill(root=str(fresh_root), start=dt.date(2023, 7, 1), end=dt.date(2023, 8, 31), source="synthetic",
-                     policy="never", model=TINY_MODEL, max_epochs=MAX_EPOCHS, retrain="never", rf_trees=20,
-                     out_dir=str(out_dir), return_state=True)
+    params = dict(root=str(fresh_root), start=dt.date(2023, 7, 1), end=dt.date(2023, 8, 31), source="synthetic",
+                  policy="never", model=TINY_MODEL, max_epochs=MAX_EPOCHS, retrain="never", rf_trees=20,
+                  out_dir=str(out_dir))
+    state = backfill(**params, return_state=True)
 
     assert state.is_completed(), state.message
     out = state.result()
@@ -51,5 +53,14 @@ def test_backfill_replays_month_ends_and_writes_the_policy_table(prefect_server,
     table = (out_dir / "policy.md").read_text()
     assert "| runs |" in table and "Random Forest" in table
     assert (out_dir / "policy_steps.csv").read_text().startswith("session,status,")
+    assert (out_dir / "walk_forward.parquet").is_file()  # run_backfill's record, as `spywatch backfill` writes it
     found = artifacts(state.state_details.flow_run_id)
     assert {"spywatch-backfill-policy", "spywatch-backfill-steps"} <= set(found)
+    assert {"replay-2023-07-31", "replay-2023-08-31"} <= set(task_runs(state.state_details.flow_run_id))
+
+    # resumed: every night is recorded, so none is replayed; the table is scored and published again
+    again = backfill(**params, resume=True, return_state=True)
+    assert again.is_completed(), again.message
+    assert not [name for name in task_runs(again.state_details.flow_run_id) if name.startswith("replay-")]
+    assert json.loads((out_dir / "policy.json").read_text())["steps"] == steps
+    assert again.result()["counts"] == counts

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from spywatch.audit_schema import check_audit
+from spywatch.layout import RootLayout
 from tests.flows.conftest import PREFECT
 from tests.browser import ui_screenshot
 from tests.flows.support import (MAX_EPOCHS, REPO, SMALL_EPOCHS, SMALL_MODEL, TINY_MODEL, alert_text, artifacts,
@@ -100,16 +102,17 @@ def test_nightly_deployment_end_to_end(prefect_server, start_worker, listener, f
     assert done.name == f"nightly-{SESSION}"
     drilled = wait_for_run(drill.id, lambda s: s.is_final(), timeout=300, what="a final state")
     assert drilled.state.is_failed() and "raw_bars_invalid" in (drilled.state.message or ""), drilled.state
-    drill_audit = json.loads(next((tmp_path / "drills" / "published").rglob("audit.json")).read_text())
-    assert drill_audit["failure"]["kind"] == "raw_bars_invalid" and drill_audit["synthetic"]
+    drill_file = next(RootLayout(tmp_path / "drills").published.rglob("audit.json"))
+    drill_audit = check_audit(json.loads(drill_file.read_text()))
+    assert drill_audit.failure.kind == "raw_bars_invalid" and drill_audit.synthetic
 
     # it retrained on the gpu pool, through the retrain deployment, and recorded the outcome
     publisher = Publisher(fresh_root)
     audit = publisher.read_audit(SESSION)
-    assert audit["status"] == "published" and audit["drift"]["dataset_drift"]
-    assert audit["decision"]["retrain"] and audit["retrain"]["challenger"] and audit["policy"] == "calendar"
-    assert "max_age" in [r["code"] for r in audit["decision"]["reasons"]]
-    outcome = (fresh_root / "state" / "retrain" / f"{SESSION}.json")
+    assert audit.status == "published" and audit.drift.dataset_drift
+    assert audit.decision.retrain and audit.retrain.challenger and audit.policy == "calendar"
+    assert "max_age" in audit.decision.codes()
+    outcome = RootLayout(fresh_root).retrain_outcome(SESSION)
     assert outcome.exists()
     retrain_runs = _deployment_runs("retrain/retrain")
     assert len(retrain_runs) == 1 and retrain_runs[0].state.is_completed()
@@ -125,7 +128,7 @@ def test_nightly_deployment_end_to_end(prefect_server, start_worker, listener, f
     assert {"spywatch-spy-retrain", "spywatch-spy-challenger-metrics"} <= set(retrain_page)
     # this machine has no CUDA: the gpu-pool retrain trained on the CPU, and says so everywhere
     if not _cuda():
-        assert audit["retrain"]["device"] == "cpu" and "work pool 'gpu'" in audit["retrain"]["device_warning"]
+        assert audit.retrain.device == "cpu" and "work pool 'gpu'" in audit.retrain.device_warning
         assert "trained on **cpu**" in retrain_page["spywatch-spy-retrain"].data
         assert "**Warning:** the retrain ran on work pool 'gpu'" in retrain_page["spywatch-spy-retrain"].data
         assert "work pool &#39;gpu&#39; but trained on cpu" in Publisher(fresh_root).session_dir(SESSION).joinpath(
@@ -151,7 +154,6 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
     from prefect.deployments import run_deployment
 
     from spywatch.publish import Publisher
-    from spywatch.serve import state_path
     from spywatch.vs_baseline import phrase
 
     root = tmp_path / "root"
@@ -165,10 +167,10 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not state_path(root).exists():
+        while not RootLayout(root).serve_record.exists():
             assert serve.poll() is None and time.monotonic() < deadline, serve.communicate()
             time.sleep(0.1)
-        base = json.loads(state_path(root).read_text())["url"]
+        base = json.loads(RootLayout(root).serve_record.read_text())["url"]
 
         run = run_deployment("nightly/nightly", timeout=0, as_subflow=False, parameters={
             "root": str(root), "source": "synthetic", "as_of": HEALTHY_SESSION, "retrain_mode": "never",
@@ -177,9 +179,9 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
         assert done.state.is_completed(), f"{done.state.type}: {done.state.message}"
 
         audit = Publisher(root).read_audit(HEALTHY_SESSION)
-        assert audit["status"] == "published" and audit["collapse"]["verdict"] == "healthy"
-        assert not audit["decision"]["retrain"] and audit["policy"] == "default"
-        latest = audit["predictions"]["latest"]
+        assert audit.status == "published" and audit.collapse.verdict == "healthy"
+        assert not audit.decision.retrain and audit.policy == "default"
+        latest = audit.predictions.latest
         assert all(0 < latest[h] < 1 for h in ("h1", "h3", "h5"))
 
         # the Logs tab: one line per stage, with its numbers
@@ -187,7 +189,7 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
         for start in ("data: synthetic", "champion: ", "features suite: passed", "health: healthy", "drift: quiet",
                       "decision: keep the champion", "published: P(h1) = "):
             assert any(line.startswith(f"[{HEALTHY_SESSION}] {start}") for line in story), (start, story)
-        assert any(f"P(h3) = {latest['h3']:.3f} ± {audit['predictions']['member_std']['h3']:.3f}" in line
+        assert any(f"P(h3) = {latest['h3']:.3f} ± {audit.predictions.member_std['h3']:.3f}" in line
                    for line in story), story
         assert sum(line.startswith("Finished in state") for line in story) <= 1, story  # the flow's; none per task
 
@@ -196,8 +198,8 @@ def test_a_healthy_night_under_a_worker_tells_its_story_and_links_its_report_ove
         assert {"spywatch-spy-summary", "spywatch-spy-metrics", "spywatch-spy-health", "spywatch-spy-drift",
                 "spywatch-spy-audit-report", "spywatch-spy-drift-report"} <= set(found)
         # the health artifact leads with both verdicts: collapse, and the champion against the RF
-        vs = audit["health"]["vs_baseline"]
-        shown = "healthy" + (f" · {vs['verdict']}" if vs["verdict"] in ("lagging", "ahead") else "")
+        vs = audit.vs_baseline
+        shown = "healthy" + (f" · {vs.verdict}" if vs.verdict in ("lagging", "ahead") else "")
         assert found["spywatch-spy-health"].data.startswith(f"# Model health: **{shown}**\n\n{phrase(vs)}")
         assert any(phrase(vs) in line for line in story if line.startswith(f"[{HEALTHY_SESSION}] health: ")), story
         link = re.search(r"\((http://[^)]+)\)", found["spywatch-spy-audit-report"].data).group(1)
@@ -279,7 +281,7 @@ def _wait_for_holder(root: Path, purpose: str, timeout: float = 120.0) -> dict:
     record = None
     while time.monotonic() < deadline:
         try:
-            record = json.loads((root / ".lock.json").read_text())
+            record = json.loads(RootLayout(root).lock_holder.read_text())
         except (OSError, ValueError):
             record = None
         if record and record.get("held") and record.get("purpose") == purpose and record.get("pid") != os.getpid():

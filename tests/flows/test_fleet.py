@@ -32,6 +32,7 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
 
     from flows.fleet import nightly_fleet
     from spywatch import fleet
+    from spywatch.layout import RootLayout
     from spywatch.publish import Publisher
 
     data = tmp_path / "etf"
@@ -49,17 +50,18 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
 
     assert state.is_failed(), state
     assert "1 of 3 tickers failed (TLT: raw_bars_invalid)" in state.message, state.message
+    layout = RootLayout(root)
     for ticker in ("QQQ", "DIA"):  # the good ones published on their own roots
-        audit = Publisher(fleet.ticker_root(root, ticker)).read_audit(SESSION)
-        assert audit["status"] == "published" and audit["data"]["source"] == "csv-dir", ticker
-        assert set(audit["predictions"]["latest"]) >= {"h1", "h3", "h5"}
-    tlt = Publisher(fleet.ticker_root(root, "TLT"))
-    assert tlt.latest()["stale"] and tlt.read_audit(SESSION)["failure"]["kind"] == "raw_bars_invalid"
-    assert not (fleet.ticker_root(root, "QQQ") / "published" / "sessions" / SESSION / "attempts").exists()
+        audit = Publisher(layout.ticker(ticker).root).read_audit(SESSION)
+        assert audit.status == "published" and audit.data.source == "csv-dir", ticker
+        assert set(audit.predictions.probabilities()) >= {"h1", "h3", "h5"}
+    tlt = Publisher(layout.ticker("TLT").root)
+    assert tlt.latest().stale and tlt.read_audit(SESSION).failure.kind == "raw_bars_invalid"
+    assert not layout.ticker("QQQ").attempts(SESSION).exists()
 
     # each night ran as a task on a Dask worker process, not in this one
-    rows = {r["ticker"]: r for r in fleet.fleet_rows(root)}
-    assert [r["status"] for r in rows.values()] == ["published", "published", "validation_failed"]
+    rows = {r.ticker: r for r in fleet.fleet_rows(root)}
+    assert [r.status for r in rows.values()] == ["published", "published", "validation_failed"]
     with get_client(sync_client=True) as client:
         summary = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "spywatch-fleet-summary"])))
@@ -71,11 +73,11 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
     assert len(runs) == 3 and all(r["pid"] not in (None, os.getpid()) for r in runs), runs
 
     # the fleet page: one row per ticker, its links open the tickers' reports
-    page = fleet.page_path(root)
+    page = layout.fleet_page
     text = page.read_text()
     assert "2 of 3 tickers published; failed: TLT" in text
     assert f'href="tickers/QQQ/published/sessions/{SESSION}/report.html"' in text
-    assert (root / "tickers" / "QQQ" / "published" / "sessions" / SESSION / "report.html").exists()
+    assert (layout.ticker("QQQ").session(SESSION) / "report.html").exists()
     if CHROMIUM.exists():
         dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
         for ticker in ("QQQ", "DIA", "TLT"):
@@ -112,7 +114,7 @@ def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.fleet import backfill_fleet
-    from spywatch import fleet
+    from spywatch.layout import RootLayout
 
     data = tmp_path / "etf"
     data.mkdir()
@@ -127,7 +129,7 @@ def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(
                            n_workers=2, return_state=True)
 
     assert state.is_failed() and "1 of 2 backfills failed (NEW)" in state.message, state.message
-    record = json.loads((fleet.ticker_root(root, "QQQ") / "backfill" / "policy.json").read_text())
+    record = json.loads((RootLayout(root).ticker("QQQ").backfill / "policy.json").read_text())
     assert [s["session"] for s in record["steps"]] == ["2024-10-31", "2024-11-29", "2024-12-31"]
     assert record["steps"][0]["retrained"] and record["summary"]["errors"] == 0
     with get_client(sync_client=True) as client:
@@ -140,6 +142,7 @@ def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
     import subprocess
     import sys
 
+    from spywatch.layout import RootLayout
     from tests.flows.support import kill_processes_using
 
     data = tmp_path / "etf"
@@ -153,9 +156,10 @@ def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
         run = subprocess.run([spywatch, "run", "--tickers", "qqq,DIA", "--source", f"csv-dir:{data}", "--as-of", SESSION,
                               "--root", str(root)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     finally:
-        leftovers = kill_processes_using(f"PREFECT_HOME={root / 'prefect'}")
+        leftovers = kill_processes_using(f"PREFECT_HOME={RootLayout(root).prefect}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "# Fleet: 2 of 2 tickers published" in run.stdout and f"fleet page: {root / 'fleet.html'}" in run.stdout
+    assert "# Fleet: 2 of 2 tickers published" in run.stdout
+    assert f"fleet page: {RootLayout(root).fleet_page}" in run.stdout
     assert not leftovers
     status = subprocess.run([spywatch, "fleet", "status", "--root", str(root)], capture_output=True, text=True,
                             timeout=120)
@@ -174,6 +178,7 @@ def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_p
     import subprocess
     import sys
 
+    from spywatch.layout import RootLayout
     from tests.flows.support import kill_processes_using
 
     data = tmp_path / "etf"
@@ -191,11 +196,11 @@ def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_p
     try:
         run = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     finally:
-        leftovers = kill_processes_using(f"PREFECT_HOME={root / 'prefect'}")
+        leftovers = kill_processes_using(f"PREFECT_HOME={RootLayout(root).prefect}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert not leftovers
     [row] = json.loads(out.read_text())["tickers"]
     assert row["ticker"] == "QQQ" and row["steps"] == 2 and row["retrains"] >= 1 and row["errors"] == 0
-    record = json.loads((root / "tickers" / "QQQ" / "backfill" / "policy.json").read_text())
+    record = json.loads((RootLayout(root).ticker("QQQ").backfill / "policy.json").read_text())
     assert [s["session"] for s in record["steps"]] == ["2024-11-29", "2024-12-31"]
     assert "QQQ      2 steps" in run.stdout and "backfill-fleet: COMPLETED" in run.stdout

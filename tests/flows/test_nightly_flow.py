@@ -45,8 +45,8 @@ def test_fetch_fails_twice_then_the_night_is_published_with_artifacts(prefect_se
     # what was published, once
     publisher = Publisher(fresh_root)
     audit = publisher.read_audit("2023-07-31")
-    assert audit["status"] == "published" and audit["run_id"] == str(run_id)
-    assert publisher.latest()["session"] == "2023-07-31" and not publisher.latest()["stale"]
+    assert audit.status == "published" and audit.run_id == str(run_id)
+    assert publisher.latest().session == "2023-07-31" and not publisher.latest().stale
     assert set(publisher.read_predictions().query("session == '2023-07-31'")["horizon"]) == {"h1", "h3", "h5"}
 
     # the night's story in the run log: one line per stage, with its numbers
@@ -55,7 +55,7 @@ def test_fetch_fails_twice_then_the_night_is_published_with_artifacts(prefect_se
                   "[2023-07-31] health: ", "[2023-07-31] drift: ", "[2023-07-31] decision: ",
                   "[2023-07-31] published: P(h1) = "):
         assert any(line.startswith(start) for line in story), (start, story)
-    latest = audit["predictions"]["latest"]
+    latest = audit.predictions.latest
     assert any(f"P(h5) = {latest['h5']:.3f}" in line for line in story), story
 
     # the run page: summary, metrics against baselines, links to the reports
@@ -77,7 +77,7 @@ def test_bad_bars_publish_only_the_failure_audit_and_fail_the_run(prefect_server
     from spywatch.publish import Publisher
 
     publisher = Publisher(fresh_root)
-    good = publisher.latest()["session"]
+    good = publisher.latest().session
 
     state = run_nightly_flow(fresh_root, dt.date(2023, 7, 31), "corrupt:bad-ohlc:synthetic")
 
@@ -86,10 +86,10 @@ def test_bad_bars_publish_only_the_failure_audit_and_fail_the_run(prefect_server
     tasks = task_runs(state.state_details.flow_run_id)
     assert tasks["fetch-2023-07-31"].run_count == 1  # bad data is not retried
     audit = publisher.read_audit("2023-07-31")
-    assert audit["status"] == "validation_failed" and audit["predictions"] is None
-    assert not audit["validation"]["raw_bars"]["success"]
+    assert audit.status == "validation_failed" and audit.predictions is None
+    assert not audit.validation.raw_bars.success
     latest = publisher.latest()
-    assert latest["session"] == good and latest["stale"] and latest["stale_since"] == "2023-07-31"
+    assert latest.session == good and latest.stale and latest.stale_since == "2023-07-31"
     assert "2023-07-31" not in set(publisher.read_predictions()["session"])
     # the event and the failed run, both through the automations to the webhook
     listener.wait_for(lambda p: "data validation failed" in alert_text(p) and "2023-07-31" in alert_text(p))
@@ -101,7 +101,7 @@ def test_a_fetch_that_keeps_failing_publishes_its_failure_marks_stale_and_alerts
     from spywatch.publish import Publisher
 
     publisher = Publisher(fresh_root)
-    good = publisher.latest()["session"]
+    good = publisher.latest().session
     predictions_before = publisher.predictions_path.read_bytes()
 
     state = run_nightly_flow(fresh_root, dt.date(2023, 8, 31), "faulty:always:synthetic")
@@ -111,12 +111,12 @@ def test_a_fetch_that_keeps_failing_publishes_its_failure_marks_stale_and_alerts
     fetch = task_runs(state.state_details.flow_run_id)["fetch-2023-08-31"]
     assert fetch.run_count == 3 and fetch.state.is_failed()
     audit = publisher.read_audit("2023-08-31")  # the failure audit only
-    assert audit["status"] == "failed" and audit["predictions"] is None
-    assert audit["failure"]["kind"] == "fetch_failed" and audit["failure"]["stage"] == "fetch"
+    assert audit.status == "failed" and audit.predictions is None
+    assert audit.failure.kind == "fetch_failed" and audit.failure.stage == "fetch"
     assert not (publisher.session_dir("2023-08-31") / "predictions.parquet").exists()
     latest = publisher.latest()
-    assert latest["session"] == good and latest["stale"] and latest["stale_since"] == "2023-08-31"
-    assert "injected fetch failure" in latest["reason"]
+    assert latest.session == good and latest.stale and latest.stale_since == "2023-08-31"
+    assert "injected fetch failure" in latest.reason
     assert publisher.predictions_path.read_bytes() == predictions_before
     alert = listener.wait_for(lambda p: "nightly-2023-08-31" in alert_text(p) and "Failed" in alert_text(p))
     assert "injected fetch failure" in alert_text(alert)
@@ -139,7 +139,7 @@ def test_a_tampered_champion_is_refused_publishes_the_failure_audit_and_fails_th
     assert "champion model refused" in state.message and "weights.pt" in state.message
     assert task_runs(state.state_details.flow_run_id)["champion-2023-07-31"].state.is_failed()
     audit = publisher.read_audit("2023-07-31")
-    assert audit["status"] == "failed" and audit["predictions"] is None
-    assert "weights.pt" in audit["champion_error"]
+    assert audit.status == "failed" and audit.predictions is None
+    assert "weights.pt" in audit.champion_error
     assert registry.champion == version  # the alias did not move
-    assert publisher.latest()["stale"] and publisher.predictions_path.read_bytes() == predictions_before
+    assert publisher.latest().stale and publisher.predictions_path.read_bytes() == predictions_before

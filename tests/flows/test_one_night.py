@@ -49,7 +49,7 @@ CASES = {
     "fetch_failed": ("2023-07-31", "faulty:always:synthetic", "default", None, None, "failed", "fetch_failed"),
     "champion_refused": ("2023-07-31", "synthetic", "default", tamper, None, "failed", "champion_refused"),
     "stage_error": ("2023-07-31", "synthetic", "default", None, ("measure_drift", _boom), "failed", "stage_error"),
-    "retrain_failed": ("2023-10-31", "synthetic", "calendar", None, ("retrain_and_gate", _boom), "published",
+    "retrain_failed": ("2023-10-31", "synthetic", "calendar", None, ("train_challenger", _boom), "published",
                        "retrain_failed"),
 }
 
@@ -57,7 +57,9 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_plain_path_and_the_flow_run_one_night(prefect_server, fresh_root, tmp_path, monkeypatch, case):
     from flows.nightly import nightly
-    from spywatch import pipeline
+    from spywatch.night import retrain as night_retrain
+    from spywatch.night import run as pipeline
+    from spywatch.night.config import PipelineConfig
     from spywatch.publish import Publisher
 
     session, source, policy, prepare, patch, status, kind = CASES[case]
@@ -66,20 +68,20 @@ def test_the_plain_path_and_the_flow_run_one_night(prefect_server, fresh_root, t
     for root in (fresh_root, plain_root):
         if prepare is not None:
             prepare(root)
-    if patch is not None:
-        monkeypatch.setattr(pipeline, *patch)
+    if patch is not None:  # the retrain is one function for the plain path and the retrain flow
+        monkeypatch.setattr(night_retrain if patch[0] == "train_challenger" else pipeline, *patch)
 
-    cfg = pipeline.PipelineConfig.for_policy(policy, source=source, root=plain_root, as_of=session, model=TINY_MODEL,
-                                             max_epochs=MAX_EPOCHS)
+    cfg = PipelineConfig.for_policy(policy, source=source, root=plain_root, as_of=session, model=TINY_MODEL,
+                                    max_epochs=MAX_EPOCHS)
     retrain = case == "retrain_failed"  # elsewhere only the decision is recorded (training is slow)
     plain = pipeline.run_night(cfg, runner=pipeline.PlainRunner(fetch_backoff_s=0.01),
-                               retrain=pipeline.retrain_inline if retrain else None)
+                               retrain=pipeline.train_here if retrain else None)
     state = nightly(root=str(fresh_root), as_of=dt.date.fromisoformat(session), source=source,
                     retrain_mode="inline" if retrain else "never",
                     model=TINY_MODEL, max_epochs=MAX_EPOCHS, fetch_backoff_s=0.01, policy=policy, return_state=True)
 
     # the same outcome: status, failure, how the run ends
-    assert plain.status == status and (plain.failure or {}).get("kind") == kind, plain.summary()
+    assert plain.status == status and (plain.failure.kind if plain.failure else None) == kind, plain.summary()
     assert plain.ok == (kind is None) and state.is_completed() == (kind is None), state.message
     flow_audit = json.loads((Publisher(fresh_root).session_dir(session) / "audit.json").read_text())
     plain_audit = json.loads((Publisher(plain_root).session_dir(session) / "audit.json").read_text())
@@ -92,6 +94,6 @@ def test_the_plain_path_and_the_flow_run_one_night(prefect_server, fresh_root, t
     for key in a:
         assert a[key] == b[key], (key, a[key], b[key])
     # and the same latest.json (stale or not, with the same reason)
-    la = normalised(Publisher(plain_root).latest(), plain_root)
-    lb = normalised(Publisher(fresh_root).latest(), fresh_root)
+    la = normalised(Publisher(plain_root).latest().to_json_dict(), plain_root)
+    lb = normalised(Publisher(fresh_root).latest().to_json_dict(), fresh_root)
     assert la == lb

@@ -1,7 +1,7 @@
 """``spywatch run``: the nightly flow once, end to end, on a Prefect server the command starts and
 stops itself (no server to start by hand); two runs on one root, with and without Prefect: one
 does the night, the other waits or refuses naming the holder. (``--no-prefect`` is
-``pipeline.run_night``, which the champion fixture runs.)"""
+``night.run_night``, which the champion fixture runs.)"""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
 
 
 def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_root):
+    from spywatch.audit_schema import RunStatus
     from spywatch.publish import Publisher
 
     try:
@@ -52,7 +53,7 @@ def test_spywatch_run_starts_its_own_prefect_and_prints_where_things_are(fresh_r
         assert f"[2023-07-31] {stage}" in out.stdout + out.stderr, stage
     assert (out.stdout + out.stderr).count("Finished in state") <= 1  # the flow's own; none per task
     assert "/runs/flow-run/" in text and "wall time:" in text
-    assert Publisher(fresh_root).read_audit("2023-07-31")["status"] == "published"
+    assert Publisher(fresh_root).read_audit("2023-07-31").status == RunStatus.PUBLISHED
     assert (fresh_root / "prefect" / "server.log").exists()  # its history stays with the outputs
 
     # The command stops its server quickly (SIGKILL once the server has said it stopped, no

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from spywatch.registry import ModelRegistry, ModelScore, PromotionPolicy
+from spywatch.promotion import ModelScore, PromotionPolicy
+from spywatch.registry import ModelRegistry
 
 
 def _install_markers(rng: random.Random) -> None:

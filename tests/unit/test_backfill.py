@@ -17,9 +17,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from spywatch import cli
-from spywatch.backfill import (backfill_config, brier_interval, gate_summary, history_needed, paired_brier,
-                               replay_sessions, run_backfill)
-from spywatch.comparison import BootstrapConfig, compare
+from spywatch.backfill import backfill_config, gate_summary, history_needed, replay_sessions, run_backfill
+from spywatch.comparison import compare
 from spywatch.policy import POLICIES
 
 TINY = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "head_hidden": 16}
@@ -63,7 +62,7 @@ def test_history_needed_is_exactly_what_a_first_model_needs(name, spy_bars):
     from spywatch.bundle import FitSpec, fit_periods
     from spywatch.dataset import build_table
     from spywatch.features import FEATURES
-    from spywatch.pipeline import holdout_span
+    from spywatch.night.retrain import holdout_span
     from spywatch.train import TrainConfig, make_windows
 
     fit = POLICIES[name].fit
@@ -108,11 +107,12 @@ def test_too_short_history_says_where_the_first_step_may_be(spy_csv, tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-# ----------------------------------------------------------------------------- gate and Brier records
+# ----------------------------------------------------------------------------- gate records
 
 
 def test_gate_summary_carries_the_paired_estimate_its_interval_and_the_holdout():
-    from spywatch.registry import ModelScore, PromotionPolicy, gate
+    from spywatch.audit_schema import Gate, Retrain
+    from spywatch.promotion import ModelScore, PromotionPolicy, gate
 
     rng = np.random.default_rng(3)
     y = (rng.random((250, 3)) < 0.4).astype(float)
@@ -127,30 +127,14 @@ def test_gate_summary_carries_the_paired_estimate_its_interval_and_the_holdout()
     verdict = gate(score(good), score(worse), PromotionPolicy(), comparison=comparison, fresher=True)
     window = ["2020-01-01", dates[-1].date().isoformat()]
 
-    summary = gate_summary({"gate": verdict.to_dict(), "window": window})
-    assert summary["rule"] == verdict.rule == "better" and summary["promote"]
-    assert summary["estimate"] == comparison.estimate and summary["p_better"] == comparison.p_a_better
-    assert ordered(summary["ci_low"], summary["estimate"], summary["ci_high"]) and summary["ci_low"] > 0
-    assert summary["holdout"] == window and summary["n_sessions"] == 250 and summary["reasons"] == list(verdict.reasons)
+    summary = gate_summary(Retrain(gate=Gate(**verdict.to_dict()), window=window))
+    assert summary.rule == verdict.rule == "better" and summary.promote
+    assert summary.estimate == comparison.estimate and summary.p_better == comparison.p_a_better
+    assert ordered(summary.ci_low, summary.estimate, summary.ci_high) and summary.ci_low > 0
+    assert summary.holdout == window and summary.n_sessions == 250 and summary.reasons == list(verdict.reasons)
 
-    first = gate_summary({"gate": gate(score(good), None, PromotionPolicy()).to_dict(), "window": window})
-    assert first["rule"] == "no_champion" and first["estimate"] is None and first["ci_low"] is None
-
-
-def test_brier_intervals_cover_their_estimate_and_the_paired_difference_favours_the_better_model():
-    rng = np.random.default_rng(5)
-    y = (rng.random(400) < 0.3).astype(float)
-    sharp = np.clip(0.3 + 0.5 * (y - 0.3) + 0.1 * rng.normal(size=400), 0.01, 0.99)
-    vague = np.full(400, 0.3)
-    config = BootstrapConfig(block=10)
-    one = brier_interval(y, sharp, config)
-    assert one["n"] == 400 and one["brier"] == pytest.approx(np.mean((y - sharp) ** 2))
-    assert ordered(one["ci"][0], one["brier"], one["ci"][1])
-    d = paired_brier(y, sharp, vague, config)  # Brier(vague) - Brier(sharp): positive favours sharp
-    assert d["estimate"] == pytest.approx(np.mean((y - vague) ** 2) - np.mean((y - sharp) ** 2))
-    assert d["estimate"] > 0 and d["ci_low"] > 0 and d["p_a_better"] > 0.95
-    assert paired_brier(y[:15], sharp[:15], vague[:15], config) is None  # fewer than two blocks
-    assert brier_interval(y[:15], sharp[:15], config)["brier"] is None
+    first = gate_summary(Retrain(gate=Gate(**gate(score(good), None, PromotionPolicy()).to_dict()), window=window))
+    assert first.rule == "no_champion" and first.estimate is None and first.ci_low is None
 
 
 # ----------------------------------------------------------------------------- a replay
@@ -174,8 +158,8 @@ def replay(tmp_path_factory, spy_csv):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        run_backfill(cfg, START, END, out_dir=root / "backfill", rf_trees=20, on_step=stop_after_two)
-    interrupted = json.loads((root / "backfill" / "policy.json").read_text())["steps"]
+        run_backfill(cfg, START, END, out_dir=cfg.layout.backfill, rf_trees=20, on_step=stop_after_two)
+    interrupted = json.loads((cfg.layout.backfill / "policy.json").read_text())["steps"]
     args = ["backfill", "--source", source, "--start", START, "--end", END, "--policy", "calendar", "--root", root,
             "--model", TINY_ARG, "--max-epochs", str(EPOCHS), "--rf-trees", "20", "--out", out]
     code, err = run_cli(*args, "--resume")
@@ -236,7 +220,7 @@ def test_resume_continues_where_the_interrupted_replay_stopped_without_redoing_a
 def test_each_promotion_is_reviewed_on_the_sessions_after_it(replay):
     from spywatch.bundle import ModelBundle
     from spywatch.dataset import build_table
-    from spywatch.pipeline import models_root
+    from spywatch.layout import RootLayout
     from spywatch.registry import ModelRegistry
     from spywatch.store import ParquetStore
 
@@ -247,7 +231,7 @@ def test_each_promotion_is_reviewed_on_the_sessions_after_it(replay):
         (s["session"], s["champion_after"], s["champion_before"]) for s in replaced]
     assert r["wrong_promotions"]["count"] == sum(bool(p["wrong"]) for p in review)
     table = build_table(ParquetStore(replay["root"]).read("SPY"))
-    registry = ModelRegistry(models_root(replay["root"]))
+    registry = ModelRegistry(RootLayout(replay["root"]).models)
     p = review[0]
     assert p["n_sessions"] >= 20 and p["wrong"] == (p["difference"] < 0)
     assert ordered(p["ci_low"], p["difference"], p["ci_high"])

@@ -60,7 +60,7 @@ def test_the_top_level_help_is_for_users_and_documents_the_exit_codes(capsys):
 
 
 def test_run_echoes_the_session_it_resolves():
-    from spywatch.run_cli import _session_line
+    from spywatch.cli.run import _session_line
 
     assert _session_line("2024-12-31") == "2024-12-31"
     assert _session_line("2024-12-28") == "2024-12-27 (the last NYSE session on or before --as-of 2024-12-28)"
@@ -68,7 +68,7 @@ def test_run_echoes_the_session_it_resolves():
 
 
 def test_the_prefect_command_is_the_script_beside_the_interpreter_else_python_dash_m(tmp_path, monkeypatch):
-    from spywatch.run_cli import prefect_cli
+    from spywatch.orchestration.server import prefect_cli
 
     beside = prefect_cli()
     assert len(beside) == 1 and beside[0].endswith("/prefect")  # .venv/bin/prefect

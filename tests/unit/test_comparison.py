@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from spywatch.comparison import BootstrapConfig, auc_interval, block_weights, compare, session_log_loss, weighted_auc
+from spywatch.comparison import (BootstrapConfig, auc_interval, block_weights, brier_interval, compare, labelled_auc,
+                                 paired_auc, paired_brier, session_log_loss, weighted_auc)
 
 H = ["h1", "h3", "h5"]
 
@@ -112,3 +113,42 @@ def test_one_models_auc_interval_covers_its_estimate():
     out = auc_interval(y[:, 2], p[:, 2])
     assert out["ci"][0] <= out["auc"] <= out["ci"][1] and out["n"] == len(y)
     assert auc_interval(np.zeros(50), p[:50, 0])["auc"] is None
+
+
+def test_brier_intervals_cover_their_estimate_and_the_paired_difference_favours_the_better_model():
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.3).astype(float)
+    sharp = np.clip(0.3 + 0.5 * (y - 0.3) + 0.1 * rng.normal(size=400), 0.01, 0.99)
+    vague = np.full(400, 0.3)
+    config = BootstrapConfig(block=10)
+    one = brier_interval(y, sharp, config)
+    assert one["n"] == 400 and one["brier"] == pytest.approx(np.mean((y - sharp) ** 2))
+    assert one["ci"][0] <= one["brier"] <= one["ci"][1]
+    d = paired_brier(y, sharp, vague, config)  # Brier(vague) - Brier(sharp): positive favours sharp
+    assert d["estimate"] == pytest.approx(np.mean((y - vague) ** 2) - np.mean((y - sharp) ** 2))
+    assert d["estimate"] > 0 and d["ci_low"] > 0 and d["p_a_better"] > 0.95
+    assert paired_brier(y[:15], sharp[:15], vague[:15], config) is None  # fewer than two blocks
+    assert brier_interval(y[:15], sharp[:15], config)["brier"] is None
+
+
+def test_the_paired_auc_record_is_the_comparison_or_none_where_it_cannot_say():
+    y, p, rng = _data(seed=4)
+    worse = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + rng.normal(size=p.shape))))
+    dates = np.arange("2020-01-01", 300, dtype="datetime64[D]")
+    record = paired_auc(y, p, worse, H, dates, BootstrapConfig())
+    c = compare(y, p, worse, H, dates)
+    assert record == {"estimate": c.estimate, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_a_better": c.p_a_better,
+                      "a": c.a_value, "b": c.b_value, "n": c.n_sessions, "span": c.span}
+    one = paired_auc(y[:, 2], p[:, 2], worse[:, 2], ["h5"], dates, BootstrapConfig())  # one horizon, (n,) arrays
+    assert one["estimate"] == pytest.approx(c.by_horizon["h5"]["diff"])
+    assert paired_auc(y[:15], p[:15], worse[:15], H, dates[:15], BootstrapConfig()) is None  # fewer than two blocks
+    assert paired_auc(np.zeros_like(y), p, worse, H, dates, BootstrapConfig()) is None  # one class everywhere
+
+
+def test_labelled_auc_scores_the_labelled_sessions_or_says_nothing():
+    y, p, _ = _data()
+    labels = y[:, 2].copy()
+    labels[:50] = np.nan  # not matured
+    assert labelled_auc(labels, p[:, 2]) == round(roc_auc_score(y[50:, 2], p[50:, 2]), 4)
+    assert labelled_auc(labels[:59], p[:59, 2]) is None  # 9 labels
+    assert labelled_auc(np.zeros(40), p[:40, 2]) is None  # one class

@@ -22,10 +22,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spywatch.drift import (
-    DEFAULT_THRESHOLDS,
-    ColumnTest,
-    DriftConfig,
-    RegimeRule,
     consecutive_drift_runs,
     current_window,
     detect_drift,
@@ -36,6 +32,7 @@ from spywatch.drift import (
     run_drift_report,
     save_drift_report,
 )
+from spywatch.drift_config import DEFAULT_THRESHOLDS, ColumnTest, DriftConfig, RegimeRule
 from spywatch.features import FEATURES, compute_features
 
 # The COVID crash against the 1994-2016 training reference, with the shipped thresholds.

@@ -15,7 +15,7 @@ import pytest
 
 from spywatch import names, sessions
 from spywatch.cli import main
-from spywatch.pipeline import PipelineConfig, run_nightly
+from spywatch.night import PipelineConfig, run_night
 from spywatch.store import ParquetStore
 
 # A Friday in New York: the session settles at 16:30 local time.
@@ -52,7 +52,7 @@ def test_a_later_as_of_is_a_usage_error_for_every_source_and_nothing_is_written(
     assert "is in the future" in capsys.readouterr().err
     assert not root.exists()
     with pytest.raises(sessions.UnsettledSession):  # the flows and the backfill go through run_night
-        run_nightly(PipelineConfig(source=source, root=root, as_of="2031-01-02"))
+        run_night(PipelineConfig(source=source, root=root, as_of="2031-01-02"), force=True)
     assert not root.exists()
 
 
@@ -114,12 +114,13 @@ def test_a_run_id_that_would_leave_its_folder_is_refused(bad, tmp_path):
 
 
 def test_a_fleet_ticker_is_held_to_the_same_rule(tmp_path):
-    from spywatch.fleet import FleetError, fleet_of, ticker_root
+    from spywatch.fleet import FleetError, fleet_of
+    from spywatch.layout import RootLayout
 
     with pytest.raises(FleetError, match="upper-case symbol"):
         fleet_of(["SPY", "../x"], "synthetic")
     with pytest.raises(names.BadName):
-        ticker_root(tmp_path, "../x")
+        RootLayout(tmp_path).ticker("../x")
 
 
 # ----------------------------------------------------------------------------- usage errors before any work
@@ -181,9 +182,9 @@ def test_folders_are_0755_and_files_0644_whatever_the_umask(tmp_path):
     root = tmp_path / "root"
     old = os.umask(0o077)
     try:
-        night = run_nightly(PipelineConfig(source="synthetic:5", root=root, as_of="2024-05-31", max_epochs=1,
-                                           model={"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16,
-                                                  "head_hidden": 16}))
+        night = run_night(PipelineConfig(source="synthetic:5", root=root, as_of="2024-05-31", max_epochs=1,
+                                         model={"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16,
+                                                "head_hidden": 16}), force=True)
     finally:
         os.umask(old)
     # whatever the night's verdict (a 1-epoch challenger may be refused), it wrote every kind of output

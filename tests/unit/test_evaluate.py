@@ -109,7 +109,7 @@ def test_vol_inputs_are_scaled_like_the_model_features(spy_bars):
 
 def test_cli_passes_boot_to_the_config(monkeypatch, spy_csv, capsys):
     import spywatch.evaluate as ev
-    from spywatch.evaluate_cli import register
+    from spywatch.cli.evaluate import register
 
     seen = {}
 

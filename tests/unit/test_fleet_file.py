@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from spywatch import fleet
-from spywatch.fleet import FleetError, load_fleet, parse_fleet
-from spywatch.market_data import CsvDirSource, read_bars_csv, source_from_spec
+from spywatch.fleet import FleetError, FleetRow, load_fleet, parse_fleet
+from spywatch.market_data import CsvDirSource, read_bars_csv
+from spywatch.sources import source_from_spec
 
 REPO = Path(__file__).resolve().parents[2]
 ETF = REPO / "data" / "etf"
@@ -68,13 +69,12 @@ def test_every_etf_of_the_fleet_data_reads():
 
 
 def test_the_fleet_page_escapes_and_links_relative_to_the_root():
-    rows = [{"ticker": "QQQ", "session": "2024-12-31", "status": "published", "failure": None, "stale": False,
-             "data": "1999..2024", "validation": "passed", "drift": "quiet", "health": "healthy",
-             "decision": "keep champion", "probabilities": {"h1": 0.19}, "report": "tickers/QQQ/r.html",
-             "drift_report": None},
-            {"ticker": "TLT", "session": "2024-12-31", "status": "validation_failed", "failure": "raw_bars_invalid",
-             "failure_reason": "raw_bars validation failed (1 check(s)): high < low on 2024-12-31", "stale": True, "data": None, "validation": "<failed>", "drift": None, "health": None, "decision": None,
-             "probabilities": {}, "report": None, "drift_report": None}]
+    rows = [FleetRow("QQQ", "2024-12-31", "published", data="1999..2024", validation="passed", drift="quiet",
+                     health="healthy", decision="keep champion", probabilities={"h1": 0.19},
+                     report="tickers/QQQ/r.html"),
+            FleetRow("TLT", "2024-12-31", "validation_failed", failure="raw_bars_invalid",
+                     failure_reason="raw_bars validation failed (1 check(s)): high < low on 2024-12-31", stale=True,
+                     validation="<failed>")]
     page = fleet.render_page(rows)
     assert "1 of 2 tickers published; failed: TLT" in page and "&lt;failed&gt;" in page
     assert '<a href="tickers/QQQ/r.html">audit</a>' in page and "h1 0.190" in page
@@ -92,14 +92,15 @@ def test_no_champion_says_why_the_gate_refused_with_its_numbers():
     import copy
     import json
 
-    from spywatch.pipeline import _no_champion_reason
+    from spywatch.audit_schema import check_audit
+    from spywatch.night.run import no_champion_reason
 
     example = json.loads((Path(__file__).parents[1] / "data" / "audit_example.json").read_text())
-    assert _no_champion_reason({"retrain": None}) == "no champion model to predict with"
+    assert no_champion_reason(check_audit({**example, "retrain": None})) == "no champion model to predict with"
     refused = copy.deepcopy(example)
     gate = refused["retrain"]["gate"]
-    gate["reasons"][1] = "challenger mean AUC 0.4750 < floor 0.5200"  # as registry.gate words a floor refusal
+    gate["reasons"][1] = "challenger mean AUC 0.4750 < floor 0.5200"  # as promotion.gate words a floor refusal
     gate.update(promote=False, rule="refused")
-    reason = _no_champion_reason(refused)
+    reason = no_champion_reason(check_audit(refused))
     assert reason.startswith(f"no champion model to predict with: challenger {refused['retrain']['challenger']} "
                              "refused by the gate (refused): challenger mean AUC 0.4750 < floor 0.5200; ")

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from spywatch.market_data import (DataFormatError, MarketDataError, SyntheticSource, YFinanceSource,
-                                  read_bars_csv, source_from_spec, synthetic_bars)
+                                  read_bars_csv, synthetic_bars)
+from spywatch.sources import source_from_spec
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 ROWS = ["2024-01-02,472.16,473.67,470.49,472.65,466.0,123623700",

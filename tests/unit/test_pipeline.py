@@ -20,9 +20,10 @@ import pytest
 from spywatch.market_data import synthetic_bars
 from spywatch.audit import CollapsePolicy
 from spywatch.decision import RetrainPolicy
-from spywatch.pipeline import PipelineConfig, run_night, run_nightly
+from spywatch.night import PipelineConfig, run_night
+from spywatch.promotion import PromotionPolicy
 from spywatch.publish import Publisher
-from spywatch.registry import ModelRegistry, PromotionPolicy
+from spywatch.registry import ModelRegistry
 from spywatch.store import ParquetStore
 from spywatch.vs_baseline import phrase
 
@@ -51,7 +52,7 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("pipeline")
     data = write_csv(base / "bars.csv", synthetic_bars("2024-06-28", seed=11))
     root = base / "root"
-    first = run_nightly(cfg(root, "2024-05-31", f"csv:{data}"))
+    first = run_night(cfg(root, "2024-05-31", f"csv:{data}"), force=True)
     return root, data, first
 
 
@@ -65,7 +66,7 @@ def root(trained, tmp_path):
 
 def test_first_run_trains_promotes_and_publishes(trained):
     root, _, first = trained
-    a = first.audit
+    a = first.audit.to_json_dict()
     assert first.status == "published", first.summary()
     assert [r["code"] for r in a["decision"]["reasons"]] == ["no_champion"]
     assert a["retrain"]["promoted"] and a["retrain"]["gate"]["promote"]
@@ -85,7 +86,7 @@ def test_the_first_champion_is_an_ensemble_with_its_spans_and_member_spread(trai
     from spywatch.policy import FitSettings
 
     root, _, first = trained
-    a = first.audit
+    a = first.audit.to_json_dict()
     members = FitSettings().members
     version = a["model_version"]
     assert a["retrain"]["members"] == members and a["retrain"]["gate"]["rule"] == "no_champion"
@@ -109,7 +110,7 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     from spywatch.cli import main as cli_main
 
     root, _, first = trained
-    a = first.audit
+    a = first.audit.to_json_dict()
     version, periods = a["model_version"], a["retrain"]["periods"]
     holdout = a["retrain"]["challenger_metrics"]
     assert cli_main(["models", "list", "--root", str(root)]) == 0
@@ -134,7 +135,7 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
     assert f"h1: AUC {holdout['h1']['auc']:.3f}" in text and "{" not in text  # no raw JSON for a person
     training = a["retrain"]["training"]
     assert f"training  {training['verdict']}" in text and f" {training['verdict']} " in row
-    assert f"baseline  {phrase(vs)} (the night of 2024-05-31" in text
+    assert f"baseline  {phrase(first.audit.vs_baseline)} (the night of 2024-05-31" in text
     loss = training["members"][0]["fit_loss"][0]
     assert f"member 0: log loss on its training windows vs the prior's: h1 {loss:.4f}" in text
 
@@ -146,30 +147,30 @@ def test_models_list_and_show_are_written_for_a_person_and_a_wrong_path_gets_a_h
 def test_next_run_predicts_and_audits_and_rerun_is_idempotent(root, caplog):
     root, data, first = root
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
-    with caplog.at_level("INFO", logger="spywatch.pipeline"):
-        night = run_nightly(c)
+    with caplog.at_level("INFO", logger="spywatch.night"):
+        night = run_night(c, force=True)
     assert night.status == "published", night.summary()
-    story = [r.getMessage() for r in caplog.records if r.name == "spywatch.pipeline"]
+    story = [r.getMessage() for r in caplog.records if r.name == "spywatch.night"]
     for stage in ("data", "champion", "features suite", "health", "drift", "decision", "published"):
         assert any(line.startswith(f"[2024-06-28] {stage}: ") for line in story), (stage, story)
-    a = night.audit
-    assert a["model_version"] == first.audit["model_version"] and a["retrain"] is None
+    a = night.audit.to_json_dict()
+    assert a["model_version"] == first.audit.to_json_dict()["model_version"] and a["retrain"] is None
     assert a["validation"]["features"]["success"] and a["drift"] is not None
     assert a["performance"] is not None and a["decision"] is not None
     for reason in a["decision"]["reasons"]:  # every reason is recorded with its numbers
         assert reason["message"] and isinstance(reason["values"], dict)
     pub = Publisher(root)
     before = pub.read_predictions()
-    again = run_nightly(c)
+    again = run_night(c, force=True)
     after = pub.read_predictions()
     assert len(after) == len(before) == 6  # two sessions x three horizons: no duplicates
     p1 = before[before.session == "2024-06-28"].set_index("horizon")["probability"]
     p2 = after[after.session == "2024-06-28"].set_index("horizon")["probability"]
     pd.testing.assert_series_equal(p1, p2)  # same data + same champion -> same probabilities
-    assert set(after[after.session == "2024-06-28"]["run_id"]) == {again.audit["run_id"]}
+    assert set(after[after.session == "2024-06-28"]["run_id"]) == {again.audit.to_json_dict()["run_id"]}
     runs = [p for p in (root / "published" / ".runs").iterdir() if p.name.startswith("2024-06-28")]
     assert len(runs) == 1  # the replaced run folder is gone
-    assert pub.latest()["session"] == "2024-06-28" and not pub.latest()["stale"]
+    assert pub.latest().session == "2024-06-28" and not pub.latest().stale
 
 
 def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root):
@@ -179,21 +180,21 @@ def test_a_champion_that_holds_against_a_max_age_challenger_ages_from_then(root)
     never_collapsed = CollapsePolicy(min_pred_std=0.0, min_representation_std=0.0)
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain_policy=RetrainPolicy(max_age_days=20),
             promotion=never_promote, collapse=never_collapsed)
-    night = run_nightly(c)
-    assert [r["code"] for r in night.audit["decision"]["reasons"]] == ["max_age"]
-    assert not night.audit["retrain"]["promoted"]
-    assert night.audit["model_version"] == first.audit["model_version"]
-    assert night.audit["champion"]["trained_session"] == "2024-05-31"
-    assert night.audit["champion"]["confirmed_session"] == "2024-06-28"
-    assert night.audit["champion"]["training"]["verdict"] == "healthy"  # the champion's training audit, shown nightly
-    again = run_nightly(c)  # confirmed tonight: age 0, so max_age does not fire again
-    assert again.audit["retrain"] is None
-    assert not [r for r in again.audit["decision"]["reasons"] if r["code"] == "max_age"]
-    earlier = run_nightly(replace(c, as_of="2024-05-31"))  # a past session re-run: the later confirmation
+    night = run_night(c, force=True)
+    assert [r["code"] for r in night.audit.to_json_dict()["decision"]["reasons"]] == ["max_age"]
+    assert not night.audit.to_json_dict()["retrain"]["promoted"]
+    assert night.audit.to_json_dict()["model_version"] == first.audit.to_json_dict()["model_version"]
+    assert night.audit.to_json_dict()["champion"]["trained_session"] == "2024-05-31"
+    assert night.audit.to_json_dict()["champion"]["confirmed_session"] == "2024-06-28"
+    assert night.audit.to_json_dict()["champion"]["training"]["verdict"] == "healthy"  # the champion's training audit, shown nightly
+    again = run_night(c, force=True)  # confirmed tonight: age 0, so max_age does not fire again
+    assert again.audit.to_json_dict()["retrain"] is None
+    assert not [r for r in again.audit.to_json_dict()["decision"]["reasons"] if r["code"] == "max_age"]
+    earlier = run_night(replace(c, as_of="2024-05-31"), force=True)  # a past session re-run: the later confirmation
     assert earlier.status == "published", earlier.summary()  # does not count, and the age is never negative
-    assert (earlier.audit["champion"]["trained_session"], earlier.audit["champion"]["confirmed_session"]) == \
+    assert (earlier.audit.to_json_dict()["champion"]["trained_session"], earlier.audit.to_json_dict()["champion"]["confirmed_session"]) == \
         ("2024-05-31", None)
-    age = [n for n in earlier.audit["decision"]["notes"] if "age_days" in n["values"]][0]["values"]["age_days"]
+    age = [n for n in earlier.audit.to_json_dict()["decision"]["notes"] if "age_days" in n["values"]][0]["values"]["age_days"]
     assert age == 0.0
 
 
@@ -205,24 +206,24 @@ def test_a_challenger_whose_training_fails_the_audit_is_refused_before_scoring(r
     c = replace(cfg(root, "2024-06-28", f"csv:{data}", retrain_policy=RetrainPolicy(max_age_days=20),
                     collapse=CollapsePolicy(min_pred_std=0.0, min_representation_std=0.0)),
                 model={**TINY, "pos_init": "randn"})
-    night = run_nightly(c)
+    night = run_night(c, force=True)
     assert night.status == "published", night.summary()
-    r = night.audit["retrain"]
+    r = night.audit.to_json_dict()["retrain"]
     assert r["training"]["verdict"] == "pos_dominates_at_init" and not r["promoted"]
     assert r["gate"]["rule"] == "training_unhealthy" and r["challenger_metrics"] == {}  # never scored
     assert "comparison" not in r["gate"]["details"]
     assert r["gate"]["reasons"][0].startswith("challenger training verdict pos_dominates_at_init: refused before scoring")
     assert any("positional encoding is" in line for line in r["gate"]["reasons"][1:])
-    assert night.audit["model_version"] == first.audit["model_version"]
+    assert night.audit.to_json_dict()["model_version"] == first.audit.to_json_dict()["model_version"]
     assert f"challenger {r['challenger']}: not promoted (training: pos_dominates_at_init" in night.summary()
     registry = ModelRegistry(root / "models")
-    assert registry.champion == first.audit["model_version"]
+    assert registry.champion == first.audit.to_json_dict()["model_version"]
     last = registry.history()[-1]
     assert (last.event, last.version) == ("refuse", r["challenger"])
     assert last.reason["gate"]["rule"] == "training_unhealthy"
     # never compared, so the champion was not confirmed: its age and tonight's trigger stand
-    assert "2024-06-28" not in registry.confirmations(first.audit["model_version"], auc_floor=0.0)
-    [alert] = [a for a in night.audit["alerts"] if a["event"] == "spywatch.training.unhealthy"]
+    assert "2024-06-28" not in registry.confirmations(first.audit.to_json_dict()["model_version"], auc_floor=0.0)
+    [alert] = [a for a in night.audit.to_json_dict()["alerts"] if a["event"] == "spywatch.training.unhealthy"]
     assert alert["payload"]["version"] == r["challenger"] and alert["payload"]["verdict"] == "pos_dominates_at_init"
     # the version is kept for inspection, its verdict readable beside its findings
     shown = json.loads((registry.get(r["challenger"]).path / "metrics.json").read_text())["training"]
@@ -236,14 +237,14 @@ def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):
     bad = write_csv(tmp_path / "bad.csv", bars)
     store_before = ParquetStore(root).path("SPY").read_bytes()
     preds_before = Publisher(root).read_predictions()
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{bad}"))
+    night = run_night(cfg(root, "2024-06-28", f"csv:{bad}"), force=True)
     assert night.status == "validation_failed"
-    fails = night.audit["validation"]["raw_bars"]["failures"]
+    fails = night.audit.to_json_dict()["validation"]["raw_bars"]["failures"]
     assert any("high" in line and "2024-06-27" in line for line in fails), fails
     assert ParquetStore(root).path("SPY").read_bytes() == store_before  # store untouched
     pd.testing.assert_frame_equal(Publisher(root).read_predictions(), preds_before)
     latest = Publisher(root).latest()
-    assert latest["stale"] and latest["last_good_session"] == "2024-05-31" and latest["stale_since"] == "2024-06-28"
+    assert latest.stale and latest.last_good_session == "2024-05-31" and latest.stale_since == "2024-06-28"
     folder = Publisher(root).session_dir("2024-06-28")
     assert not (folder / "predictions.parquet").exists()
     audit = json.loads((folder / "audit.json").read_text())
@@ -252,20 +253,21 @@ def test_bad_data_publishes_nothing_and_marks_last_good_stale(root, tmp_path):
 
 def test_corrupted_champion_is_refused_and_reported(root):
     root, data, first = root
-    version = first.audit["model_version"]
+    version = first.audit.to_json_dict()["model_version"]
     weights = root / "models" / "versions" / version / "weights.pt"
     weights.write_bytes(weights.read_bytes()[:-10])
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}"))
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}"), force=True)
     assert night.status == "failed"
-    assert "weights.pt" in night.audit["champion_error"]
+    assert "weights.pt" in night.audit.to_json_dict()["champion_error"]
     assert ModelRegistry(root / "models").champion == version  # the alias did not move
-    assert Publisher(root).latest()["stale"]
+    assert Publisher(root).latest().stale
 
 
 KILLER = r"""
 import sys, pandas as pd
+from pathlib import Path
 from spywatch.publish import Publisher
-pub = Publisher(sys.argv[1])
+pub = Publisher(Path(sys.argv[1]))
 big = b"x" * 3_000_000
 print("ready", flush=True)
 i = 0
@@ -304,7 +306,7 @@ def test_kill_mid_publish_leaves_complete_old_or_new(tmp_path):
 
 def published_night(root: Path, data: Path) -> tuple[Publisher, dict[str, bytes]]:
     """Publish 2024-06-28 and return its folder's files, byte for byte."""
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
     assert night.status == "published", night.summary()
     pub = Publisher(root)
     folder = pub.session_dir("2024-06-28")
@@ -333,8 +335,8 @@ def test_a_forced_rerun_with_a_corrupt_last_bar_keeps_the_published_session_byte
     assert audit["status"] == "validation_failed" and audit["failure"]["kind"] == "raw_bars_invalid"
     assert any("high" in line and "2024-06-28" in line for line in audit["validation"]["raw_bars"]["failures"])
     latest = pub.latest()
-    assert latest["session"] == "2024-06-28" and latest["stale"] and latest["stale_since"] == "2024-06-28"
-    assert "raw_bars validation failed" in latest["reason"] and latest["stale_at"]
+    assert latest.session == "2024-06-28" and latest.stale and latest.stale_since == "2024-06-28"
+    assert "raw_bars validation failed" in latest.reason and latest.stale_at
     (problem,) = pub.consistency("2024-06-28")  # the session is intact; only the stale mark disagrees
     assert problem.startswith("latest.json marks the session stale") and problem.endswith("outputs are intact")
 
@@ -342,7 +344,7 @@ def test_a_forced_rerun_with_a_corrupt_last_bar_keeps_the_published_session_byte
     again = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), retrain=None)
     assert again.status == "already_published"
     latest = pub.latest()
-    assert latest["session"] == "2024-06-28" and latest["stale"] is False and latest["path"] == "sessions/2024-06-28"
+    assert latest.session == "2024-06-28" and latest.stale is False and latest.path == "sessions/2024-06-28"
     assert pub.consistency("2024-06-28") == []
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
@@ -359,12 +361,12 @@ STAGE_FUNCTIONS = {"fetch": "fetch_and_validate", "features": "load_features", "
 
 @pytest.mark.parametrize("stage", [*STAGE_FUNCTIONS, "fetch_provider", "retrain"])
 def test_a_failure_in_any_stage_marks_the_last_good_predictions_stale(root, monkeypatch, stage):
-    from spywatch import pipeline
     from spywatch.market_data import MarketDataError
+    from spywatch.night import run as pipeline
 
     root, data, _ = root
     pub = Publisher(root)
-    good = pub.latest()["session"]
+    good = pub.latest().session
     table_before = pub.predictions_path.read_bytes()
     c = cfg(root, "2024-06-28", f"csv:{data}", retrain="never")
     retrain = None
@@ -379,18 +381,18 @@ def test_a_failure_in_any_stage_marks_the_last_good_predictions_stale(root, monk
     result = pipeline.run_night(c, runner=pipeline.PlainRunner(fetch_backoff_s=0.01), retrain=retrain)
 
     assert not result.ok
-    failure = result.audit["failure"]
+    failure = result.audit.to_json_dict()["failure"]
     latest = pub.latest()
     if stage == "retrain":  # tonight still goes out with the champion; the run fails
         assert failure["kind"] == "retrain_failed" and result.status == "published"
-        assert latest["session"] == "2024-06-28" and not latest["stale"]
-        assert pub.read_audit("2024-06-28")["failure"]["kind"] == "retrain_failed"
+        assert latest.session == "2024-06-28" and not latest.stale
+        assert pub.read_audit("2024-06-28").failure.kind == "retrain_failed"
         return
     expected = {"fetch_provider": ("fetch_failed", "fetch")}.get(stage, ("stage_error", stage))
     assert (failure["kind"], failure["stage"]) == expected, failure
     assert result.status == "failed"
-    assert latest["session"] == good and latest["stale"] and latest["stale_since"] == "2024-06-28", latest
-    assert latest["reason"] == failure["reason"]
+    assert latest.session == good and latest.stale and latest.stale_since == "2024-06-28", latest
+    assert latest.reason == failure["reason"]
     assert pub.predictions_path.read_bytes() == table_before
     audit = json.loads(result.outputs["audit"].read_text())  # the failure audit is published
     assert audit["status"] == "failed" and audit["failure"] == failure and audit["predictions"] is None
@@ -436,32 +438,32 @@ def test_a_signed_champion_publishes_and_a_tampered_or_unsigned_one_is_refused(r
     from spywatch.cli import main
 
     root, data, first = root
-    version = first.audit["model_version"]
+    version = first.audit.to_json_dict()["model_version"]
     vdir = root / "models" / "versions" / version
     monkeypatch.setenv("SPYWATCH_SIGNING_KEY", KEY)
 
     # unsigned (trained before the key was set): refused, the alias stays, the last good predictions go stale
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
-    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused", night.summary()
-    assert "unsigned" in night.audit["champion_error"]
-    assert Publisher(root).latest()["stale"] and ModelRegistry(root / "models").champion == version
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "failed" and night.audit.to_json_dict()["failure"]["kind"] == "champion_refused", night.summary()
+    assert "unsigned" in night.audit.to_json_dict()["champion_error"]
+    assert Publisher(root).latest().stale and ModelRegistry(root / "models").champion == version
 
     # signed as a registration with the key signs it: it publishes
     _sign_as_registered(vdir, KEY)
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
     assert night.status == "published", night.summary()
-    honest = night.audit["predictions"]["latest"]["h1"]
+    honest = night.audit.to_json_dict()["predictions"]["latest"]["h1"]
     assert main(["models", "list", "--root", str(root), "--verify"]) == 0
     assert "verified" in capsys.readouterr().out
 
     # +3 logits on the output bias, checksums recomputed (no key to re-sign): refused, nothing published from it
     _shift_output_bias(vdir / "weights.pt", 3.0)
     _recompute_manifest(vdir, drop_signature=False)
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
-    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused"
-    assert "signature does not match" in night.audit["champion_error"]
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "failed" and night.audit.to_json_dict()["failure"]["kind"] == "champion_refused"
+    assert "signature does not match" in night.audit.to_json_dict()["champion_error"]
     latest = Publisher(root).latest()
-    assert latest["stale"] and latest["session"] == "2024-06-28"
+    assert latest.stale and latest.session == "2024-06-28"
     published = Publisher(root).read_predictions()
     assert published[published["horizon"] == "h1"]["probability"].iloc[-1] == pytest.approx(honest)
     assert main(["models", "list", "--root", str(root), "--verify"]) == 1
@@ -469,20 +471,20 @@ def test_a_signed_champion_publishes_and_a_tampered_or_unsigned_one_is_refused(r
 
     # the same tampering without a key: the checksums pass, which is all they promise (docs say so)
     monkeypatch.delenv("SPYWATCH_SIGNING_KEY")
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
-    assert night.status == "published" and night.audit["predictions"]["latest"]["h1"] > honest + 0.1
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "published" and night.audit.to_json_dict()["predictions"]["latest"]["h1"] > honest + 0.1
 
 
 def test_a_weights_file_that_torch_refuses_to_unpickle_is_a_refused_champion(root):
     import torch
 
     root, data, first = root
-    vdir = root / "models" / "versions" / first.audit["model_version"]
+    vdir = root / "models" / "versions" / first.audit.to_json_dict()["model_version"]
     torch.save({"payload": os.system}, vdir / "weights.pt")  # a pickle that imports a callable
     _recompute_manifest(vdir, drop_signature=True)
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"))
-    assert night.status == "failed" and night.audit["failure"]["kind"] == "champion_refused", night.summary()
-    assert "weights_only" in night.audit["champion_error"]
+    night = run_night(cfg(root, "2024-06-28", f"csv:{data}", retrain="never"), force=True)
+    assert night.status == "failed" and night.audit.to_json_dict()["failure"]["kind"] == "champion_refused", night.summary()
+    assert "weights_only" in night.audit.to_json_dict()["champion_error"]
 
 
 # ----------------------------------------------------------------------------- bounded echoes
@@ -496,9 +498,9 @@ def test_a_huge_csv_field_is_quoted_cut_everywhere_it_is_echoed(root, tmp_path, 
     lines[-3] = ",".join(fields)
     big = tmp_path / "big.csv"
     big.write_text("\n".join(lines) + "\n")
-    night = run_nightly(cfg(root, "2024-06-28", f"csv:{big}", retrain="never"))
+    night = run_night(cfg(root, "2024-06-28", f"csv:{big}", retrain="never"), force=True)
     assert night.status == "failed"
-    assert "[2,000,000 characters, cut to 200]" in night.audit["failure"]["reason"]
+    assert "[2,000,000 characters, cut to 200]" in night.audit.to_json_dict()["failure"]["reason"]
     pub = Publisher(root)
     folder = pub.session_dir("2024-06-28")
     assert pub.latest_path.stat().st_size < 4_000

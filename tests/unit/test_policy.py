@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from spywatch.pipeline import PipelineConfig
+from spywatch.night import PipelineConfig
 from spywatch.policy import POLICIES, FitSettings, policy_named
 
 

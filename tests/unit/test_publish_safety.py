@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spywatch.lock import RootLocked, holder_path, read_holder, root_lock
+from spywatch.layout import RootLayout
+from spywatch.lock import RootLocked, read_holder, root_lock
 from spywatch.publish import KILL_POINTS, Publisher
 
 
@@ -36,24 +37,25 @@ def publish(root: Path, session: str, run_id: str, p: float) -> Path:
 
 CHILD = r"""
 import sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from test_publish_safety import publish
-publish(sys.argv[1], sys.argv[2], sys.argv[3], 0.7)
+publish(Path(sys.argv[1]), sys.argv[2], sys.argv[3], 0.7)
 print("finished", flush=True)
 """
 
 
 def assert_consistent(root: Path) -> None:
     pub = Publisher(root)
-    assert not pub.journal_path.exists()
+    assert not pub.layout.journal.exists()
     table = pub.read_predictions()
     for session in pub.published_sessions():
         assert pub.consistency(session) == [], (session, pub.consistency(session))
         assert len(table[table["session"] == session]) == 3
     assert not table.duplicated(["session", "horizon"]).any()
     latest = pub.latest()
-    assert latest["session"] == max(pub.published_sessions())
-    assert not list(pub.runs.glob(".*.tmp"))
+    assert latest.session == max(pub.published_sessions())
+    assert not list(pub.layout.runs.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -65,7 +67,7 @@ def test_a_kill_at_each_publishing_step_is_invisible_or_repaired_by_the_next_run
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])  # killed at the point
     assert "finished" not in proc.stdout
     pub = Publisher(tmp_path)
-    assert pub.journal_path.exists()  # the unit was interrupted
+    assert pub.layout.journal.exists()  # the unit was interrupted
 
     # the next run of any session (here: the night after) recovers first
     publish(tmp_path, "2024-07-01", "r3", 0.5)
@@ -88,7 +90,7 @@ def test_recover_alone_rolls_a_committed_publication_forward(tmp_path):
     done = pub.recover()
     assert any("finished the publication of 2024-06-28" in line for line in done), done
     assert_consistent(tmp_path)
-    assert pub.latest()["session"] == "2024-06-28" and pub.latest()["run_id"] == "r2"
+    assert pub.latest().session == "2024-06-28" and pub.latest().run_id == "r2"
 
 
 def test_a_failed_attempt_goes_beside_the_published_outputs_which_stay_byte_for_byte(tmp_path):
@@ -110,15 +112,15 @@ def test_stale_says_why_and_since_when_and_a_past_failure_leaves_the_latest_curr
     publish(tmp_path, "2024-06-27", "r1", 0.3)
     pub = Publisher(tmp_path)
     first = pub.mark_stale("2024-06-28", "raw_bars validation failed", "r2")
-    assert first["stale"] and first["stale_since"] == "2024-06-28" and first["last_good_session"] == "2024-06-27"
-    assert first["stale_at"] and first["failed_run"] == "r2"
+    assert first.stale and first.stale_since == "2024-06-28" and first.last_good_session == "2024-06-27"
+    assert first.stale_at and first.failed_run == "r2"
     again = pub.mark_stale("2024-07-01", "market data: timeout", "r3")  # still stale since the first failure
-    assert again["stale_since"] == "2024-06-28" and again["stale_at"] == first["stale_at"]
-    assert pub.latest()["reason"] == "market data: timeout" and pub.latest()["stale"]
+    assert again.stale_since == "2024-06-28" and again.stale_at == first.stale_at
+    assert pub.latest().reason == "market data: timeout" and pub.latest().stale
     publish(tmp_path, "2024-07-02", "r4", 0.5)
-    assert not pub.latest()["stale"]
+    assert not pub.latest().stale
     past = pub.mark_stale("2024-06-20", "features validation failed", "r5")  # a re-run of the past failed
-    assert past["stale"] is False and not pub.latest()["stale"] and pub.latest()["session"] == "2024-07-02"
+    assert past.stale is False and not pub.latest().stale and pub.latest().session == "2024-07-02"
 
 
 def test_published_and_model_folders_are_readable_by_everyone_whatever_the_umask(tmp_path):
@@ -132,7 +134,7 @@ def test_published_and_model_folders_are_readable_by_everyone_whatever_the_umask
         assert os.umask(0o077) == 0o077  # unchanged by the code
     finally:
         os.umask(old)
-    base = Publisher(tmp_path).base
+    base = Publisher(tmp_path).layout.published
     for path in [link.resolve(), model, *link.resolve().rglob("*"), *model.rglob("*"), base / "latest.json",
                  base / "predictions.parquet"]:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -144,8 +146,9 @@ def test_published_and_model_folders_are_readable_by_everyone_whatever_the_umask
 
 HOLDER = r"""
 import sys, time
+from pathlib import Path
 from spywatch.lock import root_lock
-with root_lock(sys.argv[1], "test holder"):
+with root_lock(Path(sys.argv[1]), "test holder"):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -200,11 +203,11 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
         with root_lock(tmp_path, "inner", timeout_s=0) as inner:
             assert inner is None  # re-entered: the flow inside the CLI, a backfill's nights
         assert read_holder(tmp_path)["held"] is True
-        other = subprocess.run([sys.executable, "-c", "import sys\nfrom spywatch.lock import root_lock\n"
-                                "with root_lock(sys.argv[1], 'other', timeout_s=0): pass", str(tmp_path)],
+        other = subprocess.run([sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom spywatch.lock import root_lock\n"
+                                "with root_lock(Path(sys.argv[1]), 'other', timeout_s=0): pass", str(tmp_path)],
                                capture_output=True, text=True, timeout=60)
         assert other.returncode != 0 and "RootLocked" in other.stderr and f"PID {os.getpid()}" in other.stderr
-    assert json.loads(holder_path(tmp_path).read_text())["held"] is False
+    assert json.loads(RootLayout(tmp_path).lock_holder.read_text())["held"] is False
 
 
 def test_latest_json_is_the_pollers_contract_small_and_relative(tmp_path):
@@ -217,12 +220,13 @@ def test_latest_json_is_the_pollers_contract_small_and_relative(tmp_path):
         "report.html": b"<html></html>"})
     pub = Publisher(tmp_path)
     latest = pub.latest()
-    assert latest == {"format": 1, "ticker": "QQQ", "session": "2024-06-28",
-                      "probabilities": {"h1": 0.25, "h3": 0.25, "h5": 0.5},
-                      "member_std": {"h1": 0.01, "h3": 0.01, "h5": 0.01}, "synthetic": True, "stale": False,
-                      "model_version": "v1", "run_id": "r1", "path": "sessions/2024-06-28",
-                      "report": "sessions/2024-06-28/report.html"}
-    assert (pub.base / latest["report"]).is_file() and pub.latest_path.stat().st_size < 1_000
+    contract = {"format": 1, "ticker": "QQQ", "session": "2024-06-28",
+                "probabilities": {"h1": 0.25, "h3": 0.25, "h5": 0.5},
+                "member_std": {"h1": 0.01, "h3": 0.01, "h5": 0.01}, "synthetic": True, "stale": False,
+                "model_version": "v1", "run_id": "r1", "path": "sessions/2024-06-28",
+                "report": "sessions/2024-06-28/report.html"}
+    assert json.loads(pub.latest_path.read_text()) == latest.to_json_dict() == contract
+    assert (pub.layout.published / latest.report).is_file() and pub.latest_path.stat().st_size < 1_000
     stale = pub.mark_stale("2024-07-01", "raw_bars validation failed (1 check(s))", "r2")
-    assert stale["stale"] and pub.latest()["probabilities"] == latest["probabilities"]  # the last good ones, marked
-    assert pub.latest()["reason"].startswith("raw_bars") and pub.latest()["stale_since"] == "2024-07-01"
+    assert stale.stale and pub.latest().probabilities == latest.probabilities  # the last good ones, marked
+    assert pub.latest().reason.startswith("raw_bars") and pub.latest().stale_since == "2024-07-01"

@@ -19,15 +19,8 @@ import spywatch.atomic
 import spywatch.registry as registry_mod
 from spywatch.artifact import MANIFEST_NAME, ArtifactError, write_artifact
 from spywatch.cli import main as cli_main
-from spywatch.registry import (
-    GateResult,
-    ModelRegistry,
-    ModelScore,
-    NoChampionError,
-    PromotionPolicy,
-    RegistryError,
-    gate,
-)
+from spywatch.promotion import GateResult, ModelScore, PromotionPolicy, gate
+from spywatch.registry import ModelRegistry, NoChampionError, RegistryError
 
 CHILD = Path(__file__).with_name("registry_kill_child.py")
 POLICY = PromotionPolicy(rule="margin", min_improvement=0.01, auc_floor=0.52)

@@ -23,15 +23,10 @@ import numpy as np
 import pytest
 
 from spywatch.audit import check_collapse, expected_calibration_error
-from spywatch.report import (
-    calibration_points,
-    drift_severity,
-    fmt,
-    render_audit_html,
-    roc_points,
-    sig,
-    write_audit_html,
-)
+from spywatch.audit_schema import ColumnDrift, NightAudit, Stale, check_audit
+from spywatch.report.metrics import calibration_points, roc_points
+from spywatch.report.render import render_audit_html, write_audit_html
+from spywatch.report.text import drift_severity, fmt, sig
 from spywatch.vs_baseline import phrase as vs_phrase
 from tests.browser import CHROMIUM, chromium, ui_screenshot
 
@@ -84,6 +79,11 @@ def collapsed(example: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- HTML helpers
+
+
+def page(audit: dict | NightAudit, drift_report_href: str | None = None) -> str:
+    """The page of a published audit, read back as the night reads it (``check_audit``)."""
+    return render_audit_html(check_audit(audit), drift_report_href=drift_report_href)
 
 
 class _Text(HTMLParser):
@@ -157,11 +157,14 @@ def test_calibration_points_bin_like_the_audit_ece():
 
 
 def test_drift_severity_puts_distances_and_p_values_on_one_scale():
-    assert drift_severity({"method": "wasserstein", "threshold": 0.5, "score": 0.25}) == 0.5
-    assert drift_severity({"method": "ks", "threshold": 1e-4, "score": 1e-2}) == pytest.approx(0.5)
-    assert drift_severity({"method": "t_test", "threshold": 1e-40, "score": 1e-60}) == pytest.approx(1.5)
-    assert drift_severity({"method": "ks", "threshold": 0.05, "score": 0.0}) == 2.0
-    assert drift_severity({"method": "wasserstein", "threshold": None, "score": 0.3}) == 0.0
+    def test(method: str, threshold: float, score: float | None) -> ColumnDrift:
+        return ColumnDrift(method=method, threshold=threshold, score=score, drifted=False)
+
+    assert drift_severity(test("wasserstein", 0.5, 0.25)) == 0.5
+    assert drift_severity(test("ks", 1e-4, 1e-2)) == pytest.approx(0.5)
+    assert drift_severity(test("t_test", 1e-40, 1e-60)) == pytest.approx(1.5)
+    assert drift_severity(test("ks", 0.05, 0.0)) == 2.0
+    assert drift_severity(test("wasserstein", 0.0, 0.3)) == 0.0 and drift_severity(test("ks", 0.05, None)) == 0.0
 
 
 @pytest.mark.parametrize("call", [
@@ -188,7 +191,7 @@ def badges(a: dict) -> list[str]:
 
 
 def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timings(example):
-    html = render_audit_html(example, drift_report_href=DRIFT_HREF)
+    html = page(example, drift_report_href=DRIFT_HREF)
     text = visible_text(html)
     retrain = example["retrain"]
     for phrase in (*badges(example), "Tonight's predictions", "Random forest", "Logistic regression",
@@ -199,8 +202,8 @@ def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timing
     for reason in example["decision"]["reasons"]:  # why it retrains, in the code's own words
         assert reason["message"] in text, reason["message"]
     # the health card says how the champion stands against the Random Forest, with the interval
-    vs = example["health"]["vs_baseline"]
-    assert vs["verdict"] != "not_enough_data" and vs_phrase(vs) in text
+    vs = check_audit(example).vs_baseline
+    assert vs.verdict != "not_enough_data" and vs_phrase(vs) in text
     for h, models in example["performance"]["horizons"].items():
         for model in ("champion", "random_forest", "logistic"):
             assert fmt(models[model]["auc"]) in text, (h, model)
@@ -218,10 +221,10 @@ def test_example_shows_verdicts_metrics_plots_drift_collapse_decision_and_timing
 
 def test_the_training_panel_shows_tonights_challengers_verdict_its_losses_against_the_prior_and_gradients(example):
     """The example night retrained: the panel reads the challenger's real training record."""
-    from spywatch.report import training_panel
+    from spywatch.report.views import training_panel
 
     training = example["retrain"]["training"]
-    panel = training_panel(example)
+    panel = training_panel(check_audit(example))
     assert panel.whose.startswith(f"challenger {example['retrain']['challenger']}") and panel.verdict == training["verdict"]
     assert [c.title for c in panel.loss_charts] == [f"log loss {h} / the prior's" for h in training["horizons"]]
     assert [g for g, _ in panel.groups] == training["members"][0]["groups"]
@@ -230,7 +233,7 @@ def test_the_training_panel_shows_tonights_challengers_verdict_its_losses_agains
     assert all(len(c.lines) == 1 + 2 * len(training["members"]) for c in panel.loss_charts)
     assert all(len(line.points.split()) == n for c in panel.loss_charts for line in c.lines[1:])
     assert len(panel.grad_chart.lines) == len(panel.groups) and len(panel.readings) == len(training["members"])
-    text = visible_text(render_audit_html(example))
+    text = visible_text(page(example))
     assert f"Training audit · {panel.whose}" in text and "dashed: the prior's loss (1.0)" in text
     for line in panel.readings:
         assert line in text
@@ -238,16 +241,16 @@ def test_the_training_panel_shows_tonights_challengers_verdict_its_losses_agains
     quiet = copy.deepcopy(example)
     quiet["retrain"] = None
     quiet["champion"]["training"] = training
-    assert training_panel(quiet).whose.startswith(f"champion {example['model_version']}")
+    assert training_panel(check_audit(quiet)).whose.startswith(f"champion {example['model_version']}")
     quiet["champion"]["training"] = None
-    assert training_panel(quiet) is None
-    assert "No training audit recorded" in visible_text(render_audit_html(quiet))
+    assert training_panel(check_audit(quiet)) is None
+    assert "No training audit recorded" in visible_text(page(quiet))
 
 
 def test_the_report_names_its_ticker_in_its_title_and_target(example):
-    assert "P(SPY gains ≥ 1% within h sessions)" in visible_text(render_audit_html(example))
+    assert "P(SPY gains ≥ 1% within h sessions)" in visible_text(page(example))
     qqq = {**copy.deepcopy(example), "ticker": "QQQ"}
-    html = render_audit_html(qqq)
+    html = page(qqq)
     text = visible_text(html)
     assert "spywatch nightly audit · QQQ · session" in text and "P(QQQ gains ≥ 1% within h sessions)" in text
     assert "<title>spywatch audit QQQ" in html
@@ -256,7 +259,7 @@ def test_the_report_names_its_ticker_in_its_title_and_target(example):
 
 def test_validation_failure_night_shows_failures_and_stale_predictions_first(validation_failure):
     audit = validation_failure
-    html = render_audit_html(audit)
+    html = page(audit)
     text = visible_text(html)
     assert audit["failure"]["kind"] == "raw_bars_invalid" and audit["stale"]["stale"]
     assert "Data validation failed" in text and "Status stale" in text
@@ -277,7 +280,7 @@ def test_validation_failure_night_shows_failures_and_stale_predictions_first(val
 
 
 def test_collapsed_night_names_the_cause_and_the_flat_horizons(collapsed):
-    text = visible_text(render_audit_html(collapsed))
+    text = visible_text(page(collapsed))
     assert "Model health collapsed" in text
     assert "cause: positional_encoding_dominates" in text
     assert "horizons h1, h3, h5" in text
@@ -285,24 +288,29 @@ def test_collapsed_night_names_the_cause_and_the_flat_horizons(collapsed):
     assert "3.40" in text and "promoted" in text
 
 
-@pytest.mark.parametrize("audit", [{}, {"session": "2024-06-28", "status": "failed"},
-                                   {"session": "2024-06-28", "status": "failed", "validation": None, "drift": None,
-                                    "collapse": None, "performance": None, "decision": None, "retrain": None,
-                                    "predictions": None, "prediction_history": None, "stale": None,
-                                    "alerts": None, "timings": None}])
+@pytest.mark.parametrize("audit", [{"session": "2024-06-28", "run_id": "r", "status": "failed"},
+                                   {"session": "2024-06-28", "run_id": "r", "status": "failed", "validation": {},
+                                    "drift": None, "collapse": None, "performance": None, "decision": None,
+                                    "retrain": None, "predictions": None, "prediction_history": [], "stale": None,
+                                    "alerts": [], "timings": {}}])
 def test_an_almost_empty_audit_still_renders(audit):
-    text = visible_text(render_audit_html(audit))
+    text = visible_text(page(audit))
     assert "not run" in text and "No predictions published tonight" in text
+
+
+def test_the_page_takes_the_typed_audit_not_the_json(example):
+    with pytest.raises(ValueError, match="NightAudit"):
+        render_audit_html(example)
 
 
 def test_sections_with_null_insides_degrade_to_dashes_and_notes(example):
     audit = copy.deepcopy(example)
-    audit["performance"] = {"window": None, "n": None, "roc": None, "calibration": {"h1": None},
+    audit["performance"] = {"window": [], "n": 0, "roc": None, "calibration": {"h1": {}},
                             "horizons": {"h1": {"champion": {"auc": None, "brier": float("nan"), "n": 12}}}}
     audit["drift"].update(prediction_drift=None, per_feature={})
-    audit["collapse"]["evidence"] = {"pred_std": None, "prior": None}
+    audit["collapse"]["evidence"] = {}
     audit["retrain"] = {"challenger": None, "promoted": False, "gate": None}
-    text = visible_text(render_audit_html(audit))
+    text = visible_text(page(audit))
     assert "PatchTST (champion) — — —" in text  # AUC, PR-AUC and Brier unknown, not zero
     assert "ROC undefined" in text and "no calibration points" in text
     assert "Prediction drift: not measured" in text and "No feature-shift measurement." in text
@@ -311,19 +319,19 @@ def test_sections_with_null_insides_degrade_to_dashes_and_notes(example):
 
 def test_the_page_loads_nothing_and_links_only_the_relative_drift_report(example, validation_failure, collapsed):
     for audit in (example, validation_failure, collapsed):
-        html = render_audit_html(audit, drift_report_href=DRIFT_HREF)
+        html = page(audit, drift_report_href=DRIFT_HREF)
         assert "http://" not in html and "https://" not in html
         assert "<script" not in html.lower() and "<link" not in html.lower()
         assert set(resource_references(html)) <= {DRIFT_HREF}
     for bad in ("https://example.com/drift.html", "//cdn.example.com/d.html", "file:///tmp/drift.html"):
         with pytest.raises(ValueError, match="relative"):
-            render_audit_html(example, drift_report_href=bad)
+            page(example, drift_report_href=bad)
 
 
 def test_data_from_the_audit_is_escaped(validation_failure):
     audit = copy.deepcopy(validation_failure)
     audit["validation"]["raw_bars"]["failures"] = ["<script>alert(1)</script> in column <b>close</b>"]
-    html = render_audit_html(audit)
+    html = page(audit)
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -331,8 +339,8 @@ def test_write_audit_html_replaces_the_file_atomically(example, tmp_path):
     target = tmp_path / "run" / "audit.html"
     target.parent.mkdir()
     target.write_text("old")
-    assert write_audit_html(example, target, drift_report_href=DRIFT_HREF) == target
-    assert target.read_text() == render_audit_html(example, drift_report_href=DRIFT_HREF)
+    assert write_audit_html(check_audit(example), target, drift_report_href=DRIFT_HREF) == target
+    assert target.read_text() == page(example, drift_report_href=DRIFT_HREF)
     assert [p.name for p in target.parent.iterdir()] == ["audit.html"]  # no temp file left behind
 
 
@@ -352,7 +360,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def example_page(example, tmp_path_factory) -> Path:
-    return write_audit_html(example, tmp_path_factory.mktemp("report") / "audit.html", drift_report_href=DRIFT_HREF)
+    return write_audit_html(check_audit(example), tmp_path_factory.mktemp("report") / "audit.html",
+                            drift_report_href=DRIFT_HREF)
 
 
 @needs_chromium
@@ -400,21 +409,22 @@ def test_regime_check_is_rendered():
         "per_feature": {"vol_5": {"method": "t_test", "threshold": 1e-20, "score": 1e-30, "drifted": True},
                         "gap": {"method": "wasserstein", "threshold": 0.9, "score": 0.2, "drifted": False}},
         "recent": {"start": "2023-04-01", "end": "2024-03-28", "rows": 250}}
-    html = render_audit_html(audit, "drift.html")
+    html = page(audit, "drift.html")
     assert "Regime check" in html and "regime change" in html and "3 of 7 drifted" in html
 
 
 def test_numbers_and_records_are_written_for_people_not_as_json(example, validation_failure):
-    from spywatch.report import fmt, readable, status_badge
+    from spywatch.report.text import fmt, readable
+    from spywatch.report.views import status_badge
 
     assert fmt(-0.0004) == "0.000" and fmt(-0.0006) == "-0.001" and fmt(None) == "—"
     assert readable({"champion": None, "h3": 0.5783928742457619, "checks": {"floor": True}, "n": 12500}) \
         == "champion —; h3 0.5784; checks (floor yes); n 12,500"
-    text = visible_text(render_audit_html(example))
+    text = visible_text(page(example))
     gate = example["retrain"]["gate"]["details"]
     assert "null" not in text and '{"' not in text and "0.5783928742457619" not in text
     assert f"mean auc {readable(gate['challenger']['mean_auc'])}" in readable(gate["challenger"])
     # a failure before anything was ever published says so, instead of "last good None"
     first = {"stale": True, "stale_since": "2024-06-28", "last_good_session": None, "reason": "x"}
-    assert status_badge("validation_failed", first, None).detail.endswith("none published before")
-    assert "None" not in visible_text(render_audit_html({**validation_failure, "stale": first}))
+    assert status_badge("validation_failed", Stale(**first), None).detail.endswith("none published before")
+    assert "None" not in visible_text(page({**validation_failure, "stale": first}))

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from spywatch.cli import main
-from spywatch.serve import PUBLIC_URL_ENV, index_page, make_server, public_base, state_path, url_for
+from spywatch.layout import RootLayout
+from spywatch.serve import PUBLIC_URL_ENV, index_page, make_server, public_base, url_for
 
 SESSION = "2024-06-28"
 
@@ -152,7 +153,7 @@ def test_directories_are_never_listed_and_slash_is_the_index_of_sessions(publish
         assert (status, head["Content-Length"], nothing) == (200, str(len(body)), b"")
         for folder in ("sessions", "sessions/", f"sessions/{SESSION}", f"sessions/{SESSION}/", "latest.json/"):
             assert _get(f"{url}/{folder}")[0] == 404, folder
-    newest_only = index_page(pub, limit=1)
+    newest_only = index_page(RootLayout(published), limit=1)
     assert SESSION in newest_only and "2024-06-27" not in newest_only
 
 
@@ -209,13 +210,13 @@ def test_links_use_the_public_url_then_a_running_server_then_file(published, mon
     monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
     assert public_base(published) is None and url_for(published, report) == report.absolute().as_uri()
 
-    state_path(published).parent.mkdir(parents=True)
+    RootLayout(published).serve_record.parent.mkdir(parents=True)
     record = {"url": "http://127.0.0.1:9999", "pid": os.getpid(), "host": socket.gethostname()}
-    state_path(published).write_text(json.dumps(record))
+    RootLayout(published).serve_record.write_text(json.dumps(record))
     assert url_for(published, report) == f"http://127.0.0.1:9999/sessions/{SESSION}/report.html"
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    state_path(published).write_text(json.dumps({**record, "pid": int(dead.stdout)}))
+    RootLayout(published).serve_record.write_text(json.dumps({**record, "pid": int(dead.stdout)}))
     assert url_for(published, report).startswith("file://")  # a server that is gone is not linked
 
     monkeypatch.setenv(PUBLIC_URL_ENV, "https://spywatch.example.org/spy/")
@@ -230,10 +231,10 @@ def test_spywatch_serve_records_its_url_while_up_and_removes_it_on_exit(publishe
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not state_path(published).exists():
+        while not RootLayout(published).serve_record.exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
-        url = json.loads(state_path(published).read_text())["url"]
+        url = json.loads(RootLayout(published).serve_record.read_text())["url"]
         assert url.startswith("http://127.0.0.1:")
         assert public_base(published) == url
         status, body = _get(f"{url}/sessions/{SESSION}/report.html")
@@ -242,7 +243,7 @@ def test_spywatch_serve_records_its_url_while_up_and_removes_it_on_exit(publishe
         proc.send_signal(stop)  # Ctrl-C, or a stop by systemd
         out, err = proc.communicate(timeout=30)
     assert "serving" in out and proc.returncode == 0, (out, err)
-    assert not state_path(published).exists()
+    assert not RootLayout(published).serve_record.exists()
 
 
 @pytest.fixture
@@ -307,19 +308,19 @@ def test_spywatch_serve_on_a_fleet_root_records_each_tickers_url_for_its_run_lin
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not state_path(fleet_root / "tickers" / "QQQ").exists():
+        while not RootLayout(spy).serve_record.exists():  # the last written (tickers in order), the one read
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         link = url_for(spy, spy / "published" / "sessions" / SESSION / "report.html")  # as a SPY run page links it
         assert link.startswith("http://127.0.0.1:") and link.endswith(f"/tickers/SPY/published/sessions/{SESSION}/report.html")
         status, body = _get(link)
         assert status == 200 and b"SPY audit" in body
-        assert not state_path(fleet_root).exists()  # the fleet root publishes nothing itself
+        assert not RootLayout(fleet_root).serve_record.exists()  # the fleet root publishes nothing itself
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert "serving the fleet" in out and proc.returncode == 0, (out, err)
-    assert not state_path(spy).exists() and not state_path(fleet_root / "tickers" / "QQQ").exists()
+    assert not RootLayout(spy).serve_record.exists() and not RootLayout(fleet_root / "tickers" / "QQQ").serve_record.exists()
 
 
 def test_a_huge_request_path_is_logged_cut(server, capsys):

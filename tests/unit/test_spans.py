@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from spywatch.bundle import FitSpec, ModelBundle, fit_periods
-from spywatch.pipeline import Champion, decay_window_start, holdout_span
+from spywatch.night.champion import Champion
+from spywatch.night.retrain import holdout_span
 from spywatch.targets import TargetConfig
 
 T = pd.Timestamp
@@ -58,20 +59,20 @@ def _champion(trained: str, holdout: list[str], confirmations=()) -> Champion:
 def test_the_decay_window_starts_after_the_holdout_the_champion_was_selected_on(table):
     # a champion trained on 2023-06-30 was selected on the holdout ending 2023-06-22
     champ = _champion("2023-06-30", ["2022-06-23", "2023-06-22"])
-    start = decay_window_start(table, champ, T("2024-12-31"))
+    start = champ.decay_window_start(table, T("2024-12-31"))
     # an embargo of 5 sessions after its holdout (23, 26, 27, 28, 29 June) and after its training night
     assert start == T("2023-07-03")
     assert start > T("2023-06-22")
     # it held against a challenger on 2024-03-28: the test restarts from the next session
     # (1 April: 29 March 2024 was Good Friday)
     confirmed = _champion("2023-06-30", ["2022-06-23", "2023-06-22"], confirmations=["2024-03-28"])
-    assert decay_window_start(table, confirmed, T("2024-12-31")) == T("2024-04-01")
+    assert confirmed.decay_window_start(table, T("2024-12-31")) == T("2024-04-01")
     # a confirmation after the session being run does not count (replaying an earlier night)
-    assert decay_window_start(table, confirmed, T("2024-01-31")) == T("2023-07-03")
+    assert confirmed.decay_window_start(table, T("2024-01-31")) == T("2023-07-03")
 
 
 def test_the_drifted_night_count_restarts_at_a_promotion():
-    from spywatch.pipeline import consecutive_drift
+    from spywatch.night.decide import consecutive_drift
 
     history = [{"session": f"2024-03-{d:02d}", "dataset_drift": True} for d in range(4, 9)]
     assert consecutive_drift(history, "2024-03-11", True) == 6

@@ -103,9 +103,10 @@ def test_schema_is_enforced_on_disk(tmp_path, bars):
 
 WRITER = r"""
 import sys, pandas as pd
+from pathlib import Path
 from spywatch.market_data import synthetic_bars
 from spywatch.store import ParquetStore
-store = ParquetStore(sys.argv[1])
+store = ParquetStore(Path(sys.argv[1]))
 full = synthetic_bars("2024-12-31")
 print("ready", flush=True)
 i = 0

@@ -15,8 +15,9 @@ from spywatch.baselines import BaselineConfig, fit_baselines
 from spywatch.dataset import build_table
 from spywatch.decision import BaselineSignal, RetrainPolicy, ReasonCode, decide
 from spywatch.market_data import read_bars_csv
-from spywatch.pipeline import LAGGING_EVENT, alerts_for
-from spywatch.report import health_badge
+from spywatch.audit_schema import Collapse, Health, NightAudit, RunStatus
+from spywatch.night.alerts import LAGGING_EVENT, alerts_for
+from spywatch.report.views import health_badge
 from spywatch.vs_baseline import judge, phrase
 
 NAMES = ["h1", "h3", "h5"]
@@ -40,9 +41,9 @@ def test_a_champion_that_ranks_like_the_forest_is_on_par(scored):
     champion = np.clip(base["random_forest"] + rng.normal(0, 0.002, base["random_forest"].shape), 0, 1)
     v = judge(y, champion, base, NAMES, dates)
     assert v.verdict == "on_par" and v.ci[0] <= 0 <= v.ci[1] and abs(v.difference) < 0.01
-    assert v.sessions == len(y) and v.span == (str(dates[0].date()), str(dates[-1].date()))
+    assert v.sessions == len(y) and v.span == [str(dates[0].date()), str(dates[-1].date())]
     assert {o.baseline for o in v.others} == {"logistic", "vol_logistic"} and v.log_loss.metric == "log_loss"
-    assert not v.lagging and phrase(v.to_dict()).startswith("on par with the RF: ")
+    assert not v.lagging and phrase(v).startswith("on par with the RF: ")
 
 
 def test_a_champion_that_lost_its_ranking_is_lagging_with_its_interval(scored):
@@ -53,16 +54,16 @@ def test_a_champion_that_lost_its_ranking_is_lagging_with_its_interval(scored):
     v = judge(y, champion, base, NAMES, dates)
     assert v.verdict == "lagging" and v.ci[1] < 0 and v.difference < -0.03
     assert v.champion_auc < v.baseline_auc
-    text = phrase(v.to_dict())
+    text = phrase(v)
     assert text.startswith(f"lagging the RF by {-v.difference:.3f} [{-v.ci[1]:.3f}, {-v.ci[0]:.3f}] mean AUC on "
                            f"{len(y)} sessions")
     # where people look: the health card warns, the night emits the event with the numbers
-    badge = health_badge({"verdict": "healthy", "cause": None}, v.to_dict())
+    badge = health_badge(Collapse(verdict="healthy", collapsed=False, cause=None), v)
     assert badge.value == "healthy · lagging" and badge.tone == "warn" and badge.detail.startswith("lagging the RF by")
-    audit = {"session": "2015-12-31", "run_id": "r", "model_version": "v1",
-             "health": {"verdict": "healthy", "vs_baseline": v.to_dict()}}
-    [event] = [e for e in alerts_for(audit) if e["event"] == LAGGING_EVENT]
-    assert event["payload"]["ci"] == list(v.ci) and event["payload"]["detail"] == text
+    audit = NightAudit(session="2015-12-31", run_id="r", status=RunStatus.PUBLISHED, model_version="v1",
+                       health=Health(verdict="healthy", vs_baseline=v))
+    [event] = [e for e in alerts_for(audit) if e.event == LAGGING_EVENT]
+    assert event.payload["ci"] == list(v.ci) and event.payload["detail"] == text
 
 
 def test_a_champion_better_than_the_baseline_is_ahead(scored):
@@ -71,14 +72,14 @@ def test_a_champion_better_than_the_baseline_is_ahead(scored):
         0, 1, base["random_forest"].shape)}
     v = judge(y, base["random_forest"], weak, NAMES, dates)
     assert v.verdict == "ahead" and v.ci[0] > 0
-    assert health_badge({"verdict": "healthy"}, v.to_dict()).tone == "ok"
+    assert health_badge(Collapse(verdict="healthy", collapsed=False), v).tone == "ok"
 
 
 def test_too_few_matured_sessions_is_not_a_verdict(scored):
     y, base, dates = scored
     v = judge(y[:40], base["random_forest"][:40], {k: p[:40] for k, p in base.items()}, NAMES, dates[:40])
     assert v.verdict == "not_enough_data" and v.difference is None and v.sessions == 40
-    assert "40 matured session(s) < 60" in phrase(v.to_dict())
+    assert "40 matured session(s) < 60" in phrase(v)
 
 
 def test_lagging_retrains_after_its_cooldown_only():

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spywatch.cli.arguments import iso_date
+
 SUITES = ("raw_bars", "features")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand (called by ``spywatch.cli``)."""
-    from spywatch.cli import iso_date
-
     p = subparsers.add_parser("validate", help="check a bars CSV (raw_bars) or its features against a model")
     p.add_argument("--data", required=True, type=Path,
                    help="bars CSV (Date, Open, High, Low, Close, Adj Close, Volume)")

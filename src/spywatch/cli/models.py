@@ -11,20 +11,20 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spywatch.artifact import ArtifactError
-from spywatch.registry import ModelRegistry, RegistryError, VersionInfo
-from spywatch.training_audit import finding_line, member_lines
-from spywatch.vs_baseline import phrase
+from spywatch.cli.arguments import root_dir
+from spywatch.layout import RootLayout
+
+if TYPE_CHECKING:  # imported by the commands: `spywatch --help` does not pay for the registry
+    from spywatch.audit_schema import BaselineVerdict, NightAudit
+    from spywatch.registry import ModelRegistry, VersionInfo
 
 DEFAULT_REGISTRY = Path("workspace/models")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` command and its actions to the top-level parser."""
-    from spywatch.cli import root_dir
-
     models = subparsers.add_parser("models", help="list, inspect, promote and roll back model versions")
     actions = models.add_subparsers(dest="action", required=True)
 
@@ -56,35 +56,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
     """The registry named by --root or --registry; a folder that is not one is a usage error with a hint."""
-    path = args.root / "models" if args.root is not None else args.registry or DEFAULT_REGISTRY
+    from spywatch.registry import ModelRegistry, RegistryError
+
+    path = RootLayout(args.root).models if args.root is not None else args.registry or DEFAULT_REGISTRY
     if not path.is_dir():
         raise RegistryError(f"no model registry at {path}: a spywatch root keeps its models in <root>/models "
                             f"(--root DIR, or --registry DIR/models); `spywatch run --root DIR` creates it")
     return ModelRegistry(path)
 
 
-def _last_night(registry: ModelRegistry) -> dict[str, Any] | None:
-    """The latest published night of the root the registry belongs to: its session, the model that
-    predicted and that model's baseline verdict (None when nothing is published)."""
+def _last_night(registry: ModelRegistry) -> NightAudit | None:
+    """The audit of the latest published night of the root the registry belongs to (the session,
+    the model that predicted, that model's baseline verdict); None when nothing is published."""
     from spywatch.publish import Publisher
 
-    root = Path(registry.root).parent
+    root = registry.root.parent
     try:
         publisher = Publisher(root)
         latest = publisher.latest()
-        if not latest or not latest.get("session"):
+        if latest is None or not latest.session:
             return None
-        audit = publisher.read_audit(latest["session"])
+        return publisher.read_audit(latest.session)
     except (OSError, ValueError):
         return None
-    return {"session": audit.get("session"), "model_version": audit.get("model_version"),
-            "vs_baseline": (audit.get("health") or {}).get("vs_baseline")}
 
 
-def _vs_baseline(info: VersionInfo, night: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not night or night["model_version"] != info.version or not night.get("vs_baseline"):
-        return None
-    return {"session": night["session"], **night["vs_baseline"]}
+def _verdict_for(info: VersionInfo, night: NightAudit | None) -> BaselineVerdict | None:
+    """The last night's baseline verdict, when ``info``'s version made that night's predictions."""
+    return night.vs_baseline if night is not None and night.model_version == info.version else None
+
+
+def _vs_baseline(info: VersionInfo, night: NightAudit | None) -> dict[str, Any] | None:
+    """That verdict as ``--json`` prints it: ``{"session", **verdict}``."""
+    vs = _verdict_for(info, night)
+    return None if vs is None else {"session": night.session, **vs.model_dump(mode="json", exclude_unset=True)}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -100,12 +105,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {'version':27} {'session':10}  {'fit span':24}  {'holdout mean AUC (h1 / h3 / h5)':34} "
               f"{'training':20} {'vs RF (last night)':24} status")
         for info, summary in rows:
-            print(_row(info, summary))
+            print(_row(info, summary, _verdict_for(info, night)))
         print("* the champion; vs RF: the baseline verdict of the last published night, for the model that predicted it")
     return 1 if any(i.problem for i in infos) else 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from spywatch.audit_schema import Training
+    from spywatch.registry import RegistryError
+    from spywatch.training_audit import finding_line, member_lines
+    from spywatch.vs_baseline import phrase
+
     registry = _registry(args)
     version = args.version
     if version == "champion":
@@ -115,7 +125,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     info = registry.show(version)
     events = [e.to_dict() for e in registry.history() if e.version == version]
     metrics = _metrics(info)
-    summary = {**_summary(info, metrics), "vs_baseline": _vs_baseline(info, _last_night(registry))}
+    night = _last_night(registry)
+    summary = {**_summary(info, metrics), "vs_baseline": _vs_baseline(info, night)}
     if args.json:
         _print_json({**info.to_dict(), **summary, "history": events})
         return 1 if info.problem else 0
@@ -134,19 +145,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if holdout:
         print("scores    " + "   ".join(f"{h}: AUC {_num(m.get('auc'))} Brier {_num(m.get('brier'))} (n {m.get('n')})"
                                         for h, m in holdout.items()) + "  (on the holdout)")
-    training = metrics.get("training")
-    if training:
-        print(f"training  {training['verdict']}" + (" (refused by the gate before scoring)" if training["verdict"] != "healthy"
-                                                    else ""))
-        for f in training.get("findings") or []:
+    training = Training.of_metrics(metrics)
+    if training is not None:
+        refused = training.verdict != "healthy"
+        print(f"training  {training.verdict}" + (" (refused by the gate before scoring)" if refused else ""))
+        for f in training.findings:
             print(f"  {finding_line(f)}")
         for line in member_lines(training):
             print(f"  {line}")
     else:
         print("training  not audited (a version from before the training audit)")
-    vs = summary["vs_baseline"]
-    if vs:
-        print(f"baseline  {phrase(vs)} (the night of {vs['session']}; sessions {' .. '.join(vs.get('span') or [])})")
+    vs = _verdict_for(info, night)
+    if vs is not None:
+        print(f"baseline  {phrase(vs)} (the night of {night.session}; sessions {' .. '.join(vs.span or [])})")
     print(f"files     {', '.join(info.files) or '-'}")
     print(f"path      {info.path}")
     if events:
@@ -159,14 +170,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _summary(info: VersionInfo, metrics: dict[str, Any]) -> dict[str, Any]:
     """What a person asks of a version: the session it was trained for, its spans, its holdout AUC
     (``metrics``: the version's metrics.json, read once by the caller)."""
+    from spywatch.audit_schema import Training
+    from spywatch.training_audit import finding_line
+
     holdout = metrics.get("holdout") or {}
     aucs = {h: m.get("auc") for h, m in holdout.items() if isinstance(m, dict)}
     known = [v for v in aucs.values() if isinstance(v, (int, float)) and v == v]
+    training = Training.of_metrics(metrics)
     return {"session": (info.meta or {}).get("session") or (metrics.get("data") or {}).get("trained_session"),
             "periods": _periods(info, metrics),
-            "training": {"verdict": metrics["training"]["verdict"],
-                         "findings": [finding_line(f) for f in metrics["training"]["findings"]]}
-            if metrics.get("training") else None,
+            "training": {"verdict": training.verdict, "findings": [finding_line(f) for f in training.findings]}
+            if training is not None else None,
             "holdout_auc": {**{h: _round(v) for h, v in aucs.items()},
                             "mean": _round(sum(known) / len(known)) if known else None} if aucs else None}
 
@@ -181,17 +195,15 @@ def _metrics(info: VersionInfo) -> dict[str, Any]:
         return {}
 
 
-def _row(info: VersionInfo, summary: dict[str, Any]) -> str:
+def _row(info: VersionInfo, summary: dict[str, Any], vs: BaselineVerdict | None) -> str:
     mark = "*" if info.is_champion else " "
     fit = " .. ".join((summary["periods"] or {}).get("fit") or []) or "-"
     auc = summary["holdout_auc"]
     auc_text = (f"{_num(auc['mean'])} ({' / '.join(_num(v) for h, v in auc.items() if h != 'mean')})"
                 if auc else "-")
     status = f"BAD: {info.problem}" if info.problem else ("verified" if info.verified else "manifest read (--verify checks)")
-    training = (summary.get("training") or {}).get("verdict") or "-"
-    vs = summary.get("vs_baseline")
-    vs_text = f"{vs['verdict']} {vs['difference']:+.3f}" if vs and vs.get("difference") is not None else \
-        (vs["verdict"] if vs else "-")
+    training = summary["training"]["verdict"] if summary["training"] else "-"
+    vs_text = "-" if vs is None else vs.verdict if vs.difference is None else f"{vs.verdict} {vs.difference:+.3f}"
     return (f"{mark} {info.version:27} {summary['session'] or '-':10}  {fit:24}  {auc_text:34} {training:20} "
             f"{vs_text:24} {status}").rstrip()
 
@@ -271,6 +283,9 @@ def _guarded(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     """One-line error and exit 2 on a registry problem: an operator needs the message, not a trace."""
 
     def run(args: argparse.Namespace) -> int:
+        from spywatch.artifact import ArtifactError
+        from spywatch.registry import RegistryError
+
         try:
             return cmd(args)
         except (RegistryError, ArtifactError, OSError) as exc:

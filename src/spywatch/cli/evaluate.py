@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from spywatch.cli.arguments import iso_date
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from spywatch.cli import iso_date
-
     p = sub.add_parser("evaluate", help="train PatchTST and baselines, evaluate out of time with paired "
                        "bootstrap comparisons, audit for collapse")
     p.add_argument("--data", required=True, type=Path)

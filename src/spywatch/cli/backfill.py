@@ -21,10 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from spywatch.cli.arguments import iso_date, root_dir, ticker_arg
+from spywatch.layout import RootLayout
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from spywatch.cli import iso_date, root_dir, ticker_arg
-
     p = sub.add_parser("backfill", help="replay past nights under a retrain policy: retrains, promotions, alarms, "
                        "walk-forward AUC and Brier against a Random Forest, with intervals")
     p.add_argument("--source", required=True, help="csv:PATH | csv-dir:DIR (a fleet: DIR/<TICKER>.csv) | synthetic | synthetic:SEED | yfinance | a fault spec")
@@ -69,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = backfill_config(root, args.source, args.ticker, args.policy, model_overrides(args.model),
                           args.max_epochs, args.device)
     schedule = replay_sessions(args.start, args.end, args.frequency)
-    record_dir = root / "backfill"
+    record_dir = RootLayout(root).backfill
     if (record_dir / "policy.json").exists() and not args.resume:
         raise ValueError(f"root {root} already holds a backfill record ({record_dir / 'policy.json'}): pass --resume "
                          f"to continue it, or choose another --root")
@@ -95,7 +96,8 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
     from spywatch import fleet
     from spywatch.atomic import atomic_write_json
     from spywatch.backfill import replay_sessions
-    from spywatch.run_cli import prefect_session
+    from spywatch.orchestration.api import prefect_session
+    from spywatch.orchestration.checkout import load_flow
 
     if args.resume:
         raise ValueError("--resume takes one ticker; a fleet backfill replays every ticker from the start")
@@ -106,14 +108,13 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
     print(f"spywatch backfill: {len(names)} tickers ({', '.join(names)}), {len(schedule)} {args.frequency} step(s) "
           f"{schedule[0].date()}..{schedule[-1].date()} each, on {root}", file=sys.stderr, flush=True)
     with prefect_session(root):
-        from flows.fleet import backfill_fleet
-
+        backfill_fleet = load_flow("fleet", "backfill_fleet")
         state = backfill_fleet(root=str(root), start=args.start, end=args.end, tickers=tickers,
                                fleet_file=str(args.fleet) if args.fleet else None, source=args.source,
                                policy=args.policy, frequency=args.frequency, model=model or None,
                                max_epochs=args.max_epochs, device=args.device, rf_trees=args.rf_trees,
                                dask_address=args.dask_address, return_state=True)
-    rows = [fleet_backfill_row(fleet.ticker_root(root, t) / "backfill", t) for t in names]
+    rows = [fleet_backfill_row(RootLayout(root).ticker(t).backfill, t) for t in names]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"root": str(root), "start": str(args.start), "end": str(args.end),
                             "frequency": args.frequency, "state": state.type.value, "message": state.message,

@@ -17,12 +17,14 @@ import argparse
 import json
 from pathlib import Path
 
+from spywatch.cli.arguments import iso_date
+
 
 def _cmd_drift(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from spywatch.drift import (DriftConfig, current_window, recent_rows, reference_rows, run_drift_report,
-                                save_drift_report)
+    from spywatch.drift import current_window, recent_rows, reference_rows, run_drift_report, save_drift_report
+    from spywatch.drift_config import DriftConfig
     from spywatch.features import compute_features
     from spywatch.market_data import read_bars_csv
 
@@ -46,8 +48,6 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``drift`` subcommand (called by ``spywatch.cli``)."""
-    from spywatch.cli import iso_date
-
     p = subparsers.add_parser("drift", help="feature drift of a window against the training reference (Evidently)")
     p.add_argument("--data", required=True, type=Path, help="bars CSV (Date, Open, High, Low, Close, Adj Close, Volume)")
     p.add_argument("--reference-end", required=True, type=iso_date, help="last date of the training reference")
