@@ -150,9 +150,9 @@ class Publisher:
         self.upsert_predictions(rows)
         _kill_point("rows_upserted")
         latest = self.latest()
-        # a re-run of an older session leaves the newer one latest. NB str(): a record holding only a
-        # stale mark (no session) compares as "None", after every date, and is not replaced here
-        if latest is None or str(latest.session) <= session:
+        # a re-run of an older session leaves the newer one latest; a record holding only a stale
+        # mark (the root's first nights failed: no session yet) is replaced by the first good one
+        if latest is None or latest.session is None or latest.session <= session:
             self.set_latest(session, run_id, model_version)
         _kill_point("latest_set")
         atomic_write_json(self.layout.last_run, {"session": session, "run_id": run_id, "status": "published"})
@@ -182,7 +182,7 @@ class Publisher:
                             f"{sorted(set(mine['run_id']))} for the session (folder: {len(folder_rows)} of run "
                             f"{audit.run_id})")
         latest = self.latest()
-        if latest is None or str(latest.session) < session:  # str(): as in _complete
+        if latest is None or latest.session is None or latest.session < session:
             problems.append(f"latest.json names {latest and latest.session}, older than the session")
         elif latest.session == session and latest.run_id != audit.run_id and not latest.stale:
             problems.append(f"latest.json names run {latest.run_id}, the folder run {audit.run_id}")

@@ -123,6 +123,17 @@ def test_stale_says_why_and_since_when_and_a_past_failure_leaves_the_latest_curr
     assert past.stale is False and not pub.latest().stale and pub.latest().session == "2024-07-02"
 
 
+def test_a_root_whose_first_night_failed_publishes_the_next_good_night_as_latest(tmp_path):
+    pub = Publisher(tmp_path)
+    failed = pub.mark_stale("2024-06-27", "raw_bars validation failed", "r1")  # nothing was published before
+    assert failed.stale and failed.last_good_session is None and pub.latest().session is None
+    publish(tmp_path, "2024-06-28", "r2", 0.4)
+    latest = pub.latest()
+    assert latest.session == "2024-06-28" and not latest.stale and latest.run_id == "r2"
+    assert pub.consistency("2024-06-28") == []
+    assert_consistent(tmp_path)
+
+
 def test_published_and_model_folders_are_readable_by_everyone_whatever_the_umask(tmp_path):
     from spywatch.artifact import write_artifact
 
