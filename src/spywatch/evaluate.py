@@ -389,7 +389,8 @@ def _training_audit(runs: list[dict]) -> dict | None:
     return {"verdict": unhealthy[0]["verdict"] if unhealthy else "healthy",
             "verdict_by_seed": [t["verdict"] for t in sections],
             "findings": [finding_line(f, f"seed {r['seed']}") for r, t in zip(runs, sections) for f in t["findings"]],
-            "readings": [line for r, t in zip(runs, sections) for line in member_lines(Training.model_validate(t), [f"seed {r['seed']}"])],
+            "readings": [line for r, t in zip(runs, sections)
+                         for line in member_lines(Training.model_validate(t), [f"seed {r['seed']}"])],
             "thresholds": sections[0]["thresholds"], "by_seed": sections}
 
 
