@@ -449,10 +449,8 @@ class AuditSchemaError(ValueError):
     """An audit that does not follow the schema (the message names the fields)."""
 
 
-def check_audit(audit: dict | NightAudit) -> NightAudit:
+def check_audit(audit: dict) -> NightAudit:
     """Parse ``audit`` (a version 1 audit is upgraded); raise ``AuditSchemaError`` naming the fields."""
-    if isinstance(audit, NightAudit):
-        audit = audit.to_json_dict()
     data = dict(audit)
     version = data.setdefault("schema_version", 1)
     if version == 1:

@@ -16,7 +16,6 @@ PROMOTED_EVENT = "spywatch.model.promoted"
 LAGGING_EVENT = "spywatch.model.lagging"  # the champion behind the Random Forest beyond its interval
 TRAINING_EVENT = "spywatch.training.unhealthy"  # a challenger refused on its training verdict
 VALIDATION_EVENT = "spywatch.validation.failed"
-EVENTS = (VALIDATION_EVENT, DRIFT_EVENT, COLLAPSE_EVENT, LAGGING_EVENT, PROMOTED_EVENT, TRAINING_EVENT)
 
 
 def _validation(a: NightAudit, base: dict) -> Alert | None:

@@ -21,7 +21,9 @@ class Champion:
     confirmations: tuple[pd.Timestamp, ...] = ()  # sessions it held against a challenger (registry history)
 
     def trained_session(self) -> pd.Timestamp:
-        return model_session(self.bundle)
+        """The session it was trained at (in data time, so replays age too)."""
+        trained = self.bundle.data.get("trained_session")
+        return pd.Timestamp(trained) if trained else self.bundle.data_end
 
     def last_confirmation(self, session: pd.Timestamp) -> pd.Timestamp | None:
         """The last night up to ``session`` the champion held against a challenger, if any."""
@@ -63,9 +65,3 @@ def load_champion(root: Path, promotion: PromotionPolicy = PromotionPolicy()) ->
         return None
     confirmations = tuple(pd.Timestamp(s) for s in registry.confirmations(mv.version, promotion.auc_floor))
     return Champion(version=mv.version, path=mv.path, bundle=ModelBundle.load(mv.path), confirmations=confirmations)
-
-
-def model_session(bundle) -> pd.Timestamp:  # noqa: ANN001 - a ModelBundle
-    """The session a model was trained at (in data time, so replays age too)."""
-    trained = bundle.data.get("trained_session")
-    return pd.Timestamp(trained) if trained else bundle.data_end

@@ -37,6 +37,7 @@ from spywatch.night.monitor import (PredictionAudit, data_hash, feature_hash, fe
                                     measure_drift, predict_and_audit, validate_current_features)
 from spywatch.night import retrain as challenger
 from spywatch.publish import Publisher
+from spywatch.sources import source_from_spec
 from spywatch.text import bounded, cut
 
 log = logging.getLogger("spywatch.night")
@@ -122,7 +123,7 @@ class Night:
         try:
             return runner.call(name, self.sid, fn, *args)
         finally:
-            self.audit.timings = {**self.audit.timings, name: round(time.perf_counter() - t, 3)}
+            self.audit.timings[name] = round(time.perf_counter() - t, 3)
 
     def narrate(self, runner, name: str) -> None:  # noqa: ANN001
         """One line about what ``name`` recorded, through the runner (the run log in a flow)."""
@@ -143,7 +144,7 @@ def train_here(night: Night) -> Retrain:
 
 def start_night(cfg: PipelineConfig) -> Night:
     session = cfg.session()
-    source = _source(cfg.source)
+    source = source_from_spec(cfg.source)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     audit = NightAudit(schema_version=SCHEMA_VERSION, session=session.date().isoformat(), run_id=run_id, ticker=names.ticker(cfg.ticker),
                        synthetic=source.synthetic, policy=cfg.policy, source=source.name, status=RunStatus.RUNNING,
@@ -152,12 +153,6 @@ def start_night(cfg: PipelineConfig) -> Night:
                        performance=None, decision=None, retrain=None, predictions=None, prediction_history=[],
                        stale=None, alerts=[], timings={})
     return Night(cfg=cfg, session=session, run_id=run_id, source=source, audit=audit)
-
-
-def _source(spec: str) -> MarketDataSource:
-    from spywatch.sources import source_from_spec
-
-    return source_from_spec(spec)
 
 
 INLINE = object()  # run_night's default retrain: train here when ``cfg.retrain`` is "inline"
