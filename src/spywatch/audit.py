@@ -90,6 +90,7 @@ class CollapseEvidence:
     representation_std: float | None = None
     pos_to_content_ratio: float | None = None
     feature_shift_std: dict[str, float] = field(default_factory=dict)
+    auc_sessions: dict[str, int] = field(default_factory=dict)  # the matured sessions each AUC is on
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,15 @@ def check_collapse(proba: np.ndarray, horizons: list[str], prior: np.ndarray, y:
     mean = {h: float(proba[:, j].mean()) for j, h in enumerate(horizons)}
     pri = {h: float(prior[j]) for j, h in enumerate(horizons)}
     auc: dict[str, float | None] = {h: None for h in horizons}
+    auc_sessions: dict[str, int] = {}
     if y is not None:
         for j, h in enumerate(horizons):
             ok = ~np.isnan(y[:, j])
             if ok.sum() > 10 and 0 < y[ok, j].sum() < ok.sum():
                 auc[h] = horizon_metrics(y[ok, j], proba[ok, j])["auc"]
+                auc_sessions[h] = int(ok.sum())
     evidence = CollapseEvidence(std, mean, pri, auc, attention_entropy_ratio, representation_std,
-                                pos_to_content_ratio, shift)
+                                pos_to_content_ratio, shift, auc_sessions)
 
     findings: list[str] = []
     collapsed_h = []

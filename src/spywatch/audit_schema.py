@@ -113,6 +113,7 @@ class ColumnDrift(_Strict):
     reference_std: float | None = None
     current_std: float | None = None
     spread_ratio: float | None = None
+    threshold_basis: str | None = None  # prediction columns: where tonight's threshold came from
 
 
 class RegimeDrift(_Strict):
@@ -155,6 +156,7 @@ class CollapseEvidence(_Strict):
     representation_std: float | None = None
     pos_to_content_ratio: float | None = None
     feature_shift_std: dict[str, float] = {}
+    auc_sessions: dict[str, int] = {}  # the matured sessions of the window each ``auc`` is on
 
 
 class MemberSpread(_Strict):

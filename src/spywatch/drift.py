@@ -67,12 +67,14 @@ class ColumnDrift:
 
 @dataclass(frozen=True)
 class PredictionDrift(ColumnDrift):
-    """A prediction column's verdict plus the spread that shows a collapse (current std << reference std)."""
+    """A prediction column's verdict plus the spread that shows a collapse (current std << reference std)
+    and where its threshold came from (``threshold_basis``, a phrase for people)."""
 
     reference_mean: float = math.nan
     current_mean: float = math.nan
     reference_std: float = math.nan
     current_std: float = math.nan
+    threshold_basis: str = "fixed"
 
     @property
     def spread_ratio(self) -> float:
@@ -81,7 +83,7 @@ class PredictionDrift(ColumnDrift):
     def to_dict(self) -> dict[str, Any]:
         return super().to_dict() | {"reference_mean": self.reference_mean, "current_mean": self.current_mean,
                                     "reference_std": self.reference_std, "current_std": self.current_std,
-                                    "spread_ratio": self.spread_ratio}
+                                    "spread_ratio": self.spread_ratio, "threshold_basis": self.threshold_basis}
 
 
 @dataclass(frozen=True)
@@ -453,7 +455,8 @@ def _prediction_drift(reference: pd.DataFrame, current: pd.DataFrame,
     for name, frame in (("reference", ref), ("current", cur)):
         if ((frame < 0) | (frame > 1)).any().any():
             raise ValueError(f"{name} predictions must be probabilities in [0, 1]")
-    tests = [config.prediction_test(c) for c in columns]
+    calibrated = {c: prediction_threshold(ref[c].to_numpy(), len(cur), config) for c in columns}
+    tests = [ColumnTest(c, config.prediction_method, calibrated[c][0]) for c in columns]
     definition = DataDefinition(numerical_columns=columns)
     report = Report([ValueDrift(column=t.column, method=t.method, threshold=t.threshold) for t in tests],
                     include_tests=True)
@@ -461,9 +464,41 @@ def _prediction_drift(reference: pd.DataFrame, current: pd.DataFrame,
                           reference_data=Dataset.from_pandas(ref.reset_index(drop=True), data_definition=definition))
     verdicts = _value_drift_verdicts(snapshot.dict())
     out = {c: PredictionDrift(*verdicts[c], reference_mean=float(ref[c].mean()), current_mean=float(cur[c].mean()),
-                              reference_std=float(ref[c].std(ddof=0)), current_std=float(cur[c].std(ddof=0)))
+                              reference_std=float(ref[c].std(ddof=0)), current_std=float(cur[c].std(ddof=0)),
+                              threshold_basis=calibrated[c][1])
            for c in columns}
     return snapshot, out
+
+
+def prediction_threshold(reference: np.ndarray, window: int, config: DriftConfig) -> tuple[float, str]:
+    """The threshold of one prediction column tonight and a phrase saying where it came from.
+
+    A model's probabilities follow the market's volatility, which clusters: a 60-session stretch of
+    the validation year's own predictions already sits far from the whole year's distribution. A
+    fixed threshold (0.5) therefore fired on about half of all nights. Calibrated, the threshold is
+    the ``config.prediction_quantile`` of the normed Wasserstein distance (Evidently's
+    ``wasserstein``: the distance over the reference's std) between the reference and each
+    ``window``-long stretch of it, and never below ``config.prediction_threshold``: tonight's
+    predictions drift when they sit further from the validation predictions than those ever sat from
+    themselves. The fixed threshold stays when no quantile is configured, the method is not this
+    distance, or the reference holds fewer than two windows."""
+    fixed = config.prediction_threshold
+    if config.prediction_quantile is None or config.prediction_method != "wasserstein":
+        return fixed, "fixed"
+    reference = np.asarray(reference, dtype=float)
+    n_windows = len(reference) - window + 1
+    if len(reference) < 2 * window:
+        return fixed, f"fixed: {len(reference)} validation predictions are too few to calibrate on"
+    from scipy.stats import wasserstein_distance
+
+    norm = max(float(np.std(reference)), 0.001)  # as Evidently norms it
+    distances = [wasserstein_distance(reference, reference[i:i + window]) / norm for i in range(n_windows)]
+    quantile = float(np.quantile(distances, config.prediction_quantile))
+    basis = (f"{config.prediction_quantile:.0%} of the {n_windows} {window}-session stretches of the validation "
+             f"predictions sit within {quantile:.3g} of them")
+    if quantile < fixed:
+        return fixed, basis + f"; the floor {fixed:g} applies"
+    return quantile, basis
 
 
 # ----------------------------------------------------------------------------- saving and persistence

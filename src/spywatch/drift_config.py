@@ -99,8 +99,11 @@ class DriftConfig:
     ``tests``: one per monitored feature (calibrated on history, see the module docstring).
     ``drift_share``: the dataset drifts when at least this share of the features drift.
     ``persistence_k``: consecutive drifted runs before drift alone justifies a retrain.
-    ``prediction_method`` / ``prediction_threshold``: the test for each prediction column
-    (probability per horizon); not calibrated on history (see drift_thresholds.json).
+    ``prediction_method`` / ``prediction_threshold`` / ``prediction_quantile``: the test for each
+    prediction column (probability per horizon). With a quantile (and a distance method), each night
+    calibrates the threshold on the champion's own validation predictions: the ``prediction_quantile``
+    of the distance between them and each window-long stretch of them, never below
+    ``prediction_threshold`` (see ``drift.prediction_threshold``); without one, the fixed threshold.
     ``calibrated_window``: the window length the thresholds were calibrated for; thresholds of
     p-value tests do not transfer to another length.
     ``regime``: the comparison with the recent past (None: training reference only).
@@ -112,6 +115,7 @@ class DriftConfig:
     persistence_k: int = 3
     prediction_method: str = "wasserstein"
     prediction_threshold: float = 0.5
+    prediction_quantile: float | None = 0.99
     calibrated_window: int = 60
     source: str = "defaults"
     regime: RegimeRule | None = None
@@ -129,6 +133,8 @@ class DriftConfig:
         if self.persistence_k < 1:
             raise ValueError(f"persistence_k must be >= 1, got {self.persistence_k}")
         ColumnTest("prediction", self.prediction_method, self.prediction_threshold)  # validates both
+        if self.prediction_quantile is not None and not 0.5 <= self.prediction_quantile < 1:
+            raise ValueError(f"prediction_quantile must be in [0.5, 1), got {self.prediction_quantile}")
         if self.regime is not None:
             extra = [c for c in self.regime.features if c not in names]
             if extra:
@@ -147,9 +153,6 @@ class DriftConfig:
     def min_drifted(self) -> int:
         """The fewest drifted features that make the dataset drifted."""
         return math.ceil(self.drift_share * len(self.tests) - 1e-9)
-
-    def prediction_test(self, column: str) -> ColumnTest:
-        return ColumnTest(column, self.prediction_method, self.prediction_threshold)
 
     @classmethod
     def load(cls, path: Path | None = None, *, window: int | None = None) -> DriftConfig:
@@ -170,11 +173,14 @@ class DriftConfig:
                           for name, spec in doc["features"].items())
             rule = doc["dataset_rule"]
             calibrated = int(doc["window"])
+            prediction = doc.get("prediction") or {}
             config = cls(tests=tests, drift_share=float(rule["drift_share"]),
                          window=int(window if window is not None else calibrated),
                          persistence_k=int(rule.get("persistence_k", 3)),
-                         prediction_method=doc.get("prediction", {}).get("method", "wasserstein"),
-                         prediction_threshold=float(doc.get("prediction", {}).get("threshold", 0.5)),
+                         prediction_method=prediction.get("method", "wasserstein"),
+                         prediction_threshold=float(prediction.get("threshold", 0.5)),
+                         prediction_quantile=(float(prediction["quantile"]) if prediction.get("quantile") is not None
+                                              else None),
                          calibrated_window=calibrated, source=source,
                          regime=RegimeRule.from_dict(doc["regime"]) if doc.get("regime") else None)
         except KeyError as exc:
@@ -189,5 +195,6 @@ class DriftConfig:
                 "dataset_rule": {"drift_share": self.drift_share, "min_drifted_features": self.min_drifted,
                                  "persistence_k": self.persistence_k},
                 "features": {t.column: {"method": t.method, "threshold": t.threshold} for t in self.tests},
-                "prediction": {"method": self.prediction_method, "threshold": self.prediction_threshold},
+                "prediction": {"method": self.prediction_method, "threshold": self.prediction_threshold,
+                               "quantile": self.prediction_quantile},
                 "regime": self.regime.to_dict() if self.regime is not None else None}

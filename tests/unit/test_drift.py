@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spywatch.drift import (
+    prediction_threshold,
     consecutive_drift_runs,
     current_window,
     detect_drift,
@@ -208,6 +209,52 @@ def test_collapsed_predictions_drift_and_spread_ones_do_not(config):
         assert piled[h].score > 0.7  # mean absolute deviation over std, ~0.8 for a unimodal spread
         assert not spread[h].drifted and spread[h].score < config.prediction_threshold
         assert 0.6 < spread[h].spread_ratio < 1.6
+
+
+def _clustered_probabilities(n: int, seed: int) -> np.ndarray:
+    """Probabilities that follow a slowly moving level (as a model's follow volatility): AR(1), phi 0.99."""
+    rng = np.random.default_rng(seed)
+    level = np.zeros(n)
+    for t in range(1, n):
+        level[t] = 0.99 * level[t - 1] + 0.2 * rng.standard_normal()
+    return 1 / (1 + np.exp(-(level - 1.5 + 0.1 * rng.standard_normal(n))))
+
+
+def test_prediction_threshold_is_calibrated_on_the_validation_predictions(config):
+    """A year of clustered predictions: its own 60-session stretches sit far from the whole, so the
+    fixed 0.5 would call most windows of the year drifted; the calibrated threshold calls none of
+    them drifted and still flags a window from a different level."""
+    from scipy.stats import wasserstein_distance
+
+    validation = _clustered_probabilities(250, seed=2)
+    threshold, basis = prediction_threshold(validation, 60, config)
+    distances = [wasserstein_distance(validation, validation[i:i + 60]) / validation.std()
+                 for i in range(len(validation) - 59)]
+    assert np.mean(np.array(distances) >= config.prediction_threshold) > 0.3  # the fixed rule's false alarms
+    assert threshold > config.prediction_threshold
+    assert np.sum(np.array(distances) >= threshold) <= 2  # the 99th percentile of 191: the top two at most
+    assert basis.startswith("99% of the 191 60-session stretches")
+
+    frame = pd.DataFrame({"h1": validation})
+    inside = detect_prediction_drift(frame, frame.iloc[100:160], config)["h1"]
+    elsewhere = detect_prediction_drift(frame, pd.DataFrame({"h1": np.clip(validation[:60] + 0.3, 0, 1)}),
+                                        config)["h1"]
+    assert not inside.drifted and inside.threshold == pytest.approx(threshold)
+    assert elsewhere.drifted and elsewhere.threshold_basis == basis
+
+
+def test_prediction_threshold_falls_back_to_the_fixed_one(config):
+    from dataclasses import replace
+
+    iid = np.random.default_rng(2).beta(2.0, 5.0, 500)  # windows of independent draws sit close to the whole
+    assert prediction_threshold(iid, 60, config)[0] == config.prediction_threshold
+    assert prediction_threshold(iid, 60, config)[1].endswith(f"the floor {config.prediction_threshold:g} applies")
+    assert prediction_threshold(iid[:100], 60, config) == (
+        config.prediction_threshold, "fixed: 100 validation predictions are too few to calibrate on")
+    assert prediction_threshold(iid, 60, replace(config, prediction_quantile=None)) == (config.prediction_threshold,
+                                                                                        "fixed")
+    with pytest.raises(ValueError, match="prediction_quantile"):
+        replace(config, prediction_quantile=1.0)
 
 
 def test_report_files_and_summary(control, control_report, config, tmp_path):

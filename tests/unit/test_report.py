@@ -313,8 +313,28 @@ def test_sections_with_null_insides_degrade_to_dashes_and_notes(example):
     text = visible_text(page(audit))
     assert "PatchTST (champion) — — —" in text  # AUC, PR-AUC and Brier unknown, not zero
     assert "ROC undefined" in text and "no calibration points" in text
-    assert "Prediction drift: not measured" in text and "No feature-shift measurement." in text
+    assert "Prediction drift · the window's predictions against the champion's validation predictions" in text
+    assert "nor retrains): not measured" in text and "No feature-shift measurement." in text
     assert "not promoted" in text
+
+
+def test_the_drift_card_says_when_the_predictions_moved_under_quiet_inputs(example):
+    """Quiet inputs with a drifted prediction column: the card says both, the chips say against what
+    and from which threshold, and the collapse table's AUC says on how many sessions of which window."""
+    audit = copy.deepcopy(example)
+    audit["drift"].update(dataset_drift=False, training_drift=False, regime_drift=False, drift_reasons=[])
+    h1 = audit["drift"]["prediction_drift"]["h1"]
+    h1.update(drifted=True, score=1.5, threshold=1.2,
+              threshold_basis="99% of the 191 60-session stretches of the validation predictions sit within 1.2 of them")
+    for h in ("h3", "h5"):
+        audit["drift"]["prediction_drift"][h]["drifted"] = False
+    audit["collapse"]["evidence"]["auc_sessions"] = {"h1": 55, "h3": 53, "h5": 51}
+    html = page(audit)
+    text = visible_text(html)
+    assert "inputs quiet · predictions shifted (h1)" in text
+    assert "h1: 99% of the 191 60-session stretches of the validation predictions sit within 1.2 of them" in text
+    assert "AUC · window sessions" in text and re.search(r"h1 .* 55 h3", text)
+    assert "Different sessions, different numbers." in text
 
 
 def test_the_page_loads_nothing_and_links_only_the_relative_drift_report(example, validation_failure, collapsed):

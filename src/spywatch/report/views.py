@@ -51,6 +51,10 @@ def drift_badge(drift: Drift | None) -> Badge:
         return Badge("Drift", "not measured", "muted", "no drift record in this audit")
     if drift.dataset_drift:
         return Badge("Drift", "drift detected", "warn", drift_detail(drift))
+    shifted = [h for h, t in (drift.prediction_drift or {}).items() if t.drifted]
+    if shifted:  # the inputs are quiet and the alarm did not fire, but the predictions moved: say both
+        return Badge("Drift", f"inputs quiet · predictions shifted ({', '.join(horizon_order(shifted))})", "warn",
+                     drift_detail(drift))
     return Badge("Drift", "quiet", "ok", drift_detail(drift))
 
 
