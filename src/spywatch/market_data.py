@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +263,10 @@ class SyntheticSource:
 
     ``vol_multiplier_from``: from this date on, volatility is multiplied by ``vol_multiplier``
     (a regime change, for drift tests).
+
+    Every ticker but SPY gets a market of its own (the seed mixed with the ticker's name), so a
+    synthetic fleet (``spywatch run --tickers QQQ,TLT --source synthetic``) runs one distinct,
+    deterministic market per ticker, offline; SPY's is the seed's own.
     """
 
     seed: int = 7
@@ -271,10 +276,11 @@ class SyntheticSource:
     synthetic: bool = True
 
     def fetch(self, ticker: str, start: dt.date | None, end: dt.date) -> pd.DataFrame:
-        return _window(synthetic_bars(end, self.seed, self.vol_multiplier_from, self.vol_multiplier), start, end)
+        seed = self.seed if ticker.upper() == "SPY" else (self.seed, zlib.crc32(ticker.upper().encode()))
+        return _window(synthetic_bars(end, seed, self.vol_multiplier_from, self.vol_multiplier), start, end)
 
 
-def synthetic_bars(end: dt.date | str, seed: int = 7, vol_multiplier_from: dt.date | None = None,
+def synthetic_bars(end: dt.date | str, seed: int | tuple[int, ...] = 7, vol_multiplier_from: dt.date | None = None,
                    vol_multiplier: float = 2.0) -> pd.DataFrame:
     dates = sessions.nyse_sessions(SYNTHETIC_ORIGIN, end)
     n = len(dates)

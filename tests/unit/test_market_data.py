@@ -163,6 +163,18 @@ def test_synthetic_is_deterministic_and_prefix_stable():
     assert not synthetic_bars("2010-12-31", seed=4)["close"].equals(a["close"])
 
 
+def test_synthetic_gives_each_ticker_a_market_of_its_own():
+    """A synthetic fleet is one distinct market per ticker, the same on every fetch; SPY's is the seed's own."""
+    src = SyntheticSource(seed=7)
+    end = pd.Timestamp("2012-12-31").date()
+    spy, qqq, tlt = (src.fetch(t, None, end) for t in ("SPY", "QQQ", "TLT"))
+    pd.testing.assert_frame_equal(spy, synthetic_bars(end, seed=7))
+    pd.testing.assert_frame_equal(qqq, src.fetch("qqq", None, end))
+    assert qqq.index.equals(spy.index) and tlt.index.equals(spy.index)  # one calendar
+    returns = pd.DataFrame({t: np.log(b["close"]).diff() for t, b in (("SPY", spy), ("QQQ", qqq), ("TLT", tlt))})
+    assert returns.corr().abs().where(~np.eye(3, dtype=bool)).max().max() < 0.1  # independent paths
+
+
 def test_synthetic_stylised_facts():
     bars = synthetic_bars("2024-12-31")
     r = np.log(bars["close"]).diff().dropna()
