@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import socket
 import warnings
@@ -31,10 +32,10 @@ from spywatch import fleet as fleet_mod
 from spywatch.layout import RootLayout
 from spywatch.night.config import REASON_LIMIT
 from spywatch.text import cut
-from tasks.night import night_config, session_label
+from tasks.night import Told, night_config, quiet_task_completions, session_label
 
 
-class FleetFailed(RuntimeError):
+class FleetFailed(Told):
     """Some tickers' nights failed (their audits say why); the others were published."""
 
 
@@ -120,6 +121,7 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
             ``LocalCluster`` of ``n_workers`` single-threaded workers.
         the rest: as for ``nightly``.
     """
+    quiet_task_completions()
     fleet_root = Path(root)
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
@@ -196,6 +198,7 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
                    dask_address: str | None = None, n_workers: int = 2) -> dict:
     """The ``backfill`` replay for every ticker of a fleet, one Dask task per ticker, each on its
     own root; a summary artifact compares them. Ends Failed naming the tickers that could not run."""
+    quiet_task_completions()
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
@@ -239,6 +242,7 @@ def _dask(address: str | None, n_workers: int, n_tickers: int):  # noqa: ANN202
     """(task runner, torch threads per worker): a standing cluster at ``address`` (its hosts keep
     their own settings), or a temporary LocalCluster of single-threaded workers sharing the cores
     (two workers each training on both cores oversubscribed them: 4 tickers 233 s instead of 105)."""
+    quiet_dask()
     from prefect_dask import DaskTaskRunner
 
     if address:
@@ -246,6 +250,14 @@ def _dask(address: str | None, n_workers: int, n_tickers: int):  # noqa: ANN202
     _checkout_on_path()
     threads = max(1, (os.cpu_count() or 1) // max(1, min(n_workers, n_tickers)))
     return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1}), threads
+
+
+def quiet_dask() -> None:
+    """Dask's own INFO lines (the cluster's start, every connection, the workers' shutdown: "killed by
+    signal 15" on a normal exit) were half of a fleet night's console; its warnings and errors stay.
+    The environment carries the level to the LocalCluster's worker processes."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _with_threads(cfg, threads: int | None):  # noqa: ANN001, ANN202 (a PipelineConfig in, one out)

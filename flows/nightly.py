@@ -25,12 +25,12 @@ from flows.retrain import retrain
 from spywatch.audit_schema import RunStatus
 from spywatch.night import run_night
 from spywatch.night.run import Night
-from tasks.night import TaskRunner, night_config, quiet_task_completions, session_label
+from tasks.night import TaskRunner, Told, night_config, quiet_task_completions, session_label
 from tasks.reporting import emit_alerts, publish_artifacts
 from tasks.retrain import retrain_on_pool
 
 
-class NightFailed(RuntimeError):
+class NightFailed(Told):
     """The night failed (``night.failures.FAILURES``): see its audit and the failure it names."""
 
 

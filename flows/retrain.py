@@ -16,9 +16,10 @@ import datetime as dt
 from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
 
+from spywatch.audit_schema import Retrain
+from spywatch.night.story import retrain_line
 from spywatch.train import device_warning
-
-from tasks.night import night_config, session_label
+from tasks.night import night_config, quiet_task_completions, session_label
 from tasks.reporting import publish_retrain_artifacts
 from tasks.retrain import train_challenger, write_outcome
 
@@ -42,17 +43,34 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
         request_id: the nightly run's id, echoed in the outcome file.
         policy: the nightly run's policy name (fit recipe, members, holdout, promotion rule).
     """
+    quiet_task_completions()
+    log = get_run_logger()
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id,
                        policy=policy)
     session = cfg.session().date().isoformat()
+    pool = _work_pool()
+    log.info("retrain of %s for session %s (policy %s, requested by run %s): training a challenger on %s",
+             ticker, session, policy, request_id or "none", where(pool, device))
     outcome = train_challenger(cfg)
-    warning = device_warning(_work_pool(), device, outcome.get("device", "?"))
+    warning = device_warning(pool, device, outcome.get("device", "?"))
     if warning:
-        get_run_logger().warning(warning)
+        log.warning(warning)
         outcome = {**outcome, "device_warning": warning}
+    log.info(retrain_line(Retrain.model_validate(outcome)))
     write_outcome(cfg.root, session, outcome, request_id)
     publish_retrain_artifacts(session, outcome, ticker)
     return outcome
+
+
+def where(pool: str | None, device: str) -> str:
+    """This worker as the log tells it: host, work pool, the device asked for and what torch sees."""
+    import socket
+
+    import torch
+
+    cuda = (f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA device")
+    return (f"host {socket.gethostname()}, work pool {pool or 'none (in-process)'}, device={device} "
+            f"(torch {torch.__version__}: {cuda})")
 
 
 def _work_pool() -> str | None:

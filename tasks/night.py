@@ -115,11 +115,27 @@ class _NoBareCompletions(logging.Filter):
         return not (record.levelno == logging.INFO and record.getMessage().startswith("Finished in state Completed"))
 
 
+class Told(RuntimeError):
+    """A failure whose story is already in the log: the flow raises it only to end its run Failed
+    (the failed-run automation, the UI's state). Its traceback says nothing the log does not."""
+
+
+class _OneTraceback(logging.Filter):
+    """Keeps the engine's "Encountered exception during execution" line for a :class:`Told` failure
+    and drops its traceback: the stage that failed logged its own, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], Told):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_task_completions() -> None:
-    """Install the filter on Prefect's task-run logger, once per process (the run log and the console)."""
-    task_logger = logging.getLogger("prefect.task_runs")
-    if not any(isinstance(f, _NoBareCompletions) for f in task_logger.filters):
-        task_logger.addFilter(_NoBareCompletions())
+    """Install the filters on Prefect's run loggers, once per process (the run log and the console)."""
+    for name, kind in (("prefect.task_runs", _NoBareCompletions), ("prefect.flow_runs", _OneTraceback)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 class TaskRunner:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,9 +189,12 @@ class YFinanceSource:
             frame = download(ticker, start=start_s, end=end_excl, auto_adjust=False, actions=False,
                              progress=False, threads=False, multi_level_index=False,
                              timeout=self.timeout_s)
+        except MarketDataError:
+            raise
         except Exception as exc:  # network, rate limit (YFRateLimitError), DNS: all retryable
-            raise MarketDataError(f"yfinance download of {ticker} {start_s}..{end} failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+            what = f"{type(exc).__name__}: {exc}"
+            raise MarketDataError(f"yfinance download of {ticker} {start_s}..{end} failed: {what}"
+                                  + network_hint(what)) from exc
         bars = normalise_yfinance_frame(frame, ticker)
         now = self.now() if self.now is not None else None
         settled = sessions.last_closed_session(now)
@@ -210,10 +214,55 @@ class YFinanceSource:
         return bars
 
 
+# What curl, requests and yfinance say when the machine cannot reach Yahoo at all.
+UNREACHABLE = ("could not resolve host", "dnserror", "name or service not known", "temporary failure in name resolution",
+               "failed to connect", "connection refused", "network is unreachable", "no route to host",
+               "timed out", "timeout", "connecterror", "max retries exceeded")
+
+
+def network_hint(message: str) -> str:
+    """A sentence for the operator when ``message`` says the network, not the data, failed."""
+    if not any(s in message.lower() for s in UNREACHABLE):
+        return ""
+    return (" -- Yahoo is unreachable from this machine (no DNS or no route): check its network or proxy; "
+            "offline, run on a file (--source csv:PATH) or the synthetic market (--source synthetic)")
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _yfinance_download(ticker: str, **kwargs) -> pd.DataFrame:
+    """``yf.download``, whose failures come back as an empty frame and a handful of log lines (DNS
+    errors included, each retry again): those lines are held back, and an empty frame raises one
+    :class:`MarketDataError` with yfinance's last error and, when the network failed, a hint."""
     import yfinance as yf
 
-    return yf.download(ticker, **kwargs)
+    logger = logging.getLogger("yfinance")
+    held, propagate = _Collected(), logger.propagate
+    logger.addHandler(held)
+    logger.propagate = False
+    try:
+        frame = yf.download(ticker, **kwargs)
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+    errors = [re.sub(r"\s*See https?://\S+ first for more details\.?", "", " ".join(r.getMessage().split()))
+              for r in held.records if r.levelno >= logging.ERROR]
+    if frame is None or len(frame) == 0:
+        # the network's error when there is one: a retry's "possibly delisted" only repeats its consequence
+        said = next((e for e in errors if network_hint(e)), errors[-1] if errors else "no error logged")
+        said = cut(said, 240)
+        raise MarketDataError(f"yfinance returned no bars for {ticker} ({said})"
+                              + network_hint(" ".join(r.getMessage() for r in held.records)))
+    for record in held.records:  # the download worked: what yfinance said goes out as it would have
+        logger.handle(record)
+    return frame
 
 
 def normalise_yfinance_frame(frame: pd.DataFrame | None, ticker: str) -> pd.DataFrame:

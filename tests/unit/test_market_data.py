@@ -153,6 +153,40 @@ def test_yfinance_drops_todays_unsettled_bar():
     assert bars.index[-1] == pd.Timestamp("2024-12-30")
 
 
+def test_an_unreachable_yahoo_is_one_error_that_says_so(monkeypatch, caplog):
+    """yfinance answers a DNS failure with an empty frame and five log lines per attempt; the fetch
+    raises one MarketDataError with its last error and the network hint, and lets none of the lines out."""
+    import logging
+
+    import yfinance
+
+    def offline(ticker, **kwargs):
+        log = logging.getLogger("yfinance")
+        log.warning("Cookie/crumb fetch failed (DNSError), continuing without crumb")
+        log.error("\n1 Failed download:")
+        log.error("['%s']: DNSError('Failed to perform, curl: (6) Could not resolve host: query2.finance.yahoo.com.')",
+                  ticker)
+        log.error("$%s: possibly delisted; no timezone found", ticker)  # its last retry's words: not the cause
+        return pd.DataFrame()
+
+    monkeypatch.setattr(yfinance, "download", offline)
+    with caplog.at_level(logging.DEBUG), pytest.raises(MarketDataError) as err:
+        YFinanceSource().fetch("SPY", None, pd.Timestamp("2024-12-31").date())
+    message = str(err.value)
+    assert message.startswith("yfinance returned no bars for SPY (['SPY']: DNSError('Failed to perform, curl: (6) "
+                              "Could not resolve host: query2.finance.yahoo.com.'))")
+    assert "Yahoo is unreachable from this machine" in message and "--source csv:PATH" in message
+    assert not [r for r in caplog.records if r.name == "yfinance"]
+
+    def rate_limited(ticker, **kwargs):
+        raise RuntimeError("YFRateLimitError: Too Many Requests. Rate limited. Try after a while.")
+
+    monkeypatch.setattr(yfinance, "download", rate_limited)
+    with pytest.raises(MarketDataError) as err:
+        YFinanceSource().fetch("SPY", None, pd.Timestamp("2024-12-31").date())
+    assert "Rate limited" in str(err.value) and "unreachable" not in str(err.value)  # not the network: no hint
+
+
 # ----------------------------------------------------------------------------- synthetic
 
 

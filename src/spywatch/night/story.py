@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spywatch.audit_schema import NightAudit
+from spywatch.audit_schema import NightAudit, Retrain
 from spywatch.training_audit import summary_line
 from spywatch.vs_baseline import phrase
 
@@ -62,9 +62,12 @@ def _decide(a: NightAudit) -> str | None:
 
 
 def _retrain(a: NightAudit) -> str | None:
-    r = a.retrain
-    if r is None:
-        return None
+    return retrain_line(a.retrain) if a.retrain is not None else None
+
+
+def retrain_line(r: Retrain) -> str:
+    """What a retrain did, in one line: the challenger, where and how long it trained, the gate's
+    answer with its interval, and the warning when a GPU pool's worker trained on the CPU."""
     if r.error:
         return f"retrain FAILED: {r.error}"
     details = r.gate.details if r.gate else {}
@@ -75,7 +78,8 @@ def _retrain(a: NightAudit) -> str | None:
     return (f"challenger {r.challenger} ({r.members} member(s), trained on "
             f"{r.device or 'an unrecorded device'} in {r.train_seconds or 0:.0f} s; {summary_line(r.training)}): "
             f"{'PROMOTED' if r.promoted else 'not promoted'} "
-            f"(rule {details.get('rule', r.gate.rule if r.gate else None)}{est})")
+            f"(rule {details.get('rule', r.gate.rule if r.gate else None)}{est})"
+            + (f"; WARNING: {r.device_warning}" if r.device_warning else ""))
 
 
 def _publish(a: NightAudit) -> str | None:
@@ -132,12 +136,14 @@ def summary(a: NightAudit, status: str, outputs: dict) -> str:
     elif r is not None:
         lines.append(f"  challenger {r.challenger}: {'PROMOTED' if r.promoted else 'not promoted'} "
                      f"({summary_line(r.training)}; gate rule {r.gate.rule if r.gate else None})")
+        if r.device_warning:
+            lines.append(f"  WARNING: {r.device_warning}")
     if a.predictions is not None:
         lines.append("  tonight: " + ", ".join(f"P({h}) = {v:.3f}" for h, v in a.predictions.probabilities().items()))
     if a.is_stale:
         s = a.stale
         lines.append(f"  last good predictions ({s.last_good_session}) are STALE since {s.stale_since}: "
                      f"{s.reason}" if s.last_good_session else
-                     f"  nothing was published before: no predictions since {s.stale_since}: {s.reason}")
+                     "  no predictions published: this root has none yet (latest.json says so)")
     lines.extend(f"  {name}: {path}" for name, path in outputs.items())
     return "\n".join(lines)
