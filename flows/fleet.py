@@ -75,6 +75,7 @@ def ticker_night(root: Path, ticker: str, as_of: dt.date | None, source: str, po
     from spywatch.report import run_page
     from tasks.retrain import retrain_on_pool
 
+    quiet_task_completions()  # in this worker process too
     troot = RootLayout(root).ticker(ticker).root
     cfg = _with_threads(night_config(troot, as_of, source, ticker, model, max_epochs, device, run_id=run_id,
                                      policy=policy), threads)
@@ -169,6 +170,7 @@ def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: st
     publish, is that ticker's failure."""
     from spywatch.backfill import backfill_config, run_backfill
 
+    quiet_task_completions()  # in this worker process too
     troot = RootLayout(root).ticker(ticker)
     out = troot.backfill
     try:
@@ -258,6 +260,17 @@ def quiet_dask() -> None:
     The environment carries the level to the LocalCluster's worker processes."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    nanny = logging.getLogger("distributed.nanny")
+    if not any(isinstance(f, _PatientShutdown) for f in nanny.filters):
+        nanny.addFilter(_PatientShutdown())
+
+
+class _PatientShutdown(logging.Filter):
+    """A worker still closing its Prefect client when the cluster shuts down is killed after 4 s and
+    the nanny warns; at the end of a fleet night that is its normal exit, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Worker process still alive after")
 
 
 def _with_threads(cfg, threads: int | None):  # noqa: ANN001, ANN202 (a PipelineConfig in, one out)

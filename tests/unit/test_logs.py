@@ -46,6 +46,10 @@ def test_dask_says_only_its_warnings_here_and_in_its_workers(monkeypatch):
     quiet_dask()
     assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning"  # what a worker process reads at start
     assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)
+    nanny = logging.getLogger("distributed.nanny")
+    assert not nanny.filter(_record("distributed.nanny", logging.WARNING,
+                                    "Worker process still alive after 4.0 seconds, killing"))
+    assert nanny.filter(_record("distributed.nanny", logging.WARNING, "Worker exceeded 95% memory budget"))
 
 
 @pytest.mark.parametrize("warning", [None, "the retrain ran on work pool 'gpu' but trained on cpu: no CUDA"])
