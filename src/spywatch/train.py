@@ -36,8 +36,11 @@ class TrainConfig:
     loss: str = "bce_logits"  # "bce_logits" or "sigmoid_bce" (the original, numerically weaker choice)
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available, else CPU
-    amp: bool = True  # bfloat16 autocast on CUDA only
-    threads: int | None = None  # CPU threads; default min(2, cores): more oversubscribes on small hosts
+    # bfloat16 autocast on CUDA. Off: measured on an H200 (bench/results/gpu_2026-12-04/), fp32 retrains
+    # faster at this model size (2.64 s against 3.53 s) and bf16 crashes cuDNN attention's backward at 64
+    # stacked members.
+    amp: bool = False
+    threads: int | None = None  # CPU threads; None: cpu_threads()'s rule
     # Train an ensemble's members together as one stacked model (train_stack); False: one after
     # the other (train_model), the reference path the bench compares against.
     stacked: bool = True
@@ -128,6 +131,24 @@ def device_warning(work_pool: str | None, requested: str, used: str) -> str | No
             f"or send retrains to the cpu pool on purpose.")
 
 
+def cpu_threads(requested: int | None = None) -> int:
+    """Torch's CPU threads for a training: ``requested`` when given (the fleet's workers get their
+    share of the cores), else ``OMP_NUM_THREADS`` when set (a bench sharing the host), else every core
+    this process may run on. Measured on a 16-core host (bench/results/gpu_2026-12-04/cpu_threads.txt):
+    one epoch of the 2-member stack took 4.18 / 3.56 / 2.08 / 1.44 / 0.79 s on 1 / 2 / 4 / 8 / 16
+    threads, so the former cap of 2 left 4.5x of a lone retrain's speed unused there; on 2 cores
+    the rule gives the 2 it always had."""
+    if requested:
+        return max(1, int(requested))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,7 +182,7 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(cpu_threads(cfg.threads))
     else:
         torch.cuda.reset_peak_memory_stats(device)
     model = PatchTSTClassifier(model_cfg)
@@ -267,7 +288,7 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     K = n_members
     device = pick_device(cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(cpu_threads(cfg.threads))
     else:
         torch.cuda.reset_peak_memory_stats(device)
     members = []

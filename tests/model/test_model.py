@@ -406,3 +406,20 @@ def test_stacked_early_stopping_keeps_each_members_best_epoch():
         assert member.best_epoch == 1 + int(np.argmin(losses[:member.best_epoch + 2]))
         assert member.best_val_loss == pytest.approx(min(losses[:member.best_epoch]))
     assert len(result.members[0].history) < 30  # stopped once every member ran out of patience
+
+
+def test_cpu_threads_rule(monkeypatch):
+    """Asked for: that many (a fleet worker's share); OMP_NUM_THREADS set: that (a bench sharing the
+    host); else every core this process may run on (the old cap of 2 left most of a big host idle)."""
+    import os
+
+    from spywatch.train import TrainConfig, cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert cpu_threads() == 16 and cpu_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads() == 1 and cpu_threads(4) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert cpu_threads() == 16
+    assert TrainConfig().amp is False  # fp32 on CUDA: the H200 measurement (bench/results/gpu_2026-12-04/)

@@ -34,7 +34,7 @@ class PipelineConfig:
     model: dict = field(default_factory=dict)  # PatchTSTConfig overrides
     max_epochs: int | None = None  # training override (tests, quick runs)
     device: str = "auto"
-    threads: int | None = None  # CPU training threads (None: min(2, cores)); 1 when benches share a host
+    threads: int | None = None  # CPU training threads (None: train.cpu_threads' rule); 1 when benches share a host
     policy: str = "default"  # the name the three settings below came from (recorded in the audit)
     retrain_policy: RetrainPolicy = RetrainPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
