@@ -49,7 +49,8 @@ def run(table, device: str, amp: bool, epochs: int | None = None) -> tuple[dict,
     names = table.targets_config.names
     m = metrics_by_horizon(w.y, proba, names)
     return {"device": bundle.metrics["device"], "amp_bf16": amp, "train_seconds": round(bundle.metrics["train_seconds"], 2),
-            "fit_bundle_wall_seconds": round(wall, 2), "peak_gpu_mb": bundle.metrics["peak_gpu_mb"],
+            "fit_bundle_wall_seconds": round(wall, 2), "peak_gpu_mb": (None if bundle.metrics["peak_gpu_mb"] is None
+                                                                         else round(bundle.metrics["peak_gpu_mb"], 1)),
             "auc": {h: round(m[h]["auc"], 4) for h in names},
             "mean_auc": round(statistics.mean(m[h]["auc"] for h in names), 4),
             "brier": round(statistics.mean(m[h]["brier"] for h in names), 4),

@@ -105,7 +105,7 @@ def main() -> int:
         if path.exists():
             o = Retrain.model_validate(json.loads(path.read_text())["outcome"])
             result["outcome"] = {"device": o.device, "train_seconds": round(o.train_seconds or 0, 1),
-                                 "members": o.members, "peak_gpu_mb": o.challenger_metrics.get("peak_gpu_mb"),
+                                 "members": o.members, "peak_gpu_mb": o.peak_gpu_mb,
                                  "challenger": o.challenger, "promoted": o.promoted,
                                  "gate": o.gate.rule if o.gate else None,
                                  "gate_reasons": o.gate.reasons if o.gate else None,

@@ -110,7 +110,8 @@ def main() -> int:
              "|---|---|---:|---:|---:|---:|---|---|"]
     for name, r in results.items():
         share = r["share_any_horizon"]
-        medians = ", ".join(f"{h} {v['threshold_median']:.2f}" for h, v in r["per_horizon"].items())
+        medians = ", ".join(f"{h} {v['threshold_median']:.2f} ({v['threshold_range'][0]:.2f}-{v['threshold_range'][1]:.2f})"
+                            for h, v in r["per_horizon"].items())
         lines.append(f"| {name} | {r['span'][0]} → {r['span'][1]} | {r['nights']} | {r['champions']} "
                      f"| {r['nights_any_horizon']['fixed']} ({share['fixed']:.0%}) "
                      f"| {r['nights_any_horizon']['calibrated']} ({share['calibrated']:.0%}) "

@@ -356,6 +356,7 @@ class Retrain(_Strict):
     members: int = 1
     device: str | None = None
     training: Training | None = None
+    peak_gpu_mb: float | None = None  # the challenger's training on CUDA (None on the CPU)
     error: str | None = None
     device_warning: str | None = None  # the retrain flow's: a GPU pool's worker trained on the CPU
 

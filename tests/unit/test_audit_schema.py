@@ -42,3 +42,17 @@ def test_a_wrong_field_is_refused_naming_it(change, named):
     with pytest.raises(AuditSchemaError) as refused:
         check_audit({**example(), "schema_version": 2, **change})
     assert named in str(refused.value)
+
+
+def test_a_retrains_peak_gpu_memory_reaches_the_audit():
+    """The flow path carries the challenger's peak CUDA memory (the GPU run recorded null before)."""
+    from spywatch.night.retrain import RetrainOutcome
+    from spywatch.promotion import GateResult
+
+    gate = GateResult(promote=False, reasons=["refused"], details={"rule": "refused"})
+    outcome = RetrainOutcome(challenger="v1", gate=gate, promoted=False, window=["2024-01-02", "2024-12-20"],
+                             challenger_metrics={}, train_seconds=4.7, device="cuda:0", peak_gpu_mb=856.61962890625)
+    section = outcome.section()
+    assert section.peak_gpu_mb == 856.6 and section.device == "cuda:0"
+    assert RetrainOutcome(challenger="v2", gate=gate, promoted=False, window=[], challenger_metrics={},
+                          train_seconds=14.0).section().peak_gpu_mb is None

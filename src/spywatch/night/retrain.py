@@ -29,13 +29,15 @@ class RetrainOutcome:
     members: int = 1
     device: str = "cpu"  # where the challenger trained (torch's device string)
     training: dict | None = None  # the challenger's training audit (metrics["training"])
+    peak_gpu_mb: float | None = None  # the training's peak CUDA memory (None on the CPU)
 
     def to_dict(self) -> dict:
         """The JSON the ``retrain`` flow hands back to the night (``Retrain`` in the audit)."""
         return {"challenger": self.challenger, "promoted": self.promoted, "gate": self.gate.to_dict(),
                 "window": self.window, "challenger_metrics": self.challenger_metrics,
                 "train_seconds": self.train_seconds, "periods": self.periods, "members": self.members,
-                "device": self.device, "training": self.training}
+                "device": self.device, "training": self.training,
+                "peak_gpu_mb": None if self.peak_gpu_mb is None else round(float(self.peak_gpu_mb), 1)}
 
 
     def section(self) -> Retrain:
@@ -100,7 +102,8 @@ def train_challenger(cfg: PipelineConfig, session: pd.Timestamp | None = None, t
     context = {"session": str(session.date()), "holdout": [str(lo.date()), str(hi.date())], "policy": cfg.policy}
     outcome = partial(RetrainOutcome, challenger=version, window=[str(lo.date()), str(hi.date())],
                       train_seconds=bundle.metrics["train_seconds"], periods=bundle.periods, members=cfg.fit.members,
-                      device=str(bundle.metrics.get("device")), training=bundle.metrics.get("training"))
+                      device=str(bundle.metrics.get("device")), training=bundle.metrics.get("training"),
+                      peak_gpu_mb=bundle.metrics.get("peak_gpu_mb"))
     refused = training_gate(Training.of_metrics(bundle.metrics))
     if refused is not None:  # before the holdout is read: nothing to compare
         gate = registry.refuse(version, refused, context)
