@@ -70,7 +70,8 @@ POLICIES: dict[str, Policy] = {
                       "full-history fit, 2 members, paired gate on 250 sessions"),
     # The default with a better-only gate: a challenger is promoted only when the paired interval of
     # its mean AUC gain is above 0 (never on 'not worse and fresher'); replayed against the default
-    # to price the non_inferior_fresher rule (bench/results/policy_comparison_2005_default.md).
+    # to price the non_inferior_fresher rule (bench/results/policy_comparison_2005_default.md; the
+    # four product policies side by side: bench/results/policy_comparison_2005.md).
     "strict": Policy("strict", "the default policy with a better-only gate (no promotion on 'not worse and "
                      "fresher')", promotion=PromotionPolicy(non_inferiority_margin=0.0)),
     "never": Policy("never", "train the first champion, never retrain",
