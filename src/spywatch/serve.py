@@ -232,17 +232,42 @@ def contained_file(folder: str, parts: list[str]) -> str | None:
     return path
 
 
+INDEX_STYLE = """body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2433; max-width: 60em; }
+table { border-collapse: collapse; } th, td { border-bottom: 1px solid #d8dde6; padding: 5px 10px; text-align: left; }
+th { background: #f3f5f9; } .stale { color: #8a2a1f; font-weight: 600; } .muted { color: #5b6475; }"""
+
+
 def index_page(layout: RootLayout, limit: int = INDEX_SESSIONS) -> str:
-    """The page at ``/``: latest.json and the newest ``limit`` sessions' files of the root's
-    ``published/``, or that nothing is published yet."""
+    """The page at ``/``: the latest predictions (``latest.json``: ticker, session, P(+1% within h),
+    stale or not and why, the report), then the newest ``limit`` sessions' files of the root's
+    ``published/``; or that nothing is published yet."""
+    from spywatch.latest import LatestRecord
+
     def served(path: Path) -> str | None:  # the link to a file of published/, when it is served
         relative = path.relative_to(layout.published)
         return quote(relative.as_posix()) if contained_file(str(layout.published), list(relative.parts)) else None
 
     latest = served(layout.latest)
+    title = "spywatch"
     if not latest:
         items = "<p>Nothing is published yet.</p>"
     else:
+        record = LatestRecord.read(layout.latest)
+        head = ""
+        if record is not None:
+            title = f"spywatch · {record.ticker or 'SPY'}"
+            probs = "".join(f"<tr><td>{escape(h)}</td><td>{p:.1%}</td><td class=muted>"
+                            + (f"± {record.member_std[h]:.1%} between members" if h in record.member_std else "")
+                            + "</td></tr>" for h, p in record.probabilities.items())
+            report = served(layout.published / record.report) if record.report else None
+            state = (f'<p class="stale">STALE since {escape(str(record.stale_since))}: {escape(str(record.reason))}</p>'
+                     if record.stale else "")
+            head = (f"<h2>Latest: session {escape(str(record.session or '—'))}</h2>\n{state}"
+                    + (f"<table><tr><th>P(+1% within h sessions)</th><th></th><th></th></tr>{probs}</table>\n"
+                       if probs else "")
+                    + f'<p>{"<a href=" + chr(34) + report + chr(34) + ">the night&#39;s report</a> · " if report else ""}'
+                    f'<a href="{latest}">latest.json</a> (the poller&#39;s contract)'
+                    + (" · <span class=muted>synthetic data</span>" if record.synthetic else "") + "</p>\n")
         sessions = layout.sessions
         dates = sorted((n for n in os.listdir(sessions) if not n.startswith(".")), reverse=True) \
             if sessions.is_dir() else []
@@ -254,10 +279,9 @@ def index_page(layout: RootLayout, limit: int = INDEX_SESSIONS) -> str:
             if len(rows) == limit:
                 break
         listed = "\n".join(rows)
-        items = (f'<p><a href="{latest}">{layout.latest.name}</a></p>\n<h2>Sessions, newest first</h2>\n'
-                 f"<ul>\n{listed}\n</ul>")
-    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>spywatch</title></head>\n'
-            f"<body><h1>spywatch: published</h1>\n{items}\n</body></html>\n")
+        items = f"{head}<h2>Sessions, newest first</h2>\n<ul>\n{listed}\n</ul>"
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{INDEX_STYLE}</style></head>\n<body><h1>{escape(title)}: published</h1>\n{items}\n</body></html>\n")
 
 
 def is_fleet_root(root: Path) -> bool:

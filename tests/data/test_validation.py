@@ -254,6 +254,12 @@ def test_result_lines_and_raise(spy_bars):
     assert len(result.lines()) == len(result.failures)
     with pytest.raises(ValidationFailed, match="price_positive"):
         result.raise_if_failed()
+    # the one-line reason a failed night and the fleet carry: the first check, its column and dates
+    first = result.failures[0]
+    assert result.reason().startswith(f"raw_bars validation failed: {first.expectation} [{first.column}]: ")
+    assert "2008-10-10" in result.reason()
+    more = len(result.failures) - 1
+    assert result.reason().endswith(f"(and {more} more check(s))") if more else "more check" not in result.reason()
 
 
 def test_validation_writes_nothing_into_the_gx_project(spy_bars, tmp_path):

@@ -153,6 +153,19 @@ def test_directories_are_never_listed_and_slash_is_the_index_of_sessions(publish
         assert (status, head["Content-Length"], nothing) == (200, str(len(body)), b"")
         for folder in ("sessions", "sessions/", f"sessions/{SESSION}", f"sessions/{SESSION}/", "latest.json/"):
             assert _get(f"{url}/{folder}")[0] == 404, folder
+    # the latest predictions first: the session, each horizon's probability, the report's link
+    from spywatch.latest import LATEST_FORMAT, LatestRecord
+
+    LatestRecord(format=LATEST_FORMAT, ticker="QQQ", session=SESSION, probabilities={"h1": 0.1234, "h3": 0.4},
+                 member_std={"h1": 0.01}, path=f"sessions/{SESSION}",
+                 report=f"sessions/{SESSION}/report.html").write(pub / "latest.json")
+    page = index_page(RootLayout(published))
+    assert "<title>spywatch · QQQ</title>" in page and "± 1.0% between members" in page
+    latest = json.loads((pub / "latest.json").read_text())
+    assert f"Latest: session {latest['session']}" in page, page
+    for h, p in latest["probabilities"].items():
+        assert f"<td>{h}</td><td>{p:.1%}</td>" in page
+    assert page.index(f'href="{latest["report"]}"') < page.index("Sessions, newest first")
     newest_only = index_page(RootLayout(published), limit=1)
     assert SESSION in newest_only and "2024-06-27" not in newest_only
 

@@ -212,8 +212,7 @@ def _stages(night: Night, runner, retrain: Retrainer | None) -> None:  # noqa: A
                                   night.session)
     except ValidationFailed as exc:
         a.validation.raw_bars = _suite(exc.result)
-        raise StageFailed(FailureKind.RAW_BARS_INVALID, "fetch",
-                          f"raw_bars validation failed ({len(exc.result.failures)} check(s))") from exc
+        raise StageFailed(FailureKind.RAW_BARS_INVALID, "fetch", exc.result.reason()) from exc
     except MarketDataError as exc:
         raise StageFailed(FailureKind.FETCH_FAILED, "fetch", f"market data: {exc_text(exc, named=False)}") from exc
     a.validation.raw_bars = _suite(raw)

@@ -62,6 +62,14 @@ class ValidationResult:
         return (f"{self.suite}: {state} ({self.n_checks} checks, {self.n_rows} rows, "
                 f"{self.seconds:.2f} s)")
 
+    def reason(self) -> str:
+        """One line for a failure's reason: the first failed check with its column and dates, and how many more."""
+        if self.success:
+            return f"{self.suite}: passed"
+        first, more = self.failures[0], len(self.failures) - 1
+        tail = f" (and {more} more check(s))" if more else ""
+        return f"{self.suite} validation failed: {first.line().removeprefix(self.suite + ': ')}{tail}"
+
     def format(self) -> str:
         return "\n".join([*self.lines(), self.summary()])
 
