@@ -56,7 +56,11 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
         assert audit.status == "published" and audit.data.source == "csv-dir", ticker
         assert set(audit.predictions.probabilities()) >= {"h1", "h3", "h5"}
     tlt = Publisher(layout.ticker("TLT").root)
-    assert tlt.latest().stale and tlt.read_audit(SESSION).failure.kind == "raw_bars_invalid"
+    failure = tlt.read_audit(SESSION).failure
+    assert tlt.latest().stale and failure.kind == "raw_bars_invalid"
+    # why, by name: the check, its column and the offending date, in the failure, the summary and the page
+    assert failure.reason.startswith("raw_bars validation failed: high_ge_low [high]"), failure.reason
+    assert f"1 row(s): {SESSION}" in failure.reason and "more check(s)" in failure.reason, failure.reason
     assert not layout.ticker("QQQ").attempts(SESSION).exists()
 
     # each night ran as a task on a Dask worker process, not in this one
@@ -68,6 +72,7 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
         per_ticker = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "spywatch-qqq-summary", "spywatch-dia-summary", "spywatch-tlt-summary"])))
     assert "2 of 3 tickers published, **1 failed**: TLT" in summary[0].data
+    assert "high_ge_low [high]" in summary[0].data, summary[0].data
     assert {a.key for a in per_ticker} == {"spywatch-qqq-summary", "spywatch-dia-summary", "spywatch-tlt-summary"}
     runs = _task_runs_named("night-")
     assert len(runs) == 3 and all(r["pid"] not in (None, os.getpid()) for r in runs), runs
@@ -76,6 +81,7 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
     page = layout.fleet_page
     text = page.read_text()
     assert "2 of 3 tickers published; failed: TLT" in text
+    assert f"high_ge_low [high]: high &gt;= low: 1 row(s): {SESSION}" in text
     assert f'href="tickers/QQQ/published/sessions/{SESSION}/report.html"' in text
     assert (layout.ticker("QQQ").session(SESSION) / "report.html").exists()
     if CHROMIUM.exists():

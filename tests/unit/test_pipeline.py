@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from spywatch.market_data import synthetic_bars
+from tests.bars import write_csv
 from spywatch.audit import CollapsePolicy
 from spywatch.decision import RetrainPolicy
 from spywatch.night import PipelineConfig, run_night
@@ -35,15 +36,6 @@ HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 
 def cfg(root: Path, as_of: str, source: str, **kw) -> PipelineConfig:
     return PipelineConfig(source=source, root=root, as_of=as_of, model=TINY, max_epochs=6, **kw)
-
-
-def write_csv(path: Path, bars: pd.DataFrame) -> Path:
-    frame = bars.rename(columns={"open": "Open", "high": "High", "low": "Low", "close": "Close",
-                                 "adj_close": "Adj Close", "volume": "Volume"})
-    frame.index = frame.index.strftime("%Y-%m-%d")
-    frame.index.name = "Date"
-    frame.astype({"Volume": "int64"}).to_csv(path)
-    return path
 
 
 @pytest.fixture(scope="module")
