@@ -17,6 +17,7 @@ from typing import Literal
 from prefect import flow
 
 from spywatch.backfill import backfill_config, run_backfill
+from spywatch.objectroot import local_root_only
 from tasks.backfill import publish_policy_table, replay_night, score_nights
 
 
@@ -31,6 +32,7 @@ def backfill(root: str, start: dt.date, end: dt.date, source: str = "yfinance", 
     the champion at ``start`` is kept throughout). ``resume``: keep the nights an interrupted run
     with the same settings recorded in ``out_dir`` and replay the rest."""
     # the policy's retrain, promotion and fit settings are part of every night's config
+    local_root_only(root, "a backfill")
     cfg = backfill_config(Path(root), source, ticker, policy, model, max_epochs, device, retrain)
     record_dir = Path(out_dir) if out_dir else cfg.layout.backfill
     table = run_backfill(cfg, start.isoformat(), end.isoformat(), frequency, out_dir=record_dir, rf_trees=rf_trees,

@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from spywatch import fleet as fleet_mod
 from spywatch.layout import RootLayout
 from spywatch.night.config import REASON_LIMIT
+from spywatch.objectroot import ObjectRoot, is_object_root, join, local_root_only, working_root
 from spywatch.text import cut
 from tasks.night import Told, night_config, quiet_task_completions, session_label
 
@@ -64,7 +65,7 @@ class TickerBackfill:
 
 
 @task(name="ticker-night", task_run_name="night-{ticker}", cache_policy=NO_CACHE)
-def ticker_night(root: Path, ticker: str, as_of: dt.date | None, source: str, policy: str,
+def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: str, policy: str,
                  retrain_mode: str, retrain_deployment: str, model: dict | None, max_epochs: int | None,
                  device: str, run_id: str | None, threads: int | None = None) -> TickerNight:
     """One ticker's night on its own root; returns its fleet row (never raises for a bad night).
@@ -76,25 +77,32 @@ def ticker_night(root: Path, ticker: str, as_of: dt.date | None, source: str, po
     from tasks.retrain import retrain_on_pool
 
     quiet_task_completions()  # in this worker process too
-    troot = RootLayout(root).ticker(ticker).root
-    cfg = _with_threads(night_config(troot, as_of, source, ticker, model, max_epochs, device, run_id=run_id,
-                                     policy=policy), threads)
+    if is_object_root(root) and retrain_mode == "deployment":
+        raise ValueError("a fleet root on object storage retrains inline (retrain_mode='inline')")
+    # the ticker's root: ROOT/tickers/<T>, a folder or a prefix on object storage; for the latter
+    # this worker leases it, pulls it into its own scratch folder and pushes it back (objectroot)
+    spec = join(root, "tickers", ticker) if is_object_root(root) else RootLayout(root).ticker(ticker).root
+    with working_root(spec, "nightly", sessions=(session_label(as_of),), scratch=_worker_scratch()) as work:
+        troot = work.local
+        cfg = _with_threads(night_config(troot, as_of, source, ticker, model, max_epochs, device, run_id=run_id,
+                                         policy=policy), threads)
 
-    def on_pool(night: Night) -> dict:
-        request = {"as_of": night.sid, "root": str(troot), "source": source, "ticker": ticker, "model": model,
-                   "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
-        return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
+        def on_pool(night: Night) -> dict:
+            request = {"as_of": night.sid, "root": str(troot), "source": source, "ticker": ticker, "model": model,
+                       "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
+            return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
 
-    retrain = {"inline": train_here, "never": None, "deployment": on_pool}[retrain_mode]
-    with _one_job_per_worker():
-        result = run_night(cfg, retrain=retrain)
-    if result.status != RunStatus.ALREADY_PUBLISHED:
-        links = run_page.report_links(troot, result.outputs)
-        create_markdown_artifact(markdown=run_page.summary_markdown(result.session, result.status, result.audit,
-                                                                    result.outputs, links),
-                                 key=f"spywatch-{ticker.lower()}-summary",
-                                 description=f"{ticker} nightly {result.session}: {result.status}")
-    row = fleet_mod.ticker_row(root, ticker, result.session, result.status)
+        retrain = {"inline": train_here, "never": None, "deployment": on_pool}[retrain_mode]
+        with _one_job_per_worker():
+            result = run_night(cfg, retrain=retrain)
+        if result.status != RunStatus.ALREADY_PUBLISHED:
+            outputs = {k: work.public(v) for k, v in result.outputs.items()} if work.url else result.outputs
+            links = run_page.report_links(troot, outputs)
+            create_markdown_artifact(markdown=run_page.summary_markdown(result.session, result.status, result.audit,
+                                                                        outputs, links),
+                                     key=f"spywatch-{ticker.lower()}-summary",
+                                     description=f"{ticker} nightly {result.session}: {result.status}")
+        row = fleet_mod.ticker_row(root, ticker, result.session, result.status, ticker_root=troot)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     why = f" ({row.failure}: {row.failure_reason})" if row.failure else ""
     get_run_logger().info("%s %s: %s%s on worker %s", ticker, result.session, result.status, why, worker)
@@ -123,14 +131,17 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
         the rest: as for ``nightly``.
     """
     quiet_task_completions()
-    fleet_root = Path(root)
+    fleet_root = root if is_object_root(root) else Path(root)  # s3://bucket/prefix stays a URL
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
     nights = fleet_nights.with_options(task_runner=runner)(fleet_root, specs, as_of, retrain_mode, retrain_deployment,
                                                            model, max_epochs, device, threads)
     rows = [n.row for n in nights]
-    page = fleet_mod.write_page(fleet_root, rows)
+    if is_object_root(fleet_root):
+        page = ObjectRoot(fleet_root).write_text("fleet.html", fleet_mod.render_page(rows))
+    else:
+        page = fleet_mod.write_page(fleet_root, rows)
     create_markdown_artifact(markdown=fleet_mod.summary_markdown(rows) + f"\nFleet page: `{page}`\n",
                              key="spywatch-fleet-summary", description=f"fleet of {len(rows)} tickers")
     failed = [n.row for n in nights if not n.ok]
@@ -142,7 +153,7 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
 
 
 @flow(name="fleet-nights")
-def fleet_nights(root: Path, specs: list[dict], as_of: dt.date | None, retrain_mode: str,
+def fleet_nights(root: Path | str, specs: list[dict], as_of: dt.date | None, retrain_mode: str,
                  retrain_deployment: str, model: dict | None, max_epochs: int | None, device: str,
                  threads: int | None = None) -> list[TickerNight]:
     """The fan-out: one ``ticker_night`` per ticker on the flow's task runner, results in fleet order."""
@@ -155,7 +166,9 @@ def fleet_nights(root: Path, specs: list[dict], as_of: dt.date | None, retrain_m
         try:
             nights.append(future.result())
         except Exception as exc:  # noqa: BLE001 - a crashed ticker is that ticker's failure, not the fleet's
-            row = replace(fleet_mod.ticker_row(root, s["ticker"]), status="error", failure=type(exc).__name__,
+            known = fleet_mod.FleetRow(s["ticker"], None, "error") if is_object_root(root) else \
+                fleet_mod.ticker_row(root, s["ticker"])
+            row = replace(known, status="error", failure=type(exc).__name__,
                           failure_reason=cut(str(exc), REASON_LIMIT))
             nights.append(TickerNight(row, ok=False))
     return nights
@@ -201,6 +214,7 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
     """The ``backfill`` replay for every ticker of a fleet, one Dask task per ticker, each on its
     own root; a summary artifact compares them. Ends Failed naming the tickers that could not run."""
     quiet_task_completions()
+    local_root_only(root, "a backfill")
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
@@ -283,6 +297,16 @@ def _with_threads(cfg, threads: int | None):  # noqa: ANN001, ANN202 (a Pipeline
 
     torch.set_num_threads(threads)
     return replace(cfg, threads=threads)
+
+
+def _worker_scratch() -> Path | None:
+    """The Dask worker's own local directory (where a working copy goes), or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return Path(get_worker().local_directory)
+    except (ImportError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

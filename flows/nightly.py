@@ -16,6 +16,7 @@ the holder.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -25,6 +26,7 @@ from flows.retrain import retrain
 from spywatch.audit_schema import RunStatus
 from spywatch.night import run_night
 from spywatch.night.run import Night
+from spywatch.objectroot import is_object_root, working_root
 from tasks.night import TaskRunner, Told, night_config, quiet_task_completions, session_label
 from tasks.reporting import emit_alerts, publish_artifacts
 from tasks.retrain import retrain_on_pool
@@ -51,7 +53,8 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
     """One night for one session.
 
     Args:
-        root: the store, registry and published outputs (shared with the GPU workers).
+        root: the store, registry and published outputs (shared with the GPU workers): a folder,
+            or ``s3://bucket/prefix`` on object storage (``spywatch.objectroot``).
         as_of: the session date; default: the last settled NYSE session.
         source: ``yfinance`` | ``csv:PATH`` | ``synthetic[:SEED]`` | a fault spec (``spywatch.sources``).
         retrain_mode: ``inline`` trains in this process; ``deployment`` runs ``retrain_deployment``
@@ -64,22 +67,31 @@ def nightly(root: str, as_of: dt.date | None = None, source: str = "yfinance", t
         lock_timeout_s: how long to wait for another run holding the root's lock.
     """
     quiet_task_completions()
-    cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id, policy=policy)
+    if is_object_root(root) and retrain_mode == "deployment":
+        raise ValueError("a root on object storage retrains inline (retrain_mode='inline'): the gpu pool's "
+                         "retrain works on a root it shares with the night")
+    # a local root as it is; a root on object storage (s3://...) leased, pulled into a working copy
+    # here and pushed back, pointers last, when the night ends (spywatch.objectroot)
+    with working_root(root, "nightly", sessions=(session_label(as_of),), timeout_s=lock_timeout_s) as work:
+        cfg = night_config(work.local, as_of, source, ticker, model, max_epochs, device, run_id=flow_run.id,
+                           policy=policy)
 
-    def retrain_elsewhere(night: Night) -> dict:
-        request = {"as_of": night.sid, "root": str(cfg.root), "source": source, "ticker": ticker, "model": model,
-                   "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
-        if retrain_mode == "inline":
-            return retrain(**request)
-        return retrain_on_pool(cfg.root, night.sid, retrain_deployment, request)
+        def retrain_elsewhere(night: Night) -> dict:
+            request = {"as_of": night.sid, "root": str(cfg.root), "source": source, "ticker": ticker, "model": model,
+                       "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
+            if retrain_mode == "inline":
+                return retrain(**request)
+            return retrain_on_pool(cfg.root, night.sid, retrain_deployment, request)
 
-    result = run_night(cfg, runner=TaskRunner(fetch_backoff_s), force=force, lock_timeout_s=lock_timeout_s,
-                       retrain=None if retrain_mode == "never" else retrain_elsewhere)
-    if result.status == RunStatus.ALREADY_PUBLISHED:
-        get_run_logger().info("session %s is already published; nothing to do (force=True redoes it)",
-                              result.session)
-        return {"session": result.session, "status": result.status}
-    publish_artifacts(result, ticker, cfg.root)
+        result = run_night(cfg, runner=TaskRunner(fetch_backoff_s), force=force, lock_timeout_s=lock_timeout_s,
+                           retrain=None if retrain_mode == "never" else retrain_elsewhere)
+        if result.status == RunStatus.ALREADY_PUBLISHED:
+            get_run_logger().info("session %s is already published; nothing to do (force=True redoes it)",
+                                  result.session)
+            return {"session": result.session, "status": result.status}
+        if work.url:  # readers find the outputs in the bucket, not in this worker's working copy
+            result = replace(result, outputs={k: work.public(v) for k, v in result.outputs.items()})
+        publish_artifacts(result, ticker, cfg.root)
     emit_alerts(result, ticker)
     if not result.ok:
         f = result.failure

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 
 from spywatch.audit_schema import Retrain
 from spywatch.night.story import retrain_line
+from spywatch.objectroot import local_root_only
 from spywatch.train import device_warning
 from tasks.night import night_config, quiet_task_completions, session_label
 from tasks.reporting import publish_retrain_artifacts
@@ -45,6 +46,7 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
     """
     quiet_task_completions()
     log = get_run_logger()
+    local_root_only(root, "a retrain deployment")
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id,
                        policy=policy)
     session = cfg.session().date().isoformat()

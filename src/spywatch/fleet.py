@@ -157,13 +157,16 @@ class FleetRow:
         return asdict(self)
 
 
-def ticker_row(root: Path, ticker: str, session: str | None = None, status: str | None = None) -> FleetRow:
+def ticker_row(root: Path, ticker: str, session: str | None = None, status: str | None = None,
+               ticker_root: Path | None = None) -> FleetRow:
     """One ticker's line of the fleet: tonight's ``session`` and ``status`` when the caller ran
-    the night, else what the ticker's root has published; the verdicts from the session's audit."""
+    the night, else what the ticker's root has published; the verdicts from the session's audit.
+    ``ticker_root``: where the ticker's root is read when not at ``ROOT/tickers/<T>`` (the working
+    copy of a root on object storage)."""
     from spywatch.publish import Publisher
     from spywatch.report.views import decision_badge, drift_badge, health_badge, validation_badge
 
-    troot = RootLayout(root).ticker(ticker)
+    troot = RootLayout(ticker_root) if ticker_root is not None else RootLayout(root).ticker(ticker)
     publisher = Publisher(troot.root)
     latest = publisher.latest() if troot.published.exists() else None
     known = [d for d in (latest.session, latest.failed_session) if d] if latest else []

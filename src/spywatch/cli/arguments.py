@@ -37,12 +37,26 @@ def ticker_arg(text: str) -> str:
 
 
 def root_dir(text: str) -> Path:
-    """An argparse type: a root folder (created on first use), refused when it names a file."""
+    """An argparse type: a root folder (created on first use), refused when it names a file, or an
+    object-storage URL (``spywatch run`` and the flows take those: ``root_spec``)."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: this command reads a local root; a root on object "
+                                         f"storage is run with `spywatch run --root s3://bucket/prefix`")
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{shown(text)} is a file, not a folder (a root holds the store, models and "
                                          f"published outputs)")
     return path
+
+
+def root_spec(text: str) -> Path | str:
+    """An argparse type: a local root (``root_dir``) or a root on object storage, ``s3://bucket/prefix``
+    (kept as the URL: ``spywatch.objectroot``)."""
+    if text.startswith("s3://"):
+        if len(text.removeprefix("s3://").strip("/")) == 0:
+            raise argparse.ArgumentTypeError(f"{shown(text)} names no bucket (s3://bucket/prefix)")
+        return text.rstrip("/")
+    return root_dir(text)
 
 
 class Parser(argparse.ArgumentParser):

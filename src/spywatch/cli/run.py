@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spywatch.cli.arguments import iso_date, root_dir, ticker_arg
+from spywatch.cli.arguments import iso_date, root_spec, ticker_arg
 from spywatch.layout import RootLayout
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="synthetic",
                    help="synthetic | synthetic:SEED | csv:PATH | yfinance | a fault spec (faulty:N:INNER, ...)")
     p.add_argument("--as-of", default=None, type=iso_date, help="session date to run for (default: the last settled session)")
-    p.add_argument("--root", type=root_dir, default="workspace", help="store, models and published outputs")
+    p.add_argument("--root", type=root_spec, default="workspace",
+                   help="store, models and published outputs: a folder, or s3://bucket/prefix on object storage "
+                        "(endpoint and credentials from the AWS environment)")
     p.add_argument("--ticker", default="SPY", type=ticker_arg, help="the symbol (a name rule: spywatch.names)")
     p.add_argument("--retrain", choices=("inline", "never"), default="inline",
                    help="inline: train here when the decision says so; never: only record the decision")
@@ -66,6 +68,8 @@ EXIT_LOCKED = 3
 def _run(args: argparse.Namespace) -> int:
     from spywatch.lock import RootLocked, root_lock
 
+    if isinstance(args.root, str):  # s3://bucket/prefix
+        return _run_object_root(args, args.root)
     root = args.root.expanduser().resolve()
     print(f"spywatch run: session {_session_line(args.as_of)}; root {root}", flush=True)
     if args.tickers or args.fleet:
@@ -82,6 +86,33 @@ def _run(args: argparse.Namespace) -> int:
             if args.no_prefect:
                 return _run_plain(args, root)
             return _run_flow(args, root)
+    except RootLocked as exc:
+        print(f"spywatch run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+
+
+def _run_object_root(args: argparse.Namespace, url: str) -> int:
+    """A root on object storage: the command holds the root's lease (exit 3 naming its holder when
+    another writer has it); the night works on a pulled copy and pushes it back, pointers last
+    (``spywatch.objectroot``); the local Prefect home lives in this machine's cache for the root."""
+    from spywatch import sessions
+    from spywatch.lease import root_lease
+    from spywatch.lock import RootLocked
+    from spywatch.objectroot import working_root
+
+    print(f"spywatch run: session {_session_line(args.as_of)}; root {url}", flush=True)
+    if args.tickers or args.fleet:
+        if args.no_prefect:
+            raise ValueError("a fleet runs as the nightly-fleet flow on Dask; --no-prefect takes one ticker")
+        _check_fleet(args)
+        return _run_flow(args, url)
+    session = sessions.settled_session(args.as_of).date().isoformat()
+    try:
+        with root_lease(url, "spywatch run", timeout_s=args.lock_timeout):
+            if args.no_prefect:
+                with working_root(url, "spywatch run", sessions=(session,)) as work:
+                    return _run_plain(args, work.local)
+            return _run_flow(args, url)
     except RootLocked as exc:
         print(f"spywatch run: {exc}", file=sys.stderr)
         return EXIT_LOCKED
@@ -141,12 +172,13 @@ def _run_plain(args: argparse.Namespace, root: Path) -> int:
 # ----------------------------------------------------------------------------- with Prefect
 
 
-def _run_flow(args: argparse.Namespace, root: Path) -> int:
+def _run_flow(args: argparse.Namespace, root: Path | str) -> int:
+    from spywatch.objectroot import companion
     from spywatch.orchestration.api import drain_events, prefect_session
     from spywatch.orchestration.checkout import load_flow
 
     t0 = time.perf_counter()
-    with prefect_session(root) as server:
+    with prefect_session(companion(root)) as server:
         t_ready = time.perf_counter()
         if args.tickers or args.fleet:
             nightly_fleet = load_flow("fleet", "nightly_fleet")
@@ -167,18 +199,20 @@ def _run_flow(args: argparse.Namespace, root: Path) -> int:
         return 0 if state.is_completed() else 1
 
 
-def _report(state, root: Path, server: LocalServer | None, start_s: float, flow_s: float, keep_ui: bool) -> None:  # noqa: ANN001
+def _report(state, root: Path | str, server: LocalServer | None, start_s: float, flow_s: float,  # noqa: ANN001
+            keep_ui: bool) -> None:
     from spywatch.orchestration.server import prefect_command
 
     out = state.result(raise_on_failure=False) if state.is_completed() else None
     print()
     if isinstance(out, dict) and out.get("status") == "already_published":
-        print(f"session {out['session']} is already published under {RootLayout(root).published} (--force redoes it)")
+        where = f"{root}/published" if isinstance(root, str) else RootLayout(root).published
+        print(f"session {out['session']} is already published under {where} (--force redoes it)")
     elif isinstance(out, dict) and out.get("outputs"):
         print(_summary(out))
     else:
         print(f"spywatch nightly: {state.type.value}: {state.message}")
-        failure = _failure_summary(root, str(state.state_details.flow_run_id))
+        failure = _failure_summary(root, str(state.state_details.flow_run_id)) if isinstance(root, Path) else None
         if failure:
             print(failure)
     print(f"  wall time: {start_s + flow_s:.1f} s = Prefect start and imports {start_s:.1f} s + flow {flow_s:.1f} s")
@@ -222,12 +256,16 @@ def _failure_summary(root: Path, run_id: str) -> str | None:
     return None
 
 
-def _report_fleet(state, root: Path, start_s: float, flow_s: float) -> None:  # noqa: ANN001
+def _report_fleet(state, root: Path | str, start_s: float, flow_s: float) -> None:  # noqa: ANN001
     from spywatch import fleet
 
     print()
     if not state.is_completed():
         print(f"spywatch nightly-fleet: {state.type.value}: {state.message}")
+    if isinstance(root, str):  # on object storage: the page and each ticker's outputs are in the bucket
+        print(f"  fleet page: {root}/fleet.html (each ticker under {root}/tickers/)")
+        print(f"  wall time: {start_s + flow_s:.1f} s = Prefect start and imports {start_s:.1f} s + flow {flow_s:.1f} s")
+        return
     rows = fleet.fleet_rows(root)
     print(fleet.summary_markdown(rows))
     print(f"  fleet page: {RootLayout(root).fleet_page}")
@@ -237,7 +275,7 @@ def _report_fleet(state, root: Path, start_s: float, flow_s: float) -> None:  # 
 def _summary(out: dict) -> str:
     from spywatch.night import NightlyResult
 
-    outputs = {name: Path(path) for name, path in out["outputs"].items()}
+    outputs = {name: path if "://" in path else Path(path) for name, path in out["outputs"].items()}
     audit = _read_audit(outputs["audit"])
     return NightlyResult(session=out["session"], status=out["status"], audit=audit, outputs=outputs).summary()
 
@@ -246,4 +284,9 @@ def _read_audit(path: Path) -> NightAudit:
     """An ``audit.json`` the run published, typed."""
     from spywatch.audit_schema import check_audit
 
+    if isinstance(path, str):  # an object URL (a root on object storage)
+        import fsspec
+
+        with fsspec.open(path, "rb") as fh:
+            return check_audit(json.loads(fh.read()))
     return check_audit(json.loads(path.read_text()))
