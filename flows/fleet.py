@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 
 from spywatch import fleet as fleet_mod
 from spywatch.layout import RootLayout
+from spywatch.lock import describe
 from spywatch.night.config import REASON_LIMIT
 from spywatch.objectroot import ObjectRoot, is_object_root, join, local_root_only, working_root
 from spywatch.text import cut
@@ -47,6 +48,7 @@ class TickerNight:
     row: fleet_mod.FleetRow
     ok: bool
     worker: str | None = None  # host:pid of the Dask worker; None when the ticker's task crashed
+    took_over: dict | None = None  # the root's lease holder that died mid-night (a killed worker), taken over
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,13 @@ def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: s
                                      key=f"spywatch-{ticker.lower()}-summary",
                                      description=f"{ticker} nightly {result.session}: {result.status}")
         row = fleet_mod.ticker_row(root, ticker, result.session, result.status, ticker_root=troot)
+        if work.took_over:
+            get_run_logger().warning("%s: took over the root's lease from %s, which died holding it (its night "
+                                     "was redone here)", ticker, describe(work.took_over))
     worker = f"{socket.gethostname()}:{os.getpid()}"
     why = f" ({row.failure}: {row.failure_reason})" if row.failure else ""
     get_run_logger().info("%s %s: %s%s on worker %s", ticker, result.session, result.status, why, worker)
-    return TickerNight(row, result.ok, worker)
+    return TickerNight(row, result.ok, worker, work.took_over)
 
 
 def _run_name() -> str:
@@ -142,7 +147,10 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
         page = ObjectRoot(fleet_root).write_text("fleet.html", fleet_mod.render_page(rows))
     else:
         page = fleet_mod.write_page(fleet_root, rows)
-    create_markdown_artifact(markdown=fleet_mod.summary_markdown(rows) + f"\nFleet page: `{page}`\n",
+    retried = "".join(f"- **{n.row.ticker}**: redone on worker {n.worker} after its first worker died mid-night "
+                      f"(lease taken over from {describe(n.took_over)})\n" for n in nights if n.took_over)
+    create_markdown_artifact(markdown=fleet_mod.summary_markdown(rows) + (f"\n{retried}" if retried else "")
+                             + f"\nFleet page: `{page}`\n",
                              key="spywatch-fleet-summary", description=f"fleet of {len(rows)} tickers")
     failed = [n.row for n in nights if not n.ok]
     get_run_logger().info("fleet: %d of %d tickers published; page %s", len(rows) - len(failed), len(rows), page)

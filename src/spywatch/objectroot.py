@@ -296,6 +296,7 @@ class WorkingRoot:
 
     local: Path
     url: str | None = None
+    took_over: dict | None = None  # the lease's last holder, when it died holding it and this run took over
 
     def public(self, path: Path | str) -> str:
         """Where a file of the working copy lives for readers: its object URL, or the path itself."""
@@ -337,7 +338,7 @@ def working_root(root: str | Path, purpose: str = "nightly", sessions: tuple[str
             log.info("%s: %s into %s", remote.url, pulled.line(), local)
             before = Snapshot.of(local)
             try:
-                yield WorkingRoot(local, remote.url)
+                yield WorkingRoot(local, remote.url, getattr(lease, "took_over", None))
             finally:
                 pushed = remote.push(local, before, still_held=_checker(lease))
                 log.info("%s: %s", remote.url, pushed.line())
