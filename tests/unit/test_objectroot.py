@@ -19,6 +19,7 @@ from spywatch.market_data import synthetic_bars
 from tests.bars import write_csv
 from spywatch.night import PipelineConfig, run_night
 from spywatch.objectroot import ObjectRoot, Snapshot, companion, is_object_root, join, working_root
+from spywatch.publish import KILL_POINTS
 
 pytestmark = pytest.mark.slow
 
@@ -111,9 +112,12 @@ def test_a_failed_night_publishes_its_failure_and_keeps_the_last_predictions(fir
     assert remote.read_json("published/sessions/2024-06-28/audit.json")["status"] == "validation_failed"
 
 
-def test_a_kill_in_the_middle_of_a_push_leaves_readers_on_the_last_complete_session(s3_server, first_night, data):
-    """A process killed after the session's content went up but before any pointer: latest.json,
-    the table and the registry still name the previous session, complete; the next night repairs."""
+@pytest.mark.parametrize("point", ["push_content", *KILL_POINTS])
+def test_a_kill_at_any_point_leaves_readers_on_the_last_complete_session(s3_server, first_night, data, point):
+    """A night killed while it publishes into its working copy (the publisher's kill points: nothing
+    was pushed) or in the middle of its push (content up, no pointer moved): latest.json and the
+    table still name the last complete session; the next night takes the dead holder's lease over
+    once it expires and publishes, consistent."""
     url, _, _ = first_night
     fresh = f"s3://{s3_server.bucket()}/spy"
     src, dst = ObjectRoot(url), ObjectRoot(fresh)
@@ -121,17 +125,19 @@ def test_a_kill_in_the_middle_of_a_push_leaves_readers_on_the_last_complete_sess
         if not rel.startswith("published/sessions/2024-06-28/"):
             dst.fs.pipe_file(dst.key(rel), src.fs.cat_file(src.key(rel)))
     before = dst.read_json("published/latest.json")
+    table = dst.fs.cat_file(dst.key("published/predictions.parquet"))
     session = "2024-06-04"
     code = (f"from spywatch.objectroot import working_root\n"
             f"from spywatch.night import PipelineConfig, run_night\n"
             f"with working_root({fresh!r}, 'test', sessions=({session!r},), timeout_s=5, lease_ttl_s=3) as w:\n"
             f"    run_night(PipelineConfig(source='csv:{data}', root=w.local, as_of={session!r}, model={TINY!r},"
             f" max_epochs=6, retrain='never'))\n")
-    env = {**os.environ, "SPYWATCH_KILL_AT": "push_content", "GX_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "SPYWATCH_KILL_AT": point, "GX_ANALYTICS_ENABLED": "False"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-3000:]
     keys = objects(dst)
     assert dst.read_json("published/latest.json") == before  # readers: the last complete session
+    assert dst.fs.cat_file(dst.key("published/predictions.parquet")) == table
     assert not any(k.startswith(f"published/sessions/{session}/") for k in keys)  # sessions go up after content
     lease = dst.read_json(".lease.json")  # the killed holder's lease, left to expire
     assert lease is not None and lease["purpose"] == "test"
@@ -142,7 +148,9 @@ def test_a_kill_in_the_middle_of_a_push_leaves_readers_on_the_last_complete_sess
         assert info is not None and info.took_over["pid"] == lease["pid"]
     result, _ = night(fresh, session, f"csv:{data}", retrain="never")
     assert result.status == "published", result.summary()
-    assert dst.read_json("published/latest.json")["session"] == session
+    latest = dst.read_json("published/latest.json")
+    assert latest["session"] == session and not latest["stale"]
+    assert dst.read_json(f"published/sessions/{session}/audit.json")["run_id"] == latest["run_id"]
 
 
 def test_push_order_content_then_sessions_then_pointers(tmp_path, s3_server):
