@@ -95,6 +95,12 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _mean_text(values: list, fmt: str) -> str:
+    """The mean of the finite readings in ``fmt``, or "-" when there is none."""
+    finite = [v for v in values if _finite(v)]
+    return format(float(np.mean(finite)), fmt) if finite else "-"
+
+
 def _val_gains(epochs: list[Epoch], prior_val: list[float] | None, names: list[str]) -> dict | None:
     """Per horizon, 1 - best validation loss / the training prior's loss on those windows."""
     if not prior_val or not epochs or epochs[0].val_loss is None:
@@ -217,14 +223,16 @@ def member_lines(section: Training, who: list[str] | None = None) -> list[str]:
         loss = ", ".join(f"{h} {a:.4f} vs {b:.4f} ({100 * (a / b - 1):+.1f}%)" for h, a, b in zip(names, fit, prior)
                          if _finite(a) and b)
         epochs = ev.epochs
-        grads = ", ".join(f"{g} {np.mean([e.grad_norm[g] for e in epochs]):.2g}" for g in ev.groups) if epochs else "-"
-        ratio = ", ".join(f"{g} {np.mean([e.update_ratio[g] for e in epochs]):.1e}" for g in ev.groups) \
+        # a reading may be null in an audit.json (a non-finite value written as JSON null): shown as "-"
+        grads = ", ".join(f"{g} {_mean_text([e.grad_norm.get(g) for e in epochs], '.2g')}" for g in ev.groups) \
+            if epochs else "-"
+        ratio = ", ".join(f"{g} {_mean_text([e.update_ratio.get(g) for e in epochs], '.1e')}" for g in ev.groups) \
             if epochs else "-"
         change = ev.weight_change
-        moved = ", ".join(f"{g} {change[g]:.2g}" for g in ev.groups or change if g in change)
+        moved = ", ".join(f"{g} {_mean_text([change[g]], '.2g')}" for g in ev.groups or change if g in change)
         init = ev.init or InitEvidence()
-        pos = init.pos_to_content if init.pos_to_content is not None else float("nan")
-        spread = "/".join(f"{v:.3f}" for v in init.pred_std)
+        pos = init.pos_to_content if _finite(init.pos_to_content) else float("nan")
+        spread = "/".join(f"{v:.3f}" if _finite(v) else "-" for v in init.pred_std)
         lines.append(f"{who[i] if who else f'member {i}'}: log loss on its training windows vs the prior's: {loss or '-'}; at init "
                      f"pos/content {pos:.3g}, P spread {spread or '-'}; "
                      f"mean grad norm {grads}; mean update/weight per step {ratio}; weights moved {moved}")

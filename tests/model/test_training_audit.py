@@ -182,3 +182,27 @@ def test_recording_can_be_switched_off_and_the_finding_order_is_stated():
     assert FINDINGS[0] == "diverged" and FINDINGS[-1] == "learned_prior_only"
     with pytest.raises(ValueError, match="cannot freeze \\['encoder'\\]"):
         train_model(w, None, PatchTSTConfig(n_channels=3), TrainConfig(max_epochs=1, batch_size=64, freeze=("encoder",)))
+
+
+def test_member_lines_show_null_readings_of_an_audit_as_a_dash():
+    """An audit.json writes a non-finite reading as null; the lines a person reads show "-" there."""
+    import json
+    from pathlib import Path
+
+    from spywatch.audit_schema import Training
+    from spywatch.training_audit import member_lines
+
+    audit = json.loads((Path(__file__).resolve().parents[1] / "data" / "audit_example.json").read_text())
+    section = audit["retrain"]["training"]
+    clean = member_lines(Training.model_validate(section))
+    member = section["members"][0]
+    group = next(iter(member["weight_change"]))
+    for epoch in member["epochs"]:
+        epoch["grad_norm"][group] = None
+        epoch["update_ratio"][group] = None
+    member["weight_change"][group] = None
+    member["init"]["pred_std"][0] = None
+    lines = member_lines(Training.model_validate(section))
+    assert len(lines) == len(clean) and lines[1:] == clean[1:]
+    assert lines[0].count(f"{group} -") == 3  # its grad norm, update ratio and weight change
+    assert "P spread -/" in lines[0] and lines[0] != clean[0]
