@@ -126,6 +126,17 @@ class PullReport:
         return f"pulled {len(self.downloaded)} object(s), {self.bytes / 1e6:.2f} MB, in {self.seconds:.1f} s"
 
 
+_NOT_PULLED = ("validation/", "backfill/")  # records a night writes but never reads
+_PULLED_BY_NAME = ("models/versions/", "published/sessions/")  # only those the pointers name
+
+
+def _read_local_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
 def _local_only(rel: str) -> bool:
     return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in LOCAL_ONLY)
 
@@ -179,37 +190,34 @@ class ObjectRoot:
         ``sessions``: published sessions whose folders the night may read (tonight's)."""
         t0 = time.perf_counter()
         objects = self.listing()
-        champion = self.read_json("models/champion.json") if "models/champion.json" in objects else None
-        keep_versions = set()
-        if champion:
-            keep_versions = {champion.get("version"), *(champion.get("previous") or [])} - {None}
-        latest = self.read_json("published/latest.json") if "published/latest.json" in objects else None
-        wanted_sessions = {s for s in sessions if s} | ({latest["session"]} if latest and latest.get("session") else set())
-
-        def wanted(rel: str) -> bool:
-            if _local_only(rel) or rel.startswith(("validation/", "backfill/")):
-                return False
-            if rel.startswith("models/versions/"):
-                return rel.split("/")[2] in keep_versions
-            if rel.startswith("published/sessions/"):
-                return rel.split("/")[2] in wanted_sessions
-            return True
-
-        report = PullReport()
-        rels = sorted(r for r in objects if wanted(r))
-        dests = [local / self._local_path(r) for r in rels]
-        for d in {d.parent for d in dests}:
-            d.mkdir(parents=True, exist_ok=True)
-        if rels:
-            self.fs.get([self.key(r) for r in rels], [str(d) for d in dests])
-        for session in sorted({r.split("/")[2] for r in rels if r.startswith("published/sessions/")}):
+        pulled = [r for r in objects if not _local_only(r) and not r.startswith(_NOT_PULLED)
+                  and not r.startswith(_PULLED_BY_NAME)]
+        self._get(local, pulled)  # first everything but the versions and session folders, pointers included
+        # then, named by the pointers just pulled: the champion and its rollback versions, the
+        # sessions the night may read (tonight's and the latest published one)
+        champion = _read_local_json(local / "models" / "champion.json") or {}
+        versions = {champion.get("version"), *(champion.get("previous") or [])} - {None}
+        latest = _read_local_json(local / "published" / "latest.json") or {}
+        wanted_sessions = {s for s in (*sessions, latest.get("session")) if s}
+        named = [r for r in objects if r.startswith(_PULLED_BY_NAME)
+                 and r.split("/")[2] in (versions if r.startswith("models/versions/") else wanted_sessions)]
+        self._get(local, named)
+        for session in sorted({r.split("/")[2] for r in named if r.startswith("published/sessions/")}):
             link = local / "published" / "sessions" / session
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(f"../.runs/{session}.pulled", link)
-        report.downloaded = rels
-        report.bytes = sum(int(objects[r].get("size") or 0) for r in rels)
-        report.seconds = time.perf_counter() - t0
-        return report
+        rels = sorted([*pulled, *named])
+        return PullReport(downloaded=rels, bytes=sum(int(objects[r].get("size") or 0) for r in rels),
+                          seconds=time.perf_counter() - t0)
+
+    def _get(self, local: Path, rels: list[str]) -> None:
+        """Download ``rels`` in one batch to their places in the working copy."""
+        if not rels:
+            return
+        dests = [local / self._local_path(r) for r in rels]
+        for d in {d.parent for d in dests}:
+            d.mkdir(parents=True, exist_ok=True)
+        self.fs.get([self.key(r) for r in rels], [str(d) for d in dests])
 
     @staticmethod
     def _local_path(rel: str) -> str:
