@@ -78,29 +78,13 @@ PUSHED = re.compile(r"spywatch\.objectroot - INFO - s3://[^/]+/" + PREFIX + r"/t
 def moto(base: Path) -> Iterator[SimpleNamespace]:
     """``moto_server`` on a free port (as tests/conftest.py starts it), its access log in a file;
     this process's S3 clients reach it through the standard AWS variables."""
-    import httpx
+    from tests.flows.conftest import stop_process
+    from tests.s3 import start_moto_server
 
-    from tests.flows.conftest import free_port, stop_process
-
-    port = free_port()
     log = base / "moto.log"
-    endpoint = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    # unbuffered: the access log is cut by byte offset at each night's start and end
+    proc, endpoint = start_moto_server(log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server not up after 60 s:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.2)
         env = {"AWS_ENDPOINT_URL": endpoint, **S3_ENV}
         os.environ.update(env)
         yield SimpleNamespace(endpoint=endpoint, env=env, log=log, proc=proc)

@@ -55,34 +55,12 @@ class S3Server:
 def s3_server(tmp_path_factory) -> S3Server:
     """``moto_server`` in its own process on a free port, healthy; stopped at the end."""
     import os
-    import socket
     import subprocess
-    import sys
-    import time
 
-    import httpx
+    from tests.s3 import start_moto_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    exe = Path(sys.executable).with_name("moto_server")
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    proc, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server not up after 60 s:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.2)
         server = S3Server(endpoint)
         old = {k: os.environ.get(k) for k in server.env}
         os.environ.update(server.env)  # this process's clients (s3fs, boto3) reach it too
