@@ -14,6 +14,7 @@ the end, pass or fail; the worker before the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,20 +100,14 @@ def prefect_env(home: Path, api_url: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
-    from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH,
-                                  PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings)
-
     base = tmp_path_factory.mktemp("prefect")
     home = base / "home"
     log = base / "server.log"
     proc, url = start_server(home, log, cwd=base)
     server = PrefectServer(url=url, home=home, env=prefect_env(home, url), log=log)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home,
-                                         PREFECT_LOCAL_STORAGE_PATH: home / "storage",
-                                         PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        with client_of(url, home):
             yield server
-            _drain_events()
     finally:
         for worker in reversed(server.processes):  # workers first, then the server
             stop_process(worker)
@@ -150,6 +145,27 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
             pass
         time.sleep(0.3)
     raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def client_of(url: str, home: Path) -> Iterator[None]:
+    """This process's Prefect client pointed at the server at ``url`` (with ``home`` as its
+    PREFECT_HOME), for the body only.
+
+    The events and API-log workers are per-process singletons that read the API URL when they
+    start, so one started for another server would keep sending there: they are drained (stopped
+    after delivering) on the way in and on the way out, and restart under these settings."""
+    from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH,
+                                  PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings)
+
+    _drain_events()
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home,
+                                     PREFECT_LOCAL_STORAGE_PATH: home / "storage",
+                                     PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        try:
+            yield
+        finally:
+            _drain_events()
 
 
 def _drain_events() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import _drain_events, start_server, stop_process
+from tests.flows.conftest import client_of, start_server, stop_process
 from tests.flows.support import MAX_EPOCHS, REPO, SMALL_EPOCHS, SMALL_MODEL, TINY_MODEL, artifacts, run_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
@@ -88,8 +88,6 @@ def postgres_processes(pgdata: Path) -> list[int]:
 def pg_prefect(tmp_path_factory) -> Iterator[PgPrefect]:
     """PostgreSQL in a temporary data directory, a Prefect server on it, this process pointed at it."""
     import pgserver
-    from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH,
-                                  PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings)
 
     base = tmp_path_factory.mktemp("pg-prefect")
     pgdata = (base / "pgdata").resolve()  # as pgserver names it on the postmaster's command line
@@ -107,11 +105,8 @@ def pg_prefect(tmp_path_factory) -> Iterator[PgPrefect]:
             f'active = "postgres"\n\n[profiles.postgres]\nPREFECT_API_DATABASE_CONNECTION_URL = "{db_url}"\n')
         proc, api_url = start_server(home, base / "server.log", cwd=base)
         client_home = base / "client-home"
-        with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: client_home,
-                                         PREFECT_LOCAL_STORAGE_PATH: client_home / "storage",
-                                         PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        with client_of(api_url, client_home):
             yield PgPrefect(api_url=api_url, pg_uri=pg_uri, server_home=home)
-            _drain_events()
     finally:
         if proc is not None:
             stop_process(proc)  # the server first: it holds connections to the database
