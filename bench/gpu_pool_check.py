@@ -79,7 +79,8 @@ def main() -> int:
         if done.returncode:
             raise RuntimeError(f"{what} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
-    server = LocalServer.start(tmp / "prefect")  # sets PREFECT_HOME and PREFECT_API_URL: import Prefect after it
+    # not <tmp>/prefect: that may be the wrapper script above (no `prefect` beside the interpreter)
+    server = LocalServer.start(tmp / "prefect-home")  # sets PREFECT_HOME and PREFECT_API_URL: import Prefect after it
     from prefect.deployments import run_deployment
 
     worker = None
@@ -123,6 +124,8 @@ def main() -> int:
         server.stop()
         if (tmp / "worker.log").exists():
             result["worker_log_tail"] = (tmp / "worker.log").read_text(errors="replace")[-4000:]
+        if result.get("error") and server.log.exists():  # e.g. the server died at import
+            result["server_log_tail"] = server.log.read_text(errors="replace")[-4000:]
 
     trained_on = (result.get("outcome") or {}).get("device") or "?"
     ok = result.get("state") == "Completed" and (args.stand_in or trained_on.startswith("cuda"))
