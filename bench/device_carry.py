@@ -186,23 +186,24 @@ def carried(modules: Iterable[str], metadata: Iterable[str], image: set[str], *,
 
 def requires_closure(root: str) -> set[str]:
     """``root`` and everything it requires, transitively, as installed here (markers evaluated for
-    this interpreter, no extras)."""
+    this interpreter, with the extras each requirement names)."""
     from packaging.requirements import Requirement
 
-    seen, todo = set(), [root]
+    seen, todo = set(), [(root, frozenset())]
     while todo:
-        name = normalize(todo.pop())
-        if name in seen:
+        name, extras = todo.pop()
+        name = normalize(name)
+        if (name, extras) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extras))
         try:
             reqs = md.requires(name) or []
         except md.PackageNotFoundError:
             continue
         for r in map(Requirement, reqs):
-            if r.marker is None or r.marker.evaluate({"extra": ""}):
-                todo.append(r.name)
-    return seen
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in {"", *extras}):
+                todo.append((r.name, frozenset(r.extras)))
+    return {name for name, _ in seen}
 
 
 def distribution_files(dist: md.Distribution) -> set[str]:

@@ -27,7 +27,8 @@
 # packages), an "image" folder of links to .venv's copies of the image's packages added to it as a
 # site dir, and the same pins built for this interpreter (bench/out/standin-wheels) installed with
 # `pip --target` into an empty folder. It proves nothing about CUDA; it catches what the carried
-# set lacks or gets wrong.
+# set lacks or gets wrong: bench/standin_defects.py checks that it fails on each of the three defects
+# the first GPU run found, and passes without them (bench/results/gpu_standin.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=.device

@@ -101,3 +101,10 @@ def test_slim_removes_the_named_entries_and_their_record_lines(tmp_path):
                                            ("ruamel.yaml", "ruamel-yaml"), ("typing_extensions", "typing-extensions")])
 def test_normalize(name, expected):
     assert dc.normalize(name) == expected
+
+
+def test_prefects_requirements_are_followed_with_their_extras():
+    closure = dc.requires_closure("prefect")
+    assert {"prefect", "fastapi", "sqlalchemy", "httpx", "python-slugify", "text-unidecode"} <= closure
+    assert "h2" in closure  # through httpx[http2]
+    assert not {"exchange-calendars", "pyluach", "spywatch"} & closure  # what the flows import beyond Prefect
