@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from spywatch.model import (PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, PatchTSTStack,
                             attention_entropy_ratio, stackable, start_at_prior)
-from spywatch.training_record import TrainingRecorder, freeze, init_readings, log_loss_per_horizon, spread
+from spywatch.training_record import (TrainingRecorder, freeze, init_readings, log_loss_per_element,
+                                      log_loss_per_horizon, spread)
 
 log = logging.getLogger(__name__)
 
@@ -273,70 +275,120 @@ def train_ensemble(train: Windows, val: Windows | None, model_cfg: PatchTSTConfi
     return EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in results]), members=results)
 
 
+@dataclass(frozen=True)
+class StackJob:
+    """One dataset of a fleet stack (a ticker's windows): its members train, stop early and are
+    judged on these windows only. ``monitor``: followed per epoch when there is no validation set."""
+
+    train: Windows
+    val: Windows | None = None
+    monitor: Windows | None = None
+    monitor_name: str = "monitor"
+
+
 def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, cfg: TrainConfig,
                 n_members: int, monitor: Windows | None = None, monitor_name: str = "monitor") -> list[TrainResult]:
-    """``train_model`` for ``n_members`` seeds at once, as one stacked model.
+    """``train_model`` for ``n_members`` seeds at once, as one stacked model: :func:`train_fleet` with
+    one job. Returns one ``TrainResult`` per member."""
+    return train_fleet([StackJob(train, val, monitor, monitor_name)], model_cfg, cfg, n_members)[0]
 
-    Member i starts from the weights ``train_model`` would draw with seed ``cfg.seed + i``, walks
-    its own shuffle of the windows (its own generator), has its gradient clipped on its own slice
-    and, with validation windows, keeps its own best epoch (the loop ends when every member has run
-    out of patience). AdamW and the schedule act element-wise, so each member's update is what it
-    would be alone; only the dropout masks come from another stream. Returns one ``TrainResult``
-    per member (its ``seconds`` is its share of the joint time).
+
+def train_fleet(jobs: list[StackJob], model_cfg: PatchTSTConfig, cfg: TrainConfig,
+                n_members: int) -> list[list[TrainResult]]:
+    """Every job's ``n_members`` members trained in one pass, as one :class:`PatchTSTStack` whose
+    leading axis holds jobs x members (slot ``j * n_members + i`` is job j's member i): one forward
+    and one backward per step for the whole fleet, on one device.
+
+    Each slot is what ``train_model`` makes of its job alone with seed ``cfg.seed + i``: the same
+    initial weights (the output bias at its own job's prior), its own shuffle of its own job's
+    windows, its own loss (``pos_weight`` / horizon weights from its job's labels), its gradient
+    clipped on its own slice, its own step count and warm-up + cosine schedule (a job's epoch has
+    ``ceil(N_j / batch)`` steps), and with validation windows its own best epoch; the loop ends when
+    every slot has run out of patience. Batches are padded to one width and masked: a slot whose job
+    has no windows left in this epoch sits the step out (:class:`StackedAdamW` leaves its weights and
+    moments untouched). Only the dropout masks come from another stream than alone. Returns, per job,
+    one ``TrainResult`` per member (``seconds``: its share of the joint time).
     """
-    train, val, watch = _checked(train, val, monitor, cfg)
-    K = n_members
+    if not jobs:
+        raise ValueError("train_fleet needs at least one job")
+    checked = [_checked(j.train, j.val, j.monitor, cfg) for j in jobs]
+    M, J = n_members, len(jobs)
+    K = J * M
+    job_of = np.repeat(np.arange(J), M)  # slot -> job
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(cfg.threads))
     else:
         torch.cuda.reset_peak_memory_stats(device)
+    priors = np.stack([tr.y.mean(axis=0) for tr, _, _ in checked])  # (J, H)
     members = []
-    for i in range(K):
-        seed_everything(cfg.seed + i)
-        members.append(PatchTSTClassifier(model_cfg))
-        if cfg.prior_bias:
-            start_at_prior(members[-1], train.y.mean(axis=0))
+    for j in range(J):
+        for i in range(M):
+            seed_everything(cfg.seed + i)
+            members.append(PatchTSTClassifier(model_cfg))
+            if cfg.prior_bias:
+                start_at_prior(members[-1], priors[j])
     seed_everything(cfg.seed)
-    init = [init_readings(m, train.X, train.y) for m in members] if cfg.record else [None] * K
+    init = ([init_readings(m, checked[job_of[k]][0].X, checked[job_of[k]][0].y) for k, m in enumerate(members)]
+            if cfg.record else [None] * K)
     model = PatchTSTStack.from_members(members).to(device)
+    del members
     n_params = sum(p.numel() for p in model.parameters()) // K
-    rec, loss_fn, opt, sched, use_amp, (Xt, yt), (Xv, yv) = _loop(model, K, train, watch, cfg, device, init)
-    gens = [torch.Generator(device="cpu").manual_seed(cfg.seed + i) for i in range(K)]
+    freeze(model, cfg.freeze)
+    rec = TrainingRecorder(model, K, stacked=True, prior=priors[job_of], enabled=cfg.record)
+    rec.record_init(init)
+    opt = StackedAdamW(_trainable(model), K, weight_decay=cfg.weight_decay)
+    loss = _SlotLoss.for_jobs(cfg, [tr for tr, _, _ in checked], job_of, device)
+    use_amp = cfg.amp and device.type == "cuda"
+    train = _Slots.of([tr for tr, _, _ in checked], job_of, device)
+    has_val = [v is not None for _, v, _ in checked]
+    watch = _Slots.of([w for _, _, w in checked], job_of, device)
+    b = cfg.batch_size
+    per_epoch = np.ceil(train.n / b).astype(int)  # (K,) steps in each slot's epoch
+    warm = np.maximum(1, cfg.warmup_epochs * per_epoch)
+    total = np.maximum(warm + 1, cfg.max_epochs * per_epoch)
+    taken = np.zeros(K, dtype=np.int64)  # optimizer steps each slot has taken
+    lr_now = lambda: cfg.lr * _schedule_factor(taken, warm, total)  # noqa: E731
+    gens = [torch.Generator(device="cpu").manual_seed(cfg.seed + int(k % M)) for k in range(K)]
     best = [float("inf")] * K
     best_state: list[dict | None] = [None] * K
     best_epoch, bad = [0] * K, [0] * K
     history: list[list[dict]] = [[] for _ in range(K)]
+    steps = int(per_epoch.max())
     t0 = time.perf_counter()
     for epoch in _progress(range(1, cfg.max_epochs + 1), cfg.progress):
         model.train()
-        orders = torch.stack([torch.randperm(len(train), generator=g) for g in gens]).to(device)  # (K, N)
+        orders = torch.full((K, steps * b), -1, dtype=torch.long)
+        for k, g in enumerate(gens):
+            orders[k, :train.n[k]] = torch.randperm(int(train.n[k]), generator=g)
+        orders = orders.to(device)
         totals = torch.zeros(K, device=device)
-        for i in range(0, len(train), cfg.batch_size):
-            idx = orders[:, i:i + cfg.batch_size]  # (K, b)
-            if idx.shape[1] < 2:
-                continue
+        for s in range(steps):
+            idx, mask, count = train.batch(orders[:, s * b:(s + 1) * b])
+            active = count >= 2  # BatchNorm-free, but one sample is no batch (as train_model skips it)
+            mask = mask & active.unsqueeze(1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(Xt[idx])  # (K, b, H)
-            losses = torch.stack([loss_fn(logits[k].float(), yt[idx[k]]) for k in range(K)])  # (K,)
-            opt.zero_grad(set_to_none=True)
+                logits = model(train.X[idx])  # (K, b, H)
+            y = train.y[idx]
+            losses = loss(loss.sums(logits.float(), y, mask), mask.sum(dim=1))  # (K,)
+            opt.zero_grad()
             losses.sum().backward()
             rec.after_backward()
-            rec.add_train_loss(logits, yt[idx])
+            rec.add_train_loss(logits, y, mask)
             model.clip_grad_norm_(1.0)
             rec.before_step()
-            opt.step()
-            rec.after_step()
-            sched.step()
-            totals += losses.detach() * idx.shape[1]
-        losses_v, log_loss = _eval_losses(model, Xv, yv, loss_fn, cfg.batch_size * 4, use_amp, K)
-        val_losses = list(losses_v) if val is not None else None
-        rec.end_epoch(epoch, log_loss, _watch_name(val, monitor_name) if watch is not None else None)
-        lr = sched.get_last_lr()[0]
+            act = active.cpu().numpy()
+            opt.step(torch.as_tensor(lr_now() * act, dtype=torch.float32, device=device), active)
+            rec.after_step(active)
+            taken += act
+            totals += losses.detach() * mask.sum(dim=1)
+        losses_v, log_loss = _slot_eval(model, watch, loss, b * 4, use_amp)
+        rec.end_epoch(epoch, log_loss, None)
+        lr = lr_now()
         for k in range(K):
-            val_loss = None if val_losses is None else val_losses[k]
-            history[k].append({"epoch": epoch, "train_loss": float(totals[k]) / len(train), "val_loss": val_loss,
-                               "lr": lr})
+            val_loss = float(losses_v[k]) if has_val[job_of[k]] else None
+            history[k].append({"epoch": epoch, "train_loss": float(totals[k]) / int(train.n[k]),
+                               "val_loss": val_loss, "lr": float(lr[k])})
             if val_loss is None:
                 best_epoch[k] = epoch
             elif bad[k] < cfg.patience:  # a member out of patience keeps its best epoch
@@ -345,34 +397,185 @@ def train_stack(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
                     best_state[k] = {n: p.detach()[k].to("cpu", copy=True) for n, p in model.named_parameters()}
                 else:
                     bad[k] += 1
-        if val is not None and all(b >= cfg.patience for b in bad):
+        if all(has_val) and all(x >= cfg.patience for x in bad):
             break
     seconds = time.perf_counter() - t0
     peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    model = model.to("cpu")
     with torch.no_grad():
         for k in range(K):
             if best_state[k] is not None:
                 for n, p in model.named_parameters():
-                    p[k].copy_(best_state[k][n])
-    evidence = _evidence(rec, model, train, watch, loss_fn, K)
-    trained = model.to_members()
-    return [TrainResult(model=trained[k], history=history[k], best_epoch=best_epoch[k],
-                        best_val_loss=best[k] if val is not None else float("nan"), seconds=seconds / K,
-                        peak_rss_mb=peak_rss_mb(), peak_gpu_mb=peak_gpu, device=str(device), n_params=n_params,
-                        evidence=evidence[k])
-            for k in range(K)]
+                    p[k].copy_(best_state[k][n].to(p.device))
+    for k, m in enumerate(rec.members):  # what each slot's validation readings were taken on
+        job, (_, val, w) = jobs[job_of[k]], checked[job_of[k]]
+        m["val_source"] = _watch_name(val, job.monitor_name) if w is not None else None
+        if w is None:
+            for e in m["epochs"]:
+                e["val_loss"] = None
+    evidence = _fleet_evidence(rec, model, checked, job_of, loss, b * 4)
+    trained = model.to("cpu").to_members()
+    rss = peak_rss_mb()
+    out: list[list[TrainResult]] = [[] for _ in range(J)]
+    for k in range(K):
+        val = checked[job_of[k]][1]
+        out[job_of[k]].append(TrainResult(model=trained[k], history=history[k], best_epoch=best_epoch[k],
+                                          best_val_loss=best[k] if val is not None else float("nan"),
+                                          seconds=seconds / K, peak_rss_mb=rss, peak_gpu_mb=peak_gpu,
+                                          device=str(device), n_params=n_params, evidence=evidence[k]))
+    return out
 
 
-def _train_loss(cfg: TrainConfig, train: Windows, device: torch.device):
+class StackedAdamW:
+    """AdamW (torch's update with decoupled weight decay, betas (0.9, 0.999), eps 1e-8) over a
+    stack's parameters (slot on the leading axis), with each slot's own step count and learning
+    rate. ``step(lr, active)``: lr (K,), active (K,) bool; a slot that is not active keeps its weights
+    and moments as they were (its job had no windows left in this step of the epoch)."""
+
+    def __init__(self, params: list[nn.Parameter], k: int, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.k, self.wd, (self.b1, self.b2), self.eps = list(params), k, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = torch.zeros(k, device=self.params[0].device)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+        a = active.to(self.t.dtype)
+        self.t += a
+        t = self.t.clamp_min(1)
+        step_size, bc2_sqrt = lr / (1 - self.b1 ** t), (1 - self.b2 ** t).sqrt()
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g, shape = p.grad, (self.k,) + (1,) * (p.dim() - 1)
+            w = a.view(shape)
+            p.mul_(1 - (lr * self.wd).view(shape))
+            m.lerp_(g, (1 - self.b1) * w)
+            v.mul_(1 - (1 - self.b2) * w).addcmul_(g, g * w, value=1 - self.b2)
+            p.addcdiv_(m * step_size.view(shape), (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps), value=-1)
+
+
+@dataclass
+class _Slots:
+    """The windows of every slot of a fleet stack on the device: its jobs' windows concatenated
+    (X (sum N, L, C), y (sum N, H)), and per slot where its job's windows start and how many."""
+
+    X: torch.Tensor | None
+    y: torch.Tensor | None
+    start: torch.Tensor  # (K,) long
+    n: np.ndarray  # (K,) int
+
+    @classmethod
+    def of(cls, windows: list[Windows | None], job_of: np.ndarray, device: torch.device) -> _Slots:
+        sizes = np.array([0 if w is None else len(w) for w in windows])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        present = [w for w in windows if w is not None and len(w)]
+        to = lambda a: torch.from_numpy(np.concatenate(a)).to(device) if present else None  # noqa: E731
+        return cls(X=to([w.X for w in present]), y=to([w.y for w in present]),
+                   start=torch.as_tensor(starts[job_of], dtype=torch.long, device=device), n=sizes[job_of])
+
+    def batch(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``local`` (K, b): each slot's window numbers within its job, -1 for padding -> rows of X
+        (padding points at a valid row), the mask of real ones and their count per slot."""
+        mask = local >= 0
+        idx = (self.start.unsqueeze(1) + local.clamp_min(0)).clamp_max(len(self.X) - 1)
+        return idx, mask, mask.sum(dim=1)
+
+
+class _SlotLoss:
+    """Each slot's training loss with its own job's weights (``_loss_weights``): per-horizon sums
+    over the real samples of a padded batch, then the mean ``_loss`` takes (horizons re-weighted)."""
+
+    def __init__(self, kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tensor | None) -> None:
+        self.kind, self.pos_weight, self.horizon_weight = kind, pos_weight, horizon_weight
+
+    @classmethod
+    def for_jobs(cls, cfg: TrainConfig, trains: list[Windows], job_of: np.ndarray, device: torch.device) -> _SlotLoss:
+        weights = [_loss_weights(cfg, tr) for tr in trains]
+        stack = lambda i: (None if weights[0][i] is None else  # noqa: E731
+                           torch.tensor(np.stack([w[i] for w in weights])[job_of], dtype=torch.float32, device=device))
+        return cls(cfg.loss, stack(0), stack(1))
+
+    def sums(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(K, b, H) logits and labels, (K, b) mask -> (K, H) summed losses."""
+        if self.kind == "sigmoid_bce":
+            per = F.binary_cross_entropy(torch.sigmoid(logits), y, reduction="none")
+        else:
+            pw = None if self.pos_weight is None else self.pos_weight.unsqueeze(1)
+            per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none")
+        return (per * mask.unsqueeze(-1)).sum(dim=1)
+
+    def __call__(self, sums: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        per_horizon = sums / count.clamp_min(1).unsqueeze(-1).to(sums.dtype)
+        if self.horizon_weight is not None:
+            per_horizon = per_horizon * self.horizon_weight
+        return per_horizon.mean(dim=-1)
+
+
+@torch.no_grad()
+def _slot_eval(model: PatchTSTStack, slots: _Slots, loss: _SlotLoss, width: int,
+               amp: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each slot on its own job's windows, eval mode: the training loss (K,) and the log loss per
+    horizon (K, H); nan for a slot without windows, (nan, None) when no slot has any."""
+    K = len(slots.n)
+    if slots.X is None:
+        return np.full(K, np.nan), None
+    model.eval()
+    device = slots.X.device
+    n = torch.as_tensor(slots.n, device=device)
+    sums = torch.zeros(K, slots.y.shape[1], dtype=torch.float64, device=device)
+    log_loss = torch.zeros_like(sums)
+    top = int(slots.n.max())
+    for c in range(0, top, width):
+        local = torch.arange(c, min(c + width, top), device=device).expand(K, -1)
+        idx, mask, _ = slots.batch(torch.where(local < n.unsqueeze(1), local, -1))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(slots.X[idx])
+        logits, y = logits.float(), slots.y[idx]
+        sums += loss.sums(logits, y, mask).double()
+        log_loss += (log_loss_per_element(logits, y) * mask.unsqueeze(-1)).sum(dim=1).double()
+    empty = (n == 0).cpu().numpy()
+    losses = loss(sums, n).cpu().numpy()
+    per_horizon = (log_loss / n.clamp_min(1).unsqueeze(-1)).cpu().numpy()
+    losses[empty], per_horizon[empty] = np.nan, np.nan
+    return losses, per_horizon
+
+
+def _fleet_evidence(rec: TrainingRecorder, model: PatchTSTStack, checked: list, job_of: np.ndarray,
+                    loss: _SlotLoss, width: int) -> list:
+    """``_evidence`` for a fleet stack: each slot's eval-mode log loss on a sample of its own job's
+    training windows, beside its prior's."""
+    if not rec.enabled:
+        return [None] * len(job_of)
+    picks = [spread(len(tr), FIT_SAMPLE) for tr, _, _ in checked]
+    sample = _Slots.of([Windows(tr.X[p], tr.y[p], tr.dates[p]) for (tr, _, _), p in zip(checked, picks)], job_of,
+                       next(model.parameters()).device)
+    _, fit_loss = _slot_eval(model, sample, loss, width, False)
+    per_slot = [checked[j] for j in job_of]
+    return rec.finish([w.y if w is not None else None for _, _, w in per_slot], [tr.y for tr, _, _ in per_slot],
+                      fit_loss, [tr.y[picks[j]] for tr, j in zip((c[0] for c in per_slot), job_of)])
+
+
+def _loss_weights(cfg: TrainConfig, train: Windows) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(pos_weight, horizon_weight), each (H,) or None, from the training labels."""
     pos_weight = horizon_weight = None
     rate = train.y.mean(axis=0).clip(1e-3, 1 - 1e-3)
     if cfg.pos_weight:
-        pos_weight = torch.tensor((1 - rate) / rate, dtype=torch.float32, device=device)
+        pos_weight = (1 - rate) / rate
     if cfg.balance_horizons:
         entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
-        horizon_weight = torch.tensor(entropy.mean() / entropy, dtype=torch.float32, device=device)
-    return _loss(cfg.loss, pos_weight, horizon_weight)
+        horizon_weight = entropy.mean() / entropy
+    return pos_weight, horizon_weight
+
+
+def _train_loss(cfg: TrainConfig, train: Windows, device: torch.device):
+    on = lambda w: None if w is None else torch.tensor(w, dtype=torch.float32, device=device)  # noqa: E731
+    pos_weight, horizon_weight = _loss_weights(cfg, train)
+    return _loss(cfg.loss, on(pos_weight), on(horizon_weight))
 
 
 def _checked(train: Windows, val: Windows | None, monitor: Windows | None,
@@ -431,7 +634,7 @@ def _evidence(rec: TrainingRecorder, model: nn.Module, train: Windows, watch: Wi
     pick = spread(len(train), FIT_SAMPLE)
     X, y = torch.from_numpy(train.X[pick]), torch.from_numpy(train.y[pick])
     _, fit_loss = _eval_losses(model, X, y, loss_fn, 4096, False, k)  # the model is back on the CPU
-    return rec.finish(watch.y if watch is not None else None, train.y, fit_loss, train.y[pick])
+    return rec.finish([watch.y if watch is not None else None] * k, [train.y] * k, fit_loss, [train.y[pick]] * k)
 
 
 @torch.no_grad()
@@ -473,14 +676,15 @@ def _loss(kind: str, pos_weight: torch.Tensor | None, horizon_weight: torch.Tens
 def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     warm = max(1, cfg.warmup_epochs * steps_per_epoch)
     total = max(warm + 1, cfg.max_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: float(_schedule_factor(step, warm, total)))
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / (total - warm))
-        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+def _schedule_factor(step, warm, total) -> np.ndarray:
+    """The learning rate's factor after ``step`` optimizer steps: a linear warm-up over ``warm``
+    steps, then a cosine decay to 1/20 at ``total`` (each may be an array: a fleet stack's slots)."""
+    step = np.asarray(step, dtype=float)
+    progress = np.clip((step - warm) / (np.asarray(total) - warm), 0.0, 1.0)
+    return np.where(step < warm, (step + 1) / warm, 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 def _progress(it, enabled: bool):

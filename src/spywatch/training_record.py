@@ -86,9 +86,14 @@ def init_readings(member: nn.Module, X: np.ndarray, y: np.ndarray) -> dict:
             "loss": [float(v) for v in loss], "pos_to_content": float(member.pos_to_content_ratio(sample))}
 
 
+def log_loss_per_element(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Log loss of each prediction: (..., B, H) -> (..., B, H)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), y.expand_as(logits), reduction="none")
+
+
 def log_loss_per_horizon(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed (not mean) log loss per horizon over the batch: (..., B, H) -> (..., H)."""
-    return F.binary_cross_entropy_with_logits(logits.float(), y.expand_as(logits), reduction="none").sum(dim=-2)
+    return log_loss_per_element(logits, y).sum(dim=-2)
 
 
 class TrainingRecorder:
@@ -101,10 +106,13 @@ class TrainingRecorder:
     """
 
     def __init__(self, model: nn.Module, k: int, stacked: bool, prior: np.ndarray, enabled: bool = True) -> None:
+        """``prior``: (H,) the training prior of all ``k`` models, or (k, H) each model's own (a fleet
+        stack's slots train on different tickers)."""
         self.enabled, self.k, self.stacked = enabled, k, stacked
         self.groups = parameter_groups(model)
         self.names = list(self.groups)
-        self.prior = np.asarray(prior, dtype="float64")
+        prior = np.asarray(prior, dtype="float64")
+        self.priors = np.broadcast_to(prior, (k, prior.shape[-1]))
         self.members: list[dict] = [{"epochs": []} for _ in range(k)]
         if not enabled:
             return
@@ -133,9 +141,9 @@ class TrainingRecorder:
         G, dev = len(self.names), self._device()
         self._grad = torch.zeros(G, self.k, device=dev)
         self._ratio = torch.zeros(G, self.k, device=dev)
-        self._steps = 0
-        self._train_loss = torch.zeros(self.k, len(self.prior), device=dev, dtype=torch.float64)
-        self._train_n = 0
+        self._steps = torch.zeros(self.k, device=dev)
+        self._train_loss = torch.zeros(self.k, self.priors.shape[1], device=dev, dtype=torch.float64)
+        self._train_n = torch.zeros(self.k, device=dev, dtype=torch.float64)
 
     def record_init(self, readings: list[dict]) -> None:
         for m, r in zip(self.members, readings):
@@ -149,31 +157,38 @@ class TrainingRecorder:
         if self.enabled:
             self._prev = [[p.detach().clone() for p in ps] for ps in self._params]
 
-    def after_step(self) -> None:
+    def after_step(self, active: torch.Tensor | None = None) -> None:
+        """``active`` (k,) bool: the models that took this step (a fleet stack's slot whose ticker has
+        run out of windows this epoch sits it out, and its readings average over its own steps)."""
         if not self.enabled or self._prev is None:
             return
         delta = self._group_sq([[p.detach() - q for p, q in zip(ps, qs)] for ps, qs in zip(self._params, self._prev)])
         weight = self._group_sq(self._prev)
         self._ratio += (delta / weight.clamp_min(1e-30)).sqrt()
-        self._steps += 1
+        self._steps += 1 if active is None else active.to(self._steps.dtype)
 
-    def add_train_loss(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """``logits`` (k, B, H) (or (B, H) when k = 1) and labels (B, H) or (k, B, H) of one batch."""
+    def add_train_loss(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """``logits`` (k, B, H) (or (B, H) when k = 1) and labels (B, H) or (k, B, H) of one batch;
+        ``mask`` (k, B): the samples that count (a fleet stack pads each slot's batch to one width)."""
         if self.enabled:
             with torch.no_grad():
                 lg = logits.detach().reshape(self.k, -1, logits.shape[-1])
                 yy = y.reshape(-1, *lg.shape[1:]) if y.dim() == 3 else y
-                self._train_loss += log_loss_per_horizon(lg, yy).double()
-                self._train_n += lg.shape[1]
+                if mask is None:
+                    self._train_loss += log_loss_per_horizon(lg, yy).double()
+                    self._train_n += lg.shape[1]
+                else:
+                    self._train_loss += (log_loss_per_element(lg, yy) * mask.unsqueeze(-1)).sum(dim=-2).double()
+                    self._train_n += mask.sum(dim=-1).double()
 
     def end_epoch(self, epoch: int, val_log_loss: np.ndarray | None, val_source: str | None) -> None:
         """``val_log_loss``: (k, H) mean log loss on the validation (or monitor) windows, or None."""
         if not self.enabled:
             return
-        steps = max(1, self._steps)
+        steps = self._steps.clamp_min(1)
         grad = (self._grad / steps).cpu().numpy()
         ratio = (self._ratio / steps).cpu().numpy()
-        train = (self._train_loss / max(1, self._train_n)).cpu().numpy()
+        train = (self._train_loss / self._train_n.clamp_min(1).unsqueeze(-1)).cpu().numpy()
         for i, m in enumerate(self.members):
             m["epochs"].append({
                 "epoch": epoch,
@@ -185,20 +200,24 @@ class TrainingRecorder:
             m["val_source"] = val_source
         self._reset_epoch()
 
-    def finish(self, val_y: np.ndarray | None, train_y: np.ndarray, fit_loss: np.ndarray,
-               fit_y: np.ndarray) -> list[dict]:
+    def finish(self, val_y: list[np.ndarray | None], train_y: list[np.ndarray], fit_loss: np.ndarray,
+               fit_y: list[np.ndarray]) -> list[dict]:
         """Each member's evidence (JSON-ready): its epochs, init readings, weight change per group,
-        the prior's loss on the training and validation windows, and ``fit_loss`` (k, H): the
-        returned model's eval-mode log loss on the training windows ``fit_y``, beside the prior's there."""
+        the prior's loss on its training and validation windows, and ``fit_loss`` (k, H): the
+        returned model's eval-mode log loss on its training windows ``fit_y``, beside the prior's
+        there. ``val_y``, ``train_y``, ``fit_y``: one label array per model (the same array k times
+        when the models share their windows)."""
         init = [[q.to(p.device) for p, q in zip(ps, qs)] for ps, qs in zip(self._params, self._init)]
         moved = [[p.detach() - q for p, q in zip(ps, qs)] for ps, qs in zip(self._params, init)]
         change = np.sqrt(self._group_sq(moved).cpu().numpy() / np.maximum(self._group_sq(init).cpu().numpy(), 1e-30))
-        val_prior = prior_log_loss(val_y, self.prior) if val_y is not None and len(val_y) else None
         floats = lambda a: [float(v) for v in a]  # noqa: E731
-        return [{**m, "groups": self.names, "prior": floats(self.prior),
-                 "weight_change": {g: float(change[j, i]) for j, g in enumerate(self.names)},
-                 "prior_loss": {"train": floats(prior_log_loss(train_y, self.prior)),
-                                "val": None if val_prior is None else floats(val_prior),
-                                "fit_sample": floats(prior_log_loss(fit_y, self.prior))},
-                 "fit_loss": floats(fit_loss[i]), "fit_sample": int(len(fit_y))}
-                for i, m in enumerate(self.members)]
+        out = []
+        for i, m in enumerate(self.members):
+            prior, vy = self.priors[i], val_y[i]
+            out.append({**m, "groups": self.names, "prior": floats(prior),
+                        "weight_change": {g: float(change[j, i]) for j, g in enumerate(self.names)},
+                        "prior_loss": {"train": floats(prior_log_loss(train_y[i], prior)),
+                                       "val": floats(prior_log_loss(vy, prior)) if vy is not None and len(vy) else None,
+                                       "fit_sample": floats(prior_log_loss(fit_y[i], prior))},
+                        "fit_loss": floats(fit_loss[i]), "fit_sample": int(len(fit_y[i]))})
+        return out

@@ -423,3 +423,45 @@ def test_cpu_threads_rule(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "lots")
     assert cpu_threads() == 16
     assert TrainConfig().amp is False  # fp32 on CUDA: the H200 measurement (bench/results/gpu_2026-12-04/)
+
+
+def test_a_fleet_stack_trains_each_job_as_it_trains_alone():
+    """Two tickers of different lengths and priors in one stack (tickers x members on the leading
+    axis): each slot's forward and gradient on a batch are its own model's, and after training each
+    ticker's members land where the same ticker trained alone lands (no dropout)."""
+    from spywatch.train import StackJob, train_fleet, train_stack
+
+    rng = np.random.default_rng(1)
+    cfg = PatchTSTConfig(n_channels=4, dropout=0.0, head_dropout=0.0)
+    jobs = []
+    for n, rate in ((400, 0.3), (230, 0.6)):
+        X = rng.standard_normal((n, 20, 4)).astype("float32")
+        y = (rng.random((n, 3)) < rate).astype("float32")
+        jobs.append(StackJob(Windows(X, y, pd.date_range("2001-01-01", periods=n))))
+    train = TrainConfig(max_epochs=3, batch_size=64, seed=5, pos_weight=True)
+    fleet = train_fleet(jobs, cfg, train, 2)
+    for job, members in zip(jobs, fleet):
+        alone = train_stack(job.train, None, cfg, train, 2)
+        xt = torch.from_numpy(job.train.X[:64])
+        for f, a in zip(members, alone):
+            assert len(f.history) == len(a.history) == 3
+            assert [h["train_loss"] for h in f.history] == pytest.approx([h["train_loss"] for h in a.history], rel=1e-4)
+            with torch.no_grad():
+                torch.testing.assert_close(f.model(xt), a.model(xt), atol=2e-4, rtol=1e-3)
+    # one step's forward and gradients: slot k of the fleet stack is its model alone, every weight
+    from spywatch.model import PatchTSTStack
+
+    models = [m.model for members in fleet for m in members]
+    stack = PatchTSTStack.from_members(models)
+    xb = torch.stack([torch.from_numpy(jobs[k // 2].train.X[k:k + 32]) for k in range(4)])  # (K, b, L, C)
+    logits = stack(xb)
+    logits.pow(2).sum().backward()
+    for k, m in enumerate(models):
+        m.zero_grad()
+        out = m(xb[k])
+        out.pow(2).sum().backward()
+        torch.testing.assert_close(logits[k], out, atol=1e-5, rtol=1e-4)
+        for target, source, transposed in stack._pairs(m):
+            if source.grad is not None:
+                expected = (source.grad.T if transposed else source.grad).reshape(target[k].shape)
+                torch.testing.assert_close(target.grad[k], expected, atol=1e-5, rtol=1e-4)
