@@ -11,6 +11,7 @@ import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,10 @@ from spywatch.atomic import json_bytes
 from spywatch.dataset import FeatureTable
 from spywatch.features import FEATURES, SCALINGS, FeatureScaler
 from spywatch.targets import TargetConfig
+
+if TYPE_CHECKING:
+    from spywatch.model import PatchTSTConfig
+    from spywatch.train import Windows
 
 FILES = ("config.json", "weights.pt", "scaler.json", "metrics.json", "features_suite.json")
 
@@ -212,29 +217,83 @@ def fit_periods(index: pd.DatetimeIndex, first_valid: pd.Timestamp, spec: FitSpe
                       holdout=holdout, embargo=embargo)
 
 
-def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict | None = None) -> ModelBundle:
-    """Fit the scaler on the fit span, then ``spec.members`` PatchTST members; score the holdout if given."""
-    from spywatch.audit import metrics_by_horizon
-    from spywatch.model import PatchTSTConfig
-    from spywatch.train import TrainConfig, make_windows, predict_members, train_ensemble
-    from spywatch.training_audit import training_section
+@dataclass
+class _FitJob:
+    """What a fit trains on, before training: the fitted scaler, the windows of each span, the model config."""
 
-    train_config = train_config or TrainConfig()
-    if spec.recipe == "full":
-        train_config = replace(train_config, max_epochs=spec.epochs)
+    table: FeatureTable
+    spec: FitSpec
+    periods: FitPeriods
+    scaler: FeatureScaler
+    fit_w: Windows
+    val_w: Windows | None
+    hold_w: Windows | None
+    cfg: PatchTSTConfig
+
+
+def _fit_job(table: FeatureTable, spec: FitSpec) -> _FitJob:
+    from spywatch.model import PatchTSTConfig
+    from spywatch.train import make_windows
+
     first_valid = table.features.dropna().index[0]
     periods = fit_periods(table.index, first_valid, spec, table.targets_config.max_horizon)
     scaler = FeatureScaler.fit(table.features.loc[periods.fit[0]:periods.fit[1], list(FEATURES)], kind=spec.scaling)
     inputs = scaler.transform(table.features.loc[:, list(FEATURES)])
     win = lambda span: make_windows(inputs, table.targets, spec.lookback, *span).labelled()  # noqa: E731
-    fit_w = win(periods.fit)
-    val_w = win(periods.val) if periods.val is not None else None
-    hold_w = win(periods.holdout) if periods.holdout else None
     cfg = PatchTSTConfig(n_channels=len(FEATURES), n_outputs=len(table.targets_config.horizons),
                          lookback=spec.lookback, **spec.model)
+    return _FitJob(table, spec, periods, scaler, win(periods.fit), win(periods.val) if periods.val is not None else None,
+                   win(periods.holdout) if periods.holdout else None, cfg)
+
+
+def _fit_config(spec: FitSpec, train_config):
+    from spywatch.train import TrainConfig
+
+    train_config = train_config or TrainConfig()
+    return replace(train_config, max_epochs=spec.epochs) if spec.recipe == "full" else train_config
+
+
+def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict | None = None) -> ModelBundle:
+    """Fit the scaler on the fit span, then ``spec.members`` PatchTST members; score the holdout if given."""
+    from spywatch.train import train_ensemble
+
+    train_config = _fit_config(spec, train_config)
+    job = _fit_job(table, spec)
     # Without a validation slice the training audit follows the holdout's loss per epoch (it never
     # steers training: the epochs are fixed); the gate then scores the same holdout.
-    result = train_ensemble(fit_w, val_w, cfg, train_config, spec.members, monitor=hold_w, monitor_name="holdout")
+    result = train_ensemble(job.fit_w, job.val_w, job.cfg, train_config, spec.members, monitor=job.hold_w,
+                            monitor_name="holdout")
+    return _bundle(job, result, train_config, data)
+
+
+def fit_bundles(tables: dict[str, FeatureTable], spec: FitSpec, train_config=None,
+                data: dict | None = None) -> dict[str, ModelBundle]:
+    """``fit_bundle`` for every ticker of a fleet in one pass (``train.train_fleet``: tickers x
+    members on one stack's leading axis, one device): each ticker with its own scaler, spans,
+    windows, prior and early stopping, as it would be fitted alone."""
+    from spywatch.model import PatchTSTEnsemble, stackable
+    from spywatch.train import EnsembleResult, StackJob, train_fleet
+
+    train_config = _fit_config(spec, train_config)
+    jobs = {t: _fit_job(table, spec) for t, table in tables.items()}
+    first = next(iter(jobs.values()))
+    if not (train_config.stacked and stackable(first.cfg)):
+        raise ValueError("fit_bundles trains on the stacked path only (norm='layernorm', stacked=True)")
+    trained = train_fleet([StackJob(j.fit_w, j.val_w, j.hold_w, "holdout") for j in jobs.values()], first.cfg,
+                          train_config, spec.members)
+    return {t: _bundle(j, EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in rs]), members=rs),
+                       train_config, data)
+            for (t, j), rs in zip(jobs.items(), trained)}
+
+
+def _bundle(job: _FitJob, result, train_config, data: dict | None) -> ModelBundle:
+    """The bundle of a trained ensemble: its metrics, training record and reference predictions."""
+    from spywatch.audit import metrics_by_horizon
+    from spywatch.train import predict_members
+    from spywatch.training_audit import training_section
+
+    table, spec, periods, fit_w, val_w, hold_w = job.table, job.spec, job.periods, job.fit_w, job.val_w, job.hold_w
+    scaler = job.scaler
     names = table.targets_config.names
     first = result.members[0]
     metrics: dict = {
