@@ -364,24 +364,27 @@ def train_fleet(jobs: list[StackJob], model_cfg: PatchTSTConfig, cfg: TrainConfi
         orders = orders.to(device)
         totals = torch.zeros(K, device=device)
         for s in range(steps):
-            idx, mask, count = train.batch(orders[:, s * b:(s + 1) * b])
-            active = count >= 2  # BatchNorm-free, but one sample is no batch (as train_model skips it)
+            # each slot's real windows in this step follow from its count alone: known here, so the
+            # step needs no read back from the device
+            act = np.clip(train.n - s * b, 0, b) >= 2  # one sample is no batch (as train_model skips it)
+            active = torch.as_tensor(act, device=device)
+            idx, mask, _ = train.batch(orders[:, s * b:(s + 1) * b])
             mask = mask & active.unsqueeze(1)
+            count = mask.sum(dim=1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(train.X[idx])  # (K, b, H)
             y = train.y[idx]
-            losses = loss(loss.sums(logits.float(), y, mask), mask.sum(dim=1))  # (K,)
+            losses = loss(loss.sums(logits.float(), y, mask), count)  # (K,)
             opt.zero_grad()
             losses.sum().backward()
             rec.after_backward()
             rec.add_train_loss(logits, y, mask)
             model.clip_grad_norm_(1.0)
             rec.before_step()
-            act = active.cpu().numpy()
             opt.step(torch.as_tensor(lr_now() * act, dtype=torch.float32, device=device), active)
             rec.after_step(active)
             taken += act
-            totals += losses.detach() * mask.sum(dim=1)
+            totals += losses.detach() * count
         losses_v, log_loss = _slot_eval(model, watch, loss, b * 4, use_amp)
         rec.end_epoch(epoch, log_loss, None)
         lr = lr_now()
