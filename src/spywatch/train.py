@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ from torch.nn import functional as F
 from spywatch.model import (PatchTSTClassifier, PatchTSTConfig, PatchTSTEnsemble, PatchTSTStack,
                             attention_entropy_ratio, stackable, start_at_prior)
 from spywatch.training_record import (TrainingRecorder, freeze, init_readings, log_loss_per_element,
-                                      log_loss_per_horizon, spread)
+                                      log_loss_per_horizon, spread, stack_init_readings)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ class TrainConfig:
     # faster at this model size (2.64 s against 3.53 s) and bf16 crashes cuDNN attention's backward at 64
     # stacked members.
     amp: bool = False
+    # torch.compile the fleet stack's training forward (train_fleet): fused elementwise kernels for
+    # many small ones; off until bench/fleet_gpu.py measures it on the GPU (its compile time is paid
+    # again for every new fleet size).
+    compile: bool = False
     threads: int | None = None  # CPU threads; None: cpu_threads()'s rule
     # Train an ensemble's members together as one stacked model (train_stack); False: one after
     # the other (train_model), the reference path the bench compares against.
@@ -149,6 +154,19 @@ def cpu_threads(requested: int | None = None) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def attention_backends(amp: bool):  # noqa: ANN201 - a context manager
+    """The fused attention kernels a training may use. fp32: torch's choice (flash and cuDNN take
+    half precision only). Under bf16 autocast the memory-efficient kernel (or the explicit one):
+    cuDNN's backward failed (``mha_graph.execute(...).is_good()``) on a 64-member stack on an H200
+    (bench/results/gpu_2026-12-04/README.md), and flash attention's backward indexes past 2**31
+    elements at a wide stack's batch (batch x heads x 128 x 32: ~1e11 for 500 tickers)."""
+    if not amp:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -329,10 +347,10 @@ def train_fleet(jobs: list[StackJob], model_cfg: PatchTSTConfig, cfg: TrainConfi
             if cfg.prior_bias:
                 start_at_prior(members[-1], priors[j])
     seed_everything(cfg.seed)
-    init = ([init_readings(m, checked[job_of[k]][0].X, checked[job_of[k]][0].y) for k, m in enumerate(members)]
-            if cfg.record else [None] * K)
     model = PatchTSTStack.from_members(members).to(device)
     del members
+    init = (stack_init_readings(model, [(tr.X, tr.y) for tr, _, _ in checked], job_of) if cfg.record
+            else [None] * K)
     n_params = sum(p.numel() for p in model.parameters()) // K
     freeze(model, cfg.freeze)
     rec = TrainingRecorder(model, K, stacked=True, prior=priors[job_of], enabled=cfg.record)
@@ -355,54 +373,59 @@ def train_fleet(jobs: list[StackJob], model_cfg: PatchTSTConfig, cfg: TrainConfi
     best_epoch, bad = [0] * K, [0] * K
     history: list[list[dict]] = [[] for _ in range(K)]
     steps = int(per_epoch.max())
-    t0 = time.perf_counter()
-    for epoch in _progress(range(1, cfg.max_epochs + 1), cfg.progress):
-        model.train()
-        orders = torch.full((K, steps * b), -1, dtype=torch.long)
-        for k, g in enumerate(gens):
-            orders[k, :train.n[k]] = torch.randperm(int(train.n[k]), generator=g)
-        orders = orders.to(device)
-        totals = torch.zeros(K, device=device)
-        for s in range(steps):
-            # each slot's real windows in this step follow from its count alone: known here, so the
-            # step needs no read back from the device
-            act = np.clip(train.n - s * b, 0, b) >= 2  # one sample is no batch (as train_model skips it)
-            active = torch.as_tensor(act, device=device)
-            idx, mask, _ = train.batch(orders[:, s * b:(s + 1) * b])
-            mask = mask & active.unsqueeze(1)
-            count = mask.sum(dim=1)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(train.X[idx])  # (K, b, H)
-            y = train.y[idx]
-            losses = loss(loss.sums(logits.float(), y, mask), count)  # (K,)
-            opt.zero_grad()
-            losses.sum().backward()
-            rec.after_backward()
-            rec.add_train_loss(logits, y, mask)
-            model.clip_grad_norm_(1.0)
-            rec.before_step()
-            opt.step(torch.as_tensor(lr_now() * act, dtype=torch.float32, device=device), active)
-            rec.after_step(active)
-            taken += act
-            totals += losses.detach() * count
-        losses_v, log_loss = _slot_eval(model, watch, loss, b * 4, use_amp)
-        rec.end_epoch(epoch, log_loss, None)
-        lr = lr_now()
-        for k in range(K):
-            val_loss = float(losses_v[k]) if has_val[job_of[k]] else None
-            history[k].append({"epoch": epoch, "train_loss": float(totals[k]) / int(train.n[k]),
-                               "val_loss": val_loss, "lr": float(lr[k])})
-            if val_loss is None:
-                best_epoch[k] = epoch
-            elif bad[k] < cfg.patience:  # a member out of patience keeps its best epoch
-                if val_loss < best[k] - 1e-5:
-                    best[k], best_epoch[k], bad[k] = val_loss, epoch, 0
-                    best_state[k] = {n: p.detach()[k].to("cpu", copy=True) for n, p in model.named_parameters()}
-                else:
-                    bad[k] += 1
-        if all(has_val) and all(x >= cfg.patience for x in bad):
-            break
-    seconds = time.perf_counter() - t0
+    forward = torch.compile(model) if cfg.compile else model
+    with attention_backends(use_amp):  # bf16: an attention kernel that trains a stack this wide
+        t0 = time.perf_counter()
+        for epoch in _progress(range(1, cfg.max_epochs + 1), cfg.progress):
+            t_epoch = time.perf_counter()
+            model.train()
+            orders = torch.full((K, steps * b), -1, dtype=torch.long)
+            for k, g in enumerate(gens):
+                orders[k, :train.n[k]] = torch.randperm(int(train.n[k]), generator=g)
+            orders = orders.to(device)
+            totals = torch.zeros(K, device=device)
+            for s in range(steps):
+                # each slot's real windows in this step follow from its count alone: known here, so the
+                # step needs no read back from the device
+                act = np.clip(train.n - s * b, 0, b) >= 2  # one sample is no batch (as train_model skips it)
+                active = torch.as_tensor(act, device=device)
+                idx, mask, _ = train.batch(orders[:, s * b:(s + 1) * b])
+                mask = mask & active.unsqueeze(1)
+                count = mask.sum(dim=1)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = forward(train.X[idx])  # (K, b, H)
+                y = train.y[idx]
+                losses = loss(loss.sums(logits.float(), y, mask), count)  # (K,)
+                opt.zero_grad()
+                losses.sum().backward()
+                rec.after_backward()
+                rec.add_train_loss(logits, y, mask)
+                model.clip_grad_norm_(1.0)
+                rec.before_step()
+                opt.step(torch.as_tensor(lr_now() * act, dtype=torch.float32, device=device), active)
+                rec.after_step(active)
+                taken += act
+                totals += losses.detach() * count
+            losses_v, log_loss = _slot_eval(model, watch, loss, b * 4, use_amp)
+            rec.end_epoch(epoch, log_loss, None)
+            lr = lr_now()
+            totals = totals.cpu().numpy()
+            took = round(time.perf_counter() - t_epoch, 3)  # the whole stack's epoch (the host has waited for it)
+            for k in range(K):
+                val_loss = float(losses_v[k]) if has_val[job_of[k]] else None
+                history[k].append({"epoch": epoch, "train_loss": float(totals[k]) / int(train.n[k]),
+                                   "val_loss": val_loss, "lr": float(lr[k]), "seconds": took})
+                if val_loss is None:
+                    best_epoch[k] = epoch
+                elif bad[k] < cfg.patience:  # a member out of patience keeps its best epoch
+                    if val_loss < best[k] - 1e-5:
+                        best[k], best_epoch[k], bad[k] = val_loss, epoch, 0
+                        best_state[k] = {n: p.detach()[k].to("cpu", copy=True) for n, p in model.named_parameters()}
+                    else:
+                        bad[k] += 1
+            if all(has_val) and all(x >= cfg.patience for x in bad):
+                break
+        seconds = time.perf_counter() - t0
     peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     with torch.no_grad():
         for k in range(K):

@@ -465,3 +465,34 @@ def test_a_fleet_stack_trains_each_job_as_it_trains_alone():
             if source.grad is not None:
                 expected = (source.grad.T if transposed else source.grad).reshape(target[k].shape)
                 torch.testing.assert_close(target.grad[k], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("budget", [2**16, 40])
+def test_a_stacks_init_readings_are_each_members_own(budget):
+    """The untrained readings of a fleet stack, taken for all slots at once on the stack (in chunks),
+    are each member's ``init_readings`` on its own job's windows: one job with fewer windows than the
+    1,024 sampled, one with more, each member's output bias at its own job's prior."""
+    from spywatch.model import PatchTSTStack, start_at_prior
+    from spywatch.training_record import init_readings, stack_init_readings
+
+    rng = np.random.default_rng(2)
+    cfg = PatchTSTConfig(n_channels=4)
+    samples = []
+    for n, rate in ((300, 0.2), (1500, 0.6)):
+        samples.append((rng.standard_normal((n, 20, 4)).astype("float32"),
+                        (rng.random((n, 3)) < rate).astype("float32")))
+    job_of = np.repeat(np.arange(2), 2)
+    members = []
+    for k, j in enumerate(job_of):
+        torch.manual_seed(k)
+        members.append(PatchTSTClassifier(cfg))
+        start_at_prior(members[-1], samples[j][1].mean(axis=0))
+    stack = PatchTSTStack.from_members(members)
+    got = stack_init_readings(stack, samples, job_of, budget=budget)
+    assert stack.training  # left in the mode it was in
+    for k, (m, j) in enumerate(zip(members, job_of)):
+        want = init_readings(m, *samples[j])
+        for key in ("pred_std", "pred_mean", "loss"):
+            assert got[k][key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (k, key)
+        assert got[k]["pos_to_content"] == pytest.approx(want["pos_to_content"], rel=1e-4)
+    assert got[0]["pred_mean"] != pytest.approx(got[2]["pred_mean"], abs=0.05)  # each job its own prior
