@@ -7,10 +7,14 @@
 #   device:  bash bench/gpu_device.sh check       # bench/gpu_check.py: CPU vs CUDA fp32 vs CUDA bf16 -> $OUT
 #   device:  bash bench/gpu_device.sh pool        # bench/gpu_pool_check.py: the retrain deployment on a gpu-pool worker -> $OUT
 #   device:  bash bench/gpu_device.sh all         # check, then pool (one call: ~6 min on an H200 and 16 cores)
+#   device:  bash bench/gpu_device.sh fleet       # bench/fleet_gpu.py: the fleet in one pass, 2..500 tickers -> $OUT
+#   here:    bash bench/gpu_device.sh stand-in fleet   # the same on this CPU, tiny (bench/fleet_gpu.py --stand-in)
 #
 # Each device call carries `.device` (ignored by git), runs from the repository root and names
 # the commit it runs (no .git travels):
 #   run(command="SPYWATCH_GIT=<sha> bash bench/gpu_device.sh all", carry=[".device"], timeout_s=480)
+#   run(command="SPYWATCH_GIT=<sha> bash bench/gpu_device.sh fleet", carry=[".device"], timeout_s=480)
+# (`fleet` keeps to its own budget, 360 s of measurement after the wheels: one call of at most 8 min)
 # The results come back under $OUT, to commit in bench/results/.
 #
 # The carried wheels (.device/wheels, listed with their pins in .device/carried.txt) are derived by
@@ -69,6 +73,7 @@ prepare)
       $venv bench/gpu_check.py --stand-in --epochs 1 --data "$DATA" --out bench/out/prepare/gpu_check
       $venv bench/gpu_pool_check.py --stand-in --max-epochs 1 --root bench/out/prepare/root --as-of "$AS_OF" \
           --source "csv:$DATA" --out bench/out/prepare/gpu_pool
+      $venv bench/fleet_gpu.py --stand-in --out bench/out/prepare/fleet_gpu
     ) >bench/out/prepare/traced_run.log 2>&1 || { tail -30 bench/out/prepare/traced_run.log; exit 1; }
     $venv bench/device_carry.py pins --trace "$trace" --out "$DEV/carried.txt"
     $venv -m pip download -q --no-deps "${target[@]}" -d "$DEV/wheels" -r "$DEV/carried.txt"
@@ -92,13 +97,18 @@ pool)
     PYTHONUNBUFFERED=1 "$PY" bench/gpu_pool_check.py --root "$ROOT" --as-of "$AS_OF" \
         --source "csv:$DATA" --out "${OUT:-bench/results}/gpu_pool" "${@:2}"
     ;;
+fleet)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+    install_wheels
+    PYTHONUNBUFFERED=1 "$PY" bench/fleet_gpu.py --out "${OUT:-bench/results}/fleet_gpu" "${@:2}"
+    ;;
 all)
     rc=0
     bash "$0" check || rc=$?
     bash "$0" pool || rc=$?
     exit $rc
     ;;
-stand-in)  # stand-in [check|pool|all]; STANDIN_WHEELS: another wheel folder (bench/standin_defects.sh)
+stand-in)  # stand-in [check|pool|all|fleet]; STANDIN_WHEELS: another wheel folder (bench/standin_defects.py)
     s=bench/out/standin
     base=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
     rm -rf "$s" && mkdir -p "$s"
@@ -108,6 +118,7 @@ stand-in)  # stand-in [check|pool|all]; STANDIN_WHEELS: another wheel folder (be
     export PYTHON=$PWD/$s/venv/bin/python WHEELS=${STANDIN_WHEELS:-bench/out/standin-wheels} SITE=$PWD/$s/site \
         ROOT=$s/root OUT=${OUT:-$s}
     ls "$WHEELS"/*.whl >/dev/null || { echo "no wheels in $WHEELS: run prepare" >&2; exit 1; }
+    if [ "${2:-all}" = fleet ]; then exec bash "$0" fleet --stand-in; fi
     rc=0
     [ "${2:-all}" = pool ] || bash "$0" check --stand-in --epochs 1 || rc=$?
     [ "${2:-all}" = check ] || bash "$0" pool --stand-in --max-epochs 1 || rc=$?
