@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -266,23 +266,34 @@ def fit_bundle(table: FeatureTable, spec: FitSpec, train_config=None, data: dict
     return _bundle(job, result, train_config, data)
 
 
-def fit_bundles(tables: dict[str, FeatureTable], spec: FitSpec, train_config=None,
-                data: dict | None = None) -> dict[str, ModelBundle]:
+def fit_bundles(tables: dict[str, FeatureTable], spec: FitSpec | dict[str, FitSpec], train_config=None,
+                data: dict | None = None, data_by_ticker: dict[str, dict] | None = None) -> dict[str, ModelBundle]:
     """``fit_bundle`` for every ticker of a fleet in one pass (``train.train_fleet``: tickers x
     members on one stack's leading axis, one device): each ticker with its own scaler, spans,
-    windows, prior and early stopping, as it would be fitted alone."""
+    windows, prior and early stopping, as it would be fitted alone.
+
+    ``spec``: one for all, or one per ticker (their spans may differ; the model, members, recipe
+    and epochs must not: one stack trains them). ``data``: the provenance for all;
+    ``data_by_ticker``: each ticker's own (added over it)."""
     from spywatch.model import PatchTSTEnsemble, stackable
     from spywatch.train import EnsembleResult, StackJob, train_fleet
 
-    train_config = _fit_config(spec, train_config)
-    jobs = {t: _fit_job(table, spec) for t, table in tables.items()}
+    specs = spec if isinstance(spec, dict) else {t: spec for t in tables}
+    shared = {json.dumps({**asdict(s), "train_end": None, "train_start": None, "holdout": None}, sort_keys=True)
+              for s in specs.values()}
+    if len(shared) != 1:
+        raise ValueError(f"one pass trains one model shape, recipe and member count: the specs differ ({shared})")
+    first_spec = next(iter(specs.values()))
+    train_config = _fit_config(first_spec, train_config)
+    jobs = {t: _fit_job(table, specs[t]) for t, table in tables.items()}
     first = next(iter(jobs.values()))
     if not (train_config.stacked and stackable(first.cfg)):
         raise ValueError("fit_bundles trains on the stacked path only (norm='layernorm', stacked=True)")
     trained = train_fleet([StackJob(j.fit_w, j.val_w, j.hold_w, "holdout") for j in jobs.values()], first.cfg,
-                          train_config, spec.members)
+                          train_config, first_spec.members)
+    own = data_by_ticker or {}
     return {t: _bundle(j, EnsembleResult(model=PatchTSTEnsemble.of([r.model for r in rs]), members=rs),
-                       train_config, data)
+                       train_config, {**(data or {}), **own.get(t, {})})
             for (t, j), rs in zip(jobs.items(), trained)}
 
 

@@ -142,6 +142,29 @@ def train_here(night: Night) -> Retrain:
     return challenger.train_challenger(night.cfg, night.session, night.table, night.data_info).section()
 
 
+DEFERRED = "retrain_deferred"  # a NightlyResult's status when the night stopped for the fleet's one pass
+
+
+class RetrainDeferred(Exception):
+    """The night wants a challenger and leaves its fitting to the fleet's one pass: it stops before
+    the retrain with nothing published, and runs again once the pass has registered the challenger."""
+
+
+def defer_retrain(night: Night) -> Retrain:
+    """The retrainer of a fleet night in one-pass mode (never called: ``_stages`` stops the night)."""
+    raise RetrainDeferred(night.sid)
+
+
+def gate_fitted_here(version: str | None, error: str | None = None) -> Retrainer:
+    """The retrainer of a fleet night after the one pass: gate the challenger the pass registered as
+    ``version`` (or fail the retrain with the pass's ``error`` for this ticker)."""
+    def gate(night: Night) -> Retrain:
+        if version is None:
+            raise RuntimeError(f"the fleet's one-pass retrain fitted no challenger: {error or 'no reason given'}")
+        return challenger.gate_fitted(night.cfg, night.session, night.table, night.data_info, version).section()
+    return gate
+
+
 def start_night(cfg: PipelineConfig) -> Night:
     session = cfg.session()
     source = source_from_spec(cfg.source)
@@ -190,6 +213,8 @@ def run_night(cfg: PipelineConfig, runner=None, retrain: Retrainer | None = INLI
         try:
             _stages(night, runner, retrain)
             result = night.stage(runner, "publish", publish_night, night, publisher)
+        except RetrainDeferred:  # nothing published: the night runs again after the fleet's one pass
+            return NightlyResult(session=night.sid, status=DEFERRED, audit=night.audit)
         except StageFailed as failed:
             result = night.stage(runner, "publish_failure", fail_night, night, publisher, failed.kind, failed.stage,
                                  failed.reason)
@@ -244,6 +269,8 @@ def _stages(night: Night, runner, retrain: Retrainer | None) -> None:  # noqa: A
     if drift is not None:
         write_drift_history(night.root, history, night.sid, drift.dataset_drift)
 
+    if night.decision.retrain and retrain is defer_retrain:
+        raise RetrainDeferred(night.sid)
     if night.decision.retrain and retrain is not None:
         try:
             outcome = night.stage(runner, "retrain", retrain, night)
