@@ -49,6 +49,7 @@ class TickerNight:
     ok: bool
     worker: str | None = None  # host:pid of the Dask worker; None when the ticker's task crashed
     took_over: dict | None = None  # the root's lease holder that died mid-night (a killed worker), taken over
+    deferred: str | None = None  # the session whose night stopped for the one-pass retrain (nothing published)
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,21 @@ class TickerBackfill:
 @task(name="ticker-night", task_run_name="night-{ticker}", cache_policy=NO_CACHE)
 def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: str, policy: str,
                  retrain_mode: str, retrain_deployment: str, model: dict | None, max_epochs: int | None,
-                 device: str, run_id: str | None, threads: int | None = None) -> TickerNight:
+                 device: str, run_id: str | None, threads: int | None = None,
+                 fitted: dict | None = None) -> TickerNight:
     """One ticker's night on its own root; returns its fleet row (never raises for a bad night).
-    ``threads``: torch's CPU threads in this worker (the cores shared out between the workers)."""
+    ``threads``: torch's CPU threads in this worker (the cores shared out between the workers).
+    ``retrain_mode="one-pass"``: a night that wants a challenger stops before its retrain with
+    nothing published (``deferred``); run again with ``fitted`` ({"version"} the one pass registered,
+    or {"error"}), it gates that challenger and publishes."""
     from spywatch.audit_schema import RunStatus
     from spywatch.night import run_night
-    from spywatch.night.run import Night, train_here
+    from spywatch.night.run import DEFERRED, Night, defer_retrain, gate_fitted_here, train_here
     from spywatch.report import run_page
     from tasks.retrain import retrain_on_pool
 
     quiet_task_completions()  # in this worker process too
-    if is_object_root(root) and retrain_mode == "deployment":
+    if is_object_root(root) and retrain_mode in ("deployment", "one-pass"):
         raise ValueError("a fleet root on object storage retrains inline (retrain_mode='inline')")
     # the ticker's root: ROOT/tickers/<T>, a folder or a prefix on object storage; for the latter
     # this worker leases it, pulls it into its own scratch folder and pushes it back (objectroot)
@@ -94,9 +99,18 @@ def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: s
                        "max_epochs": max_epochs, "device": device, "request_id": night.run_id, "policy": policy}
             return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
 
-        retrain = {"inline": train_here, "never": None, "deployment": on_pool}[retrain_mode]
+        if fitted is not None:
+            retrain = gate_fitted_here(fitted.get("version"), fitted.get("error"))
+        else:
+            retrain = {"inline": train_here, "never": None, "deployment": on_pool,
+                       "one-pass": defer_retrain}[retrain_mode]
         with _one_job_per_worker():
             result = run_night(cfg, retrain=retrain)
+        if result.status == DEFERRED:
+            why = ", ".join(result.audit.decision.codes()) if result.audit.decision else ""
+            get_run_logger().info("%s %s: a challenger is wanted (%s); its night runs again after the fleet's "
+                                  "one-pass retrain", ticker, result.session, why or "no reason recorded")
+            return TickerNight(fleet_mod.FleetRow(ticker, result.session, DEFERRED), ok=False, deferred=result.session)
         if result.status != RunStatus.ALREADY_PUBLISHED:
             outputs = {k: work.public(v) for k, v in result.outputs.items()} if work.url else result.outputs
             links = run_page.report_links(troot, outputs)
@@ -121,7 +135,7 @@ def _run_name() -> str:
 @flow(name="nightly-fleet", flow_run_name=_run_name, timeout_seconds=8 * 3600, log_prints=True)
 def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str | None = None,
                   as_of: dt.date | None = None, source: str = "yfinance", policy: str = "default",
-                  retrain_mode: Literal["inline", "deployment", "never"] = "deployment",
+                  retrain_mode: Literal["inline", "deployment", "never", "one-pass"] = "deployment",
                   retrain_deployment: str = "retrain/retrain", model: dict[str, int] | None = None,
                   max_epochs: int | None = None, device: str = "auto", dask_address: str | None = None,
                   n_workers: int = 2) -> dict:
@@ -131,17 +145,36 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
         root: the fleet root (one sub-root per ticker under ``tickers/``).
         tickers, fleet_file: the tickers (with ``source``/``policy`` for all), or a fleet file with
             per-ticker overrides; one of the two.
+        retrain_mode: as for ``nightly``, and ``one-pass``: the nights that want a challenger stop
+            before their retrain, every such ticker's challenger is fitted in one pass in this flow's
+            process (``fleet-retrain``: tickers x members on one stack, on its GPU when it has one),
+            and those nights run again, gating the challenger fitted for them.
         dask_address: an existing Dask scheduler (``tcp://host:8786``); default: a temporary
             ``LocalCluster`` of ``n_workers`` single-threaded workers.
         the rest: as for ``nightly``.
     """
     quiet_task_completions()
     fleet_root = root if is_object_root(root) else Path(root)  # s3://bucket/prefix stays a URL
+    if retrain_mode == "one-pass":
+        local_root_only(root, "a one-pass fleet retrain")
     fleet = _fleet(tickers, fleet_file, source, policy)
     runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
     nights = fleet_nights.with_options(task_runner=runner)(fleet_root, specs, as_of, retrain_mode, retrain_deployment,
                                                            model, max_epochs, device, threads)
+    one_pass = ""
+    waiting = [(s, n) for s, n in zip(specs, nights) if n.deferred]
+    if waiting:
+        pending = [{**s, "as_of": n.deferred} for s, n in waiting]
+        fitted = fleet_retrain(fleet_root, pending, model, max_epochs, device)
+        again = fleet_nights.with_options(task_runner=runner)(
+            fleet_root, [{**p, "fitted": fitted["tickers"][p["ticker"]]} for p in pending], as_of, retrain_mode,
+            retrain_deployment, model, max_epochs, device, threads, name="fleet-nights-after-the-pass")
+        redone = {n.row.ticker: n for n in again}
+        nights = [redone.get(n.row.ticker, n) for n in nights]
+        one_pass = (f"\nOne-pass retrain: {len(pending)} tickers' challengers fitted together in "
+                    f"{fitted['seconds']} s ({fitted['device']}); failed: "
+                    f"{', '.join(t for t, f in fitted['tickers'].items() if f.get('error')) or 'none'}\n")
     rows = [n.row for n in nights]
     if is_object_root(fleet_root):
         page = ObjectRoot(fleet_root).write_text("fleet.html", fleet_mod.render_page(rows))
@@ -150,7 +183,7 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
     retried = "".join(f"- **{n.row.ticker}**: redone on worker {n.worker} after its first worker died mid-night "
                       f"(lease taken over from {describe(n.took_over)})\n" for n in nights if n.took_over)
     create_markdown_artifact(markdown=fleet_mod.summary_markdown(rows) + (f"\n{retried}" if retried else "")
-                             + f"\nFleet page: `{page}`\n",
+                             + one_pass + f"\nFleet page: `{page}`\n",
                              key="spywatch-fleet-summary", description=f"fleet of {len(rows)} tickers")
     failed = [n.row for n in nights if not n.ok]
     get_run_logger().info("fleet: %d of %d tickers published; page %s", len(rows) - len(failed), len(rows), page)
@@ -160,14 +193,15 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
     return {"tickers": fleet.names, "page": str(page), "rows": nights}
 
 
-@flow(name="fleet-nights")
+@flow(name="fleet-nights", flow_run_name="{name}")
 def fleet_nights(root: Path | str, specs: list[dict], as_of: dt.date | None, retrain_mode: str,
                  retrain_deployment: str, model: dict | None, max_epochs: int | None, device: str,
-                 threads: int | None = None) -> list[TickerNight]:
-    """The fan-out: one ``ticker_night`` per ticker on the flow's task runner, results in fleet order."""
-    futures = [ticker_night.submit(root, s["ticker"], as_of, s["source"], s["policy"], retrain_mode,
-                                   retrain_deployment, model, max_epochs, device,
-                                   str(flow_run.id) if flow_run.id else None, threads)
+                 threads: int | None = None, name: str = "fleet-nights") -> list[TickerNight]:
+    """The fan-out: one ``ticker_night`` per ticker on the flow's task runner, results in fleet order.
+    A spec's own ``as_of`` and ``fitted`` (the one pass's challenger) go to its ticker's night."""
+    futures = [ticker_night.submit(root, s["ticker"], _date(s.get("as_of")) or as_of, s["source"], s["policy"],
+                                   retrain_mode, retrain_deployment, model, max_epochs, device,
+                                   str(flow_run.id) if flow_run.id else None, threads, s.get("fitted"))
                for s in specs]
     nights = []
     for s, future in zip(specs, futures):
@@ -180,6 +214,41 @@ def fleet_nights(root: Path | str, specs: list[dict], as_of: dt.date | None, ret
                           failure_reason=cut(str(exc), REASON_LIMIT))
             nights.append(TickerNight(row, ok=False))
     return nights
+
+
+@task(name="fleet-retrain", task_run_name="fleet-retrain-{n_tickers}-tickers", cache_policy=NO_CACHE,
+      timeout_seconds=4 * 3600, tags=("spywatch", "retrain", "gpu"))
+def fleet_retrain_task(root: Path, pending: list[dict], model: dict | None, max_epochs: int | None, device: str,
+                       n_tickers: int) -> dict:
+    """Every waiting ticker's challenger fitted in one pass (``night.retrain.fit_fleet_challengers``)
+    in this process, on its GPU when it has one; each registered, unpromoted, in its own root.
+    Returns {"tickers": {T: {"version"} or {"error"}}, "seconds", "device"}."""
+    import time
+
+    from spywatch.night.retrain import fit_fleet_challengers
+    from spywatch.train import pick_device
+
+    cfgs = {p["ticker"]: night_config(RootLayout(root).ticker(p["ticker"]).root, _date(p["as_of"]), p["source"],
+                                      p["ticker"], model, max_epochs, device, run_id=None, policy=p["policy"])
+            for p in pending}
+    t0 = time.perf_counter()
+    out = fit_fleet_challengers(cfgs, {t: cfg.session() for t, cfg in cfgs.items()})
+    seconds = round(time.perf_counter() - t0, 1)
+    tickers = {t: {"version": v} if isinstance(v, str) else {"version": None, "error": cut(f"{type(v).__name__}: {v}",
+                                                                                          REASON_LIMIT)}
+               for t, v in out.items()}
+    logger = get_run_logger()
+    for t, f in tickers.items():
+        logger.info("%s: %s", t, f"challenger {f['version']} registered" if f["version"] else f"no challenger: {f['error']}")
+    return {"tickers": tickers, "seconds": seconds, "device": str(pick_device(device))}
+
+
+def fleet_retrain(root: Path, pending: list[dict], model: dict | None, max_epochs: int | None, device: str) -> dict:
+    return fleet_retrain_task(root, pending, model, max_epochs, device, len(pending))
+
+
+def _date(value) -> dt.date | None:  # noqa: ANN001 - a date, its ISO text (a session), or None
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 @task(name="ticker-backfill", task_run_name="backfill-{ticker}", cache_policy=NO_CACHE)

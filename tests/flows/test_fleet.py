@@ -210,3 +210,48 @@ def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_p
     record = json.loads((RootLayout(root).ticker("QQQ").backfill / "policy.json").read_text())
     assert [s["session"] for s in record["steps"]] == ["2024-11-29", "2024-12-31"]
     assert "QQQ      2 steps" in run.stdout and "backfill-fleet: COMPLETED" in run.stdout
+
+
+def test_a_fleet_in_one_pass_defers_the_retrains_fits_them_together_and_publishes_each_gated(
+        prefect_server, tmp_path, monkeypatch):
+    """``retrain_mode="one-pass"``: two tickers' first nights want a challenger; each stops before
+    its retrain with nothing published, both challengers are fitted in one stack (the same epochs:
+    each history's epoch seconds are the whole stack's), and each night runs again, gates its own
+    challenger and publishes with it."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.fleet import nightly_fleet
+    from spywatch.bundle import ModelBundle
+    from spywatch.layout import RootLayout
+    from spywatch.publish import Publisher
+    from spywatch.registry import ModelRegistry
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    root = tmp_path / "fleet"
+    state = nightly_fleet(root=str(root), tickers=["QQQ", "DIA"], as_of=SESSION, source=f"csv-dir:{ETF}",
+                          retrain_mode="one-pass", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, n_workers=2,
+                          return_state=True)
+
+    assert state.is_completed(), state
+    layout = RootLayout(root)
+    histories = {}
+    for ticker in ("QQQ", "DIA"):
+        troot = layout.ticker(ticker).root
+        audit = Publisher(troot).read_audit(SESSION)
+        assert audit.status == "published" and audit.retrain is not None and audit.retrain.promoted, ticker
+        registry = ModelRegistry(RootLayout(troot).models)
+        assert registry.champion == audit.retrain.challenger == audit.model_version
+        assert [v.version for v in registry.list()] == [audit.retrain.challenger]  # fitted once, not again
+        bundle = ModelBundle.load(registry.get(audit.retrain.challenger).path)
+        assert bundle.data["trained_session"] == SESSION and bundle.periods["holdout"] == audit.retrain.window
+        histories[ticker] = [e["seconds"] for m in bundle.metrics["members"] for e in m["history"]]
+        assert len(histories[ticker]) == 2 * SMALL_EPOCHS
+    assert histories["QQQ"] == histories["DIA"]  # one stack: every epoch timed once for both
+    runs = _task_runs_named("night-")
+    assert sorted(r["name"] for r in runs) == ["night-DIA", "night-DIA", "night-QQQ", "night-QQQ"], runs
+    with get_client(sync_client=True) as client:
+        summary = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "spywatch-fleet-summary"])))
+    assert "One-pass retrain: 2 tickers' challengers fitted together" in summary[0].data, summary[0].data
+    assert "failed: none" in summary[0].data

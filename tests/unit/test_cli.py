@@ -96,3 +96,10 @@ def test_drift_writes_under_the_workspace_by_default():
     args = build_parser().parse_args(["drift", "--data", "x.csv", "--reference-end", "2016-12-31",
                                       "--current-start", "2020-02-01"])
     assert args.out.parts[:2] == ("workspace", "reports")
+
+
+def test_a_one_pass_retrain_is_for_a_fleet_and_refused_for_one_ticker(tmp_path, capsys):
+    root = tmp_path / "root"
+    assert main(["run", "--retrain", "one-pass", "--root", str(root), "--no-prefect", "--as-of", "2024-12-31"]) == 2
+    assert "--retrain one-pass fits a fleet's challengers together: give --tickers or --fleet" in capsys.readouterr().err
+    assert not root.exists()  # refused before anything is written

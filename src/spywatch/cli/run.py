@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store, models and published outputs: a folder, or s3://bucket/prefix on object storage "
                         "(endpoint and credentials from the AWS environment)")
     p.add_argument("--ticker", default="SPY", type=ticker_arg, help="the symbol (a name rule: spywatch.names)")
-    p.add_argument("--retrain", choices=("inline", "never"), default="inline",
-                   help="inline: train here when the decision says so; never: only record the decision")
+    p.add_argument("--retrain", choices=("inline", "never", "one-pass"), default="inline",
+                   help="inline: train here when the decision says so; never: only record the decision; "
+                        "one-pass (a fleet): every ticker's challenger fitted together in one stacked model")
     p.add_argument("--force", action="store_true", help="redo a session that is already published")
     p.add_argument("--policy", default="default", choices=sorted(_policies()),
                    help="retrain, promotion and fit settings by name (default: %(default)s)")
@@ -68,6 +69,8 @@ EXIT_LOCKED = 3
 def _run(args: argparse.Namespace) -> int:
     from spywatch.lock import RootLocked, root_lock
 
+    if args.retrain == "one-pass" and not (args.tickers or args.fleet):
+        raise ValueError("--retrain one-pass fits a fleet's challengers together: give --tickers or --fleet")
     if isinstance(args.root, str):  # s3://bucket/prefix
         return _run_object_root(args, args.root)
     root = args.root.expanduser().resolve()
