@@ -270,6 +270,11 @@ def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: st
     except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
         get_run_logger().error("%s: backfill failed: %s: %s", ticker, type(exc).__name__, exc)
         return TickerBackfill(ticker, ok=False, record=str(out), error=f"{type(exc).__name__}: {exc}")
+    return _ticker_backfill(ticker, out, table, start)
+
+
+def _ticker_backfill(ticker: str, out: Path, table, start: str) -> TickerBackfill:  # noqa: ANN001 - a PolicyTable
+    """A ticker's replay as the fleet reports it: a night of it that did not publish is its failure."""
     bad = [step for step in table.steps if step.status != "published"]
     if bad or not table.steps:
         first = (f"{bad[0].session}: {bad[0].status}{': ' + str(bad[0].error) if bad[0].error else ''}" if bad
@@ -282,21 +287,49 @@ def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: st
                           mean_auc_difference=table.scores.mean_auc_difference if table.scores else None)
 
 
+@task(name="backfill-lockstep", task_run_name="backfill-lockstep-{start}-{end}", cache_policy=NO_CACHE,
+      tags=("spywatch", "retrain", "gpu"))
+def lockstep_backfill(root: Path, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
+                      max_epochs: int | None, device: str, rf_trees: int) -> list[TickerBackfill]:
+    """Every ticker's replay in lock-step in this process, each session's retrains in one pass
+    (``backfill.run_fleet_backfill``); records under ``ROOT/tickers/<T>/backfill/`` as the fan-out writes them."""
+    from spywatch.backfill import backfill_config, run_fleet_backfill
+
+    layout = RootLayout(root)
+    logger = get_run_logger()
+    try:
+        cfgs = {s["ticker"]: backfill_config(layout.ticker(s["ticker"]).root, s["source"], s["ticker"], s["policy"],
+                                             model, max_epochs, device) for s in specs}
+        tables = run_fleet_backfill(cfgs, start, end, frequency, out_dirs={t: layout.ticker(t).backfill for t in cfgs},
+                                    rf_trees=rf_trees, on_step=lambda t, p: logger.info("%s %s", t, p.line()))
+    except Exception as exc:  # noqa: BLE001 - the lock-step replay could not run: every ticker's failure
+        logger.error("lock-step backfill failed: %s: %s", type(exc).__name__, exc)
+        return [TickerBackfill(s["ticker"], ok=False, record=str(layout.ticker(s["ticker"]).backfill),
+                               error=f"{type(exc).__name__}: {exc}") for s in specs]
+    return [_ticker_backfill(t, layout.ticker(t).backfill, table, start) for t, table in tables.items()]
+
+
 @flow(name="backfill-fleet", flow_run_name="backfill-fleet-{start}-{end}", timeout_seconds=48 * 3600, log_prints=True)
 def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] | None = None,
                    fleet_file: str | None = None, source: str = "yfinance", policy: str = "default",
                    frequency: Literal["monthly", "weekly", "daily"] = "monthly", model: dict[str, int] | None = None,
                    max_epochs: int | None = None, device: str = "auto", rf_trees: int = 100,
-                   dask_address: str | None = None, n_workers: int = 2) -> dict:
+                   dask_address: str | None = None, n_workers: int = 2, one_pass: bool = False) -> dict:
     """The ``backfill`` replay for every ticker of a fleet, one Dask task per ticker, each on its
-    own root; a summary artifact compares them. Ends Failed naming the tickers that could not run."""
+    own root; a summary artifact compares them. Ends Failed naming the tickers that could not run.
+    ``one_pass``: the replays in lock-step in this flow's process instead, each session's retrains
+    fitted in one stacked model (``backfill.run_fleet_backfill``; on its GPU when it has one)."""
     quiet_task_completions()
     local_root_only(root, "a backfill")
     fleet = _fleet(tickers, fleet_file, source, policy)
-    runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
-    rows = fleet_backfills.with_options(task_runner=runner)(Path(root), specs, start.isoformat(), end.isoformat(),
-                                                            frequency, model, max_epochs, device, rf_trees, threads)
+    if one_pass:
+        rows = lockstep_backfill(Path(root), specs, start.isoformat(), end.isoformat(), frequency, model, max_epochs,
+                                 device, rf_trees)
+    else:
+        runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
+        rows = fleet_backfills.with_options(task_runner=runner)(Path(root), specs, start.isoformat(), end.isoformat(),
+                                                                frequency, model, max_epochs, device, rf_trees, threads)
     lines = [f"# Fleet backfill {start} .. {end} ({frequency})", "",
              "| ticker | steps | retrains | promotions | alarms | PatchTST - RF mean AUC [90% CI] | record |",
              "|---|---|---|---|---|---|---|"]

@@ -91,6 +91,17 @@ def test_a_fleet_on_dask_publishes_the_good_tickers_and_fails_the_bad_one_alone(
         assert dom.count('class="ok"') == 2 and dom.count('class="bad"') == 1
 
 
+def _task_run_names(prefix: str, since) -> list[str]:  # noqa: ANN001 - a datetime
+    """The names of the task runs like ``prefix`` that started after ``since`` (this test's)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=prefix),
+                                                                   start_time=TaskRunFilterStartTime(after_=since)))
+    return [r.name for r in runs]
+
+
 def _task_runs_named(prefix: str) -> list[dict]:
     """The fleet's ticker tasks and the process each ran in (from the line each logs when done)."""
     import re
@@ -113,11 +124,16 @@ def _task_runs_named(prefix: str) -> list[dict]:
     return out
 
 
-def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(prefect_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("one_pass", [False, True], ids=["fanned-out", "lock-step-one-pass"])
+def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(prefect_server, tmp_path, monkeypatch,
+                                                                                one_pass):
+    """The fleet's replays fanned out on Dask, or in lock-step with each session's retrains fitted in
+    one pass: either way a ticker without the history fails alone and the other's record is whole."""
+    import datetime
     import json
 
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.fleet import backfill_fleet
     from spywatch.layout import RootLayout
@@ -129,19 +145,24 @@ def test_a_fleet_backfill_fans_out_and_a_ticker_without_the_history_fails_alone(
     (data / "NEW.csv").write_text("\n".join([lines[0], *[r for r in lines[1:] if r >= "2024-06-01"]]) + "\n")
     monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
     root = tmp_path / "fleet"
+    since = datetime.datetime.now(datetime.timezone.utc)
 
     state = backfill_fleet(root=str(root), start="2024-10-01", end="2024-12-31", tickers=["QQQ", "NEW"],
                            source=f"csv-dir:{data}", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, rf_trees=20,
-                           n_workers=2, return_state=True)
+                           n_workers=2, one_pass=one_pass, return_state=True)
 
     assert state.is_failed() and "1 of 2 backfills failed (NEW)" in state.message, state.message
     record = json.loads((RootLayout(root).ticker("QQQ").backfill / "policy.json").read_text())
     assert [s["session"] for s in record["steps"]] == ["2024-10-31", "2024-11-29", "2024-12-31"]
     assert record["steps"][0]["retrained"] and record["summary"]["errors"] == 0
     with get_client(sync_client=True) as client:
-        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            "spywatch-fleet-backfill"])))
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["spywatch-fleet-backfill"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert "| QQQ | 3 |" in artifact.data and "| NEW | **failed**: 3 of 3 nights not published" in artifact.data
+    names = _task_run_names("backfill-", since)
+    assert (names == ["backfill-lockstep-2024-10-01-2024-12-31"]) == one_pass, names
+    assert (sorted(names) == ["backfill-NEW", "backfill-QQQ"]) != one_pass, names
 
 
 def test_spywatch_run_tickers_and_fleet_status_from_the_command_line(tmp_path):
@@ -218,8 +239,10 @@ def test_a_fleet_in_one_pass_defers_the_retrains_fits_them_together_and_publishe
     its retrain with nothing published, both challengers are fitted in one stack (the same epochs:
     each history's epoch seconds are the whole stack's), and each night runs again, gates its own
     challenger and publishes with it."""
+    import datetime
+
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.fleet import nightly_fleet
     from spywatch.bundle import ModelBundle
@@ -229,6 +252,7 @@ def test_a_fleet_in_one_pass_defers_the_retrains_fits_them_together_and_publishe
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
     root = tmp_path / "fleet"
+    since = datetime.datetime.now(datetime.timezone.utc)
     state = nightly_fleet(root=str(root), tickers=["QQQ", "DIA"], as_of=SESSION, source=f"csv-dir:{ETF}",
                           retrain_mode="one-pass", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, n_workers=2,
                           return_state=True)
@@ -248,10 +272,11 @@ def test_a_fleet_in_one_pass_defers_the_retrains_fits_them_together_and_publishe
         histories[ticker] = [e["seconds"] for m in bundle.metrics["members"] for e in m["history"]]
         assert len(histories[ticker]) == 2 * SMALL_EPOCHS
     assert histories["QQQ"] == histories["DIA"]  # one stack: every epoch timed once for both
-    runs = _task_runs_named("night-")
-    assert sorted(r["name"] for r in runs) == ["night-DIA", "night-DIA", "night-QQQ", "night-QQQ"], runs
+    names = sorted(_task_run_names("night-", since)) + _task_run_names("fleet-retrain", since)
+    assert names == ["night-DIA", "night-DIA", "night-QQQ", "night-QQQ", "fleet-retrain-2-tickers"], names
     with get_client(sync_client=True) as client:
-        summary = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            "spywatch-fleet-summary"])))
+        summary = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["spywatch-fleet-summary"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert "One-pass retrain: 2 tickers' challengers fitted together" in summary[0].data, summary[0].data
     assert "failed: none" in summary[0].data

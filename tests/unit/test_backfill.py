@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -259,3 +260,35 @@ def test_a_recorded_replay_is_neither_overwritten_nor_resumed_with_other_setting
     code, err = run_cli(*args, "--resume")
     assert code == 2 and "policy 'calendar' (now 'never')" in err
     assert replay["out"].stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_a_fleet_backfill_in_lock_step_fits_each_sessions_retrains_in_one_pass(tmp_path):
+    """Two tickers replayed session by session: the first session's retrains (no champion yet) are
+    fitted in one stack (each epoch timed once for both), each ticker's night then gates its own
+    challenger; each ticker keeps its own record and walk-forward scores."""
+    from spywatch.backfill import run_fleet_backfill
+    from spywatch.bundle import ModelBundle
+    from spywatch.layout import RootLayout
+    from spywatch.registry import ModelRegistry
+
+    etf = Path(__file__).resolve().parents[2] / "data" / "etf"
+    cfgs = {t: backfill_config(tmp_path / t, f"csv-dir:{etf}", t, "default", TINY, EPOCHS) for t in ("QQQ", "DIA")}
+    seen = []
+    tables = run_fleet_backfill(cfgs, "2004-01-01", "2004-02-29", out_dirs={t: tmp_path / f"{t}-record" for t in cfgs},
+                                rf_trees=20, on_step=lambda t, p: seen.append((t, p.record.session)))
+
+    assert seen == [("QQQ", "2004-01-30"), ("DIA", "2004-01-30"), ("QQQ", "2004-02-27"), ("DIA", "2004-02-27")]
+    epochs = {}
+    for t, table in tables.items():
+        first = table.steps[0]
+        assert first.session == "2004-01-30" and first.retrain and first.retrained and first.gate is not None, first
+        assert first.status in ("published", "failed") and first.status != "retrain_deferred"
+        registry = ModelRegistry(RootLayout(cfgs[t].root).models)
+        bundle = ModelBundle.load(registry.get(first.challenger).path)
+        assert bundle.data["trained_session"] == "2004-01-30"
+        epochs[t] = [e["seconds"] for m in bundle.metrics["members"] for e in m["history"]]
+        record = json.loads((tmp_path / f"{t}-record" / "policy.json").read_text())
+        assert [s["session"] for s in record["steps"]] == ["2004-01-30", "2004-02-27"]
+        assert table.scores is not None
+    assert epochs["QQQ"] == epochs["DIA"] and len(epochs["QQQ"]) == 2 * EPOCHS  # one stack, both tickers

@@ -103,3 +103,11 @@ def test_a_one_pass_retrain_is_for_a_fleet_and_refused_for_one_ticker(tmp_path, 
     assert main(["run", "--retrain", "one-pass", "--root", str(root), "--no-prefect", "--as-of", "2024-12-31"]) == 2
     assert "--retrain one-pass fits a fleet's challengers together: give --tickers or --fleet" in capsys.readouterr().err
     assert not root.exists()  # refused before anything is written
+
+
+def test_a_one_pass_backfill_is_for_a_fleet(tmp_path, capsys):
+    out = tmp_path / "record.json"
+    assert main(["backfill", "--source", "synthetic", "--start", "2004-01-01", "--end", "2004-02-29", "--one-pass",
+                 "--out", str(out)]) == 2
+    assert "--one-pass fits a fleet's challengers together: give --tickers or --fleet" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "record-root").exists()

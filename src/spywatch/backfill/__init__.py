@@ -13,7 +13,7 @@ night), ``replay`` (the loop, resumable), ``scoring`` (walk-forward scores, prom
 outputs checked) and ``table`` (the record and its markdown).
 """
 
-from spywatch.backfill.replay import StepProgress, resumed_steps, run_backfill
+from spywatch.backfill.replay import StepProgress, resumed_steps, run_backfill, run_fleet_backfill
 from spywatch.backfill.schedule import (BackfillSettings, backfill_config, backfill_settings, check_replay_inputs,
                                         history_needed, replay_sessions)
 from spywatch.backfill.scoring import REVIEW_SESSIONS, PolicyScores, PromotionReview, check_outputs, score_policy
@@ -23,4 +23,4 @@ from spywatch.backfill.table import PolicyTable, difference_cell, interval_cell
 __all__ = ["REVIEW_SESSIONS", "BackfillSettings", "GateSummary", "PolicyScores", "PolicyTable", "PromotionReview",
            "StepProgress", "StepRecord", "VerdictBrief", "backfill_config", "backfill_settings", "check_outputs",
            "check_replay_inputs", "difference_cell", "gate_summary", "history_needed", "interval_cell",
-           "replay_sessions", "replay_step", "resumed_steps", "run_backfill", "score_policy"]
+           "replay_sessions", "replay_step", "resumed_steps", "run_backfill", "run_fleet_backfill", "score_policy"]

@@ -5,8 +5,9 @@ resumable, then scored. The same loop for ``spywatch backfill`` (plain functions
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,57 @@ def run_backfill(cfg: PipelineConfig, start: str, end: str, frequency: str = "mo
     if out_dir is not None:
         table.write(out_dir)
     return table
+
+
+def run_fleet_backfill(cfgs: dict[str, PipelineConfig], start: str, end: str, frequency: str = "monthly",
+                       out_dirs: dict[str, Path] | None = None, rf_trees: int = 100,
+                       on_step: Callable[[str, StepProgress], None] | None = None,
+                       score: Callable[[Path, str, list[StepRecord], int, Path | None], PolicyScores] = score_policy,
+                       ) -> dict[str, PolicyTable]:
+    """A fleet's replays in lock-step, session by session: every ticker's night for the session,
+    the retrains they want fitted in one pass (``night.retrain.fit_fleet_challengers``, as the
+    fleet night's ``one-pass`` mode), then those nights run again, each gating its own challenger.
+    Each ticker keeps its own root, record (``out_dirs[T]``, rewritten after each session) and
+    scores, as ``run_backfill`` gives it; a step's seconds are its two runs (not its share of the
+    pass). Not resumable: an interrupted lock-step replay starts again on fresh roots."""
+    import contextlib
+
+    from spywatch.night.retrain import fit_fleet_challengers
+    from spywatch.night.run import DEFERRED, defer_retrain, gate_fitted_here
+
+    configs = {t: backfill_settings(cfg, start, end, frequency) for t, cfg in cfgs.items()}
+    schedule = replay_sessions(start, end, frequency)
+    steps: dict[str, list[StepRecord]] = {t: [] for t in cfgs}
+    spent = 0.0
+    with contextlib.ExitStack() as held:
+        for cfg in cfgs.values():  # every replay's whole run, as run_backfill holds its one root
+            held.enter_context(root_lock(cfg.root, "backfill"))
+        for i, session in enumerate(schedule, start=1):
+            t0 = time.perf_counter()
+            records = {t: replay_step(cfg, session, retrain=defer_retrain) for t, cfg in cfgs.items()}
+            waiting = [t for t, r in records.items() if r.status == DEFERRED]
+            if waiting:
+                fitted = fit_fleet_challengers({t: cfgs[t] for t in waiting}, {t: session for t in waiting})
+                for t in waiting:
+                    v = fitted[t]
+                    retrainer = (gate_fitted_here(v) if isinstance(v, str)
+                                 else gate_fitted_here(None, f"{type(v).__name__}: {v}"))
+                    again = replay_step(cfgs[t], session, retrain=retrainer)
+                    records[t] = replace(again, seconds=round(again.seconds + records[t].seconds, 2))
+            spent += time.perf_counter() - t0
+            for t, record in records.items():
+                steps[t].append(record)
+                if out_dirs is not None:
+                    PolicyTable(steps[t], None, configs[t]).write(out_dirs[t])
+                if on_step is not None:
+                    on_step(t, StepProgress(i, len(schedule), record, spent / i * (len(schedule) - i)))
+    tables = {}
+    for t, cfg in cfgs.items():
+        frame = out_dirs[t] / "walk_forward.parquet" if out_dirs is not None else None
+        tables[t] = PolicyTable(steps[t], score(cfg.root, cfg.ticker, steps[t], rf_trees, frame), configs[t])
+        if out_dirs is not None:
+            tables[t].write(out_dirs[t])
+    return tables
 
 
 def resumed_steps(out_dir: Path, config: BackfillSettings) -> list[StepRecord]:

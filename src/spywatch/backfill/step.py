@@ -114,16 +114,19 @@ def champion_version(root: Path) -> str | None:
     return ModelRegistry(RootLayout(root).models).champion
 
 
-def replay_step(cfg, session: pd.Timestamp) -> StepRecord:  # noqa: ANN001 - night.PipelineConfig
+def replay_step(cfg, session: pd.Timestamp, retrain=None) -> StepRecord:  # noqa: ANN001 - night.PipelineConfig
     """``run_night`` for one past session (forced: a session the root already published is replayed
-    all the same); a crash is recorded (with its traceback in the log), not hidden."""
+    all the same); a crash is recorded (with its traceback in the log), not hidden. ``retrain``:
+    the night's retrainer (default: ``cfg.retrain``'s), e.g. the fleet's one pass (``run_fleet_backfill``)."""
     from spywatch.night import run_night
+    from spywatch.night.run import INLINE
 
     sid = session.date().isoformat()
     before = champion_version(cfg.root)
     t0 = time.perf_counter()
     try:
-        result = run_night(replace(cfg, as_of=sid, run_id=f"backfill-{sid}"), force=True)
+        result = run_night(replace(cfg, as_of=sid, run_id=f"backfill-{sid}"), force=True,
+                           retrain=INLINE if retrain is None else retrain)
     except Exception as exc:  # recorded in the table and counted as an error; the caller decides
         log.error("backfill step %s failed:\n%s", sid, traceback.format_exc())
         return StepRecord(session=sid, status="error", champion_before=before, champion_after=champion_version(cfg.root),

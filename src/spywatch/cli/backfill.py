@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "flow); e.g. --source csv-dir:DIR")
     which.add_argument("--fleet", type=Path, default=None, help="a fleet file (fleet.yaml) instead of --tickers")
     p.add_argument("--dask-address", default=None, help="with a fleet: an existing Dask scheduler (tcp://host:8786)")
+    p.add_argument("--one-pass", action="store_true",
+                   help="with a fleet: replay the tickers in lock-step here, each session's retrains fitted together "
+                        "in one stacked model (on this host's GPU when it has one) instead of one Dask task per ticker")
     p.add_argument("--resume", action="store_true",
                    help="go on from the steps an interrupted run recorded under --root (same settings)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs per challenger (quick runs)")
@@ -67,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--rf-trees {args.rf_trees}; expected >= 1")
     if args.tickers or args.fleet:
         return _run_fleet(args, root, out)
+    if args.one_pass:
+        raise ValueError("--one-pass fits a fleet's challengers together: give --tickers or --fleet")
     cfg = backfill_config(root, args.source, args.ticker, args.policy, model_overrides(args.model),
                           args.max_epochs, args.device)
     schedule = replay_sessions(args.start, args.end, args.frequency)
@@ -113,7 +118,7 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
                                fleet_file=str(args.fleet) if args.fleet else None, source=args.source,
                                policy=args.policy, frequency=args.frequency, model=model or None,
                                max_epochs=args.max_epochs, device=args.device, rf_trees=args.rf_trees,
-                               dask_address=args.dask_address, return_state=True)
+                               dask_address=args.dask_address, one_pass=args.one_pass, return_state=True)
     rows = [fleet_backfill_row(RootLayout(root).ticker(t).backfill, t) for t in names]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"root": str(root), "start": str(args.start), "end": str(args.end),
