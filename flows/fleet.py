@@ -166,7 +166,12 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
     waiting = [(s, n) for s, n in zip(specs, nights) if n.deferred]
     if waiting:
         pending = [{**s, "as_of": n.deferred} for s, n in waiting]
-        fitted = fleet_retrain(fleet_root, pending, model, max_epochs, device)
+        try:
+            fitted = fleet_retrain(fleet_root, pending, model, max_epochs, device)
+        except Exception as exc:  # noqa: BLE001 - the nights still publish, each with its retrain's failure
+            why = cut(f"{type(exc).__name__}: {exc}", REASON_LIMIT)
+            fitted = {"tickers": {p["ticker"]: {"version": None, "error": why} for p in pending}, "seconds": None,
+                      "device": "none"}
         again = fleet_nights.with_options(task_runner=runner)(
             fleet_root, [{**p, "fitted": fitted["tickers"][p["ticker"]]} for p in pending], as_of, retrain_mode,
             retrain_deployment, model, max_epochs, device, threads, name="fleet-nights-after-the-pass")
