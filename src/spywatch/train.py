@@ -211,7 +211,7 @@ def train_model(train: Windows, val: Windows | None, model_cfg: PatchTSTConfig, 
     init = init_readings(model, train.X, train.y) if cfg.record else None
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    rec, loss_fn, opt, sched, use_amp, (Xt, yt), (Xv, yv) = _loop(model, 1, train, watch, cfg, device, [init])
+    rec, loss_fn, opt, sched, use_amp, (Xt, yt), (Xv, yv) = _loop(model, train, watch, cfg, device, init)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     best, best_state, best_epoch, bad = float("inf"), None, 0, 0
     history: list[dict] = []
@@ -631,16 +631,14 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _loop(model: nn.Module, k: int, train: Windows, watch: Windows | None, cfg: TrainConfig, device: torch.device,
-          init: list[dict | None]):
-    """What both training paths set up alike once the model is on its device (``k`` models: 1, or a
-    stack's members): frozen groups, the loss, the recorder with the untrained readings, AdamW over
-    the trainable parameters with the warm-up + cosine schedule, autocast, and the training and
-    watched windows on the device."""
+def _loop(model: nn.Module, train: Windows, watch: Windows | None, cfg: TrainConfig, device: torch.device,
+          init: dict | None):
+    """What ``train_model`` sets up once its model is on its device: frozen groups, the loss, the
+    recorder with the untrained readings, AdamW over the trainable parameters with the warm-up +
+    cosine schedule, autocast, and the training and watched windows on the device."""
     freeze(model, cfg.freeze)
-    rec = TrainingRecorder(model, k, stacked=isinstance(model, PatchTSTStack), prior=train.y.mean(axis=0),
-                           enabled=cfg.record)
-    rec.record_init(init)
+    rec = TrainingRecorder(model, 1, stacked=False, prior=train.y.mean(axis=0), enabled=cfg.record)
+    rec.record_init([init])
     opt = torch.optim.AdamW(_trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg, int(np.ceil(len(train) / cfg.batch_size)))
     return (rec, _train_loss(cfg, train, device), opt, sched, cfg.amp and device.type == "cuda",
