@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ class TickerNight:
     worker: str | None = None  # host:pid of the Dask worker; None when the ticker's task crashed
     took_over: dict | None = None  # the root's lease holder that died mid-night (a killed worker), taken over
     deferred: str | None = None  # the session whose night stopped for the one-pass retrain (nothing published)
+    deferred_data: dict | None = None  # that stopped night's fetch (audit_schema.Data): its run again counts it
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,10 @@ def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: s
     ``threads``: torch's CPU threads in this worker (the cores shared out between the workers).
     ``retrain_mode="one-pass"``: a night that wants a challenger stops before its retrain with
     nothing published (``deferred``); run again with ``fitted`` ({"version"} the one pass registered,
-    or {"error"}), it gates that challenger and publishes."""
-    from spywatch.audit_schema import RunStatus
+    or {"error"}; {"data"}: the stopped run's fetch), it gates that challenger and publishes."""
+    from spywatch.audit_schema import Data, RunStatus
     from spywatch.night import run_night
-    from spywatch.night.run import DEFERRED, Night, defer_retrain, gate_fitted_here, train_here
+    from spywatch.night.run import DEFERRED, GateFitted, Night, defer_retrain, train_here
     from spywatch.report import run_page
     from tasks.retrain import retrain_on_pool
 
@@ -100,7 +102,8 @@ def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: s
             return retrain_on_pool.fn(troot, night.sid, retrain_deployment, request)
 
         if fitted is not None:
-            retrain = gate_fitted_here(fitted.get("version"), fitted.get("error"))
+            retrain = GateFitted(fitted.get("version"), fitted.get("error"),
+                                 Data.model_validate(fitted["data"]) if fitted.get("data") else None)
         else:
             retrain = {"inline": train_here, "never": None, "deployment": on_pool,
                        "one-pass": defer_retrain}[retrain_mode]
@@ -110,7 +113,9 @@ def ticker_night(root: Path | str, ticker: str, as_of: dt.date | None, source: s
             why = ", ".join(result.audit.decision.codes()) if result.audit.decision else ""
             get_run_logger().info("%s %s: a challenger is wanted (%s); its night runs again after the fleet's "
                                   "one-pass retrain", ticker, result.session, why or "no reason recorded")
-            return TickerNight(fleet_mod.FleetRow(ticker, result.session, DEFERRED), ok=False, deferred=result.session)
+            data = result.audit.data.model_dump(mode="json") if result.audit.data else None
+            return TickerNight(fleet_mod.FleetRow(ticker, result.session, DEFERRED), ok=False, deferred=result.session,
+                               deferred_data=data)
         if result.status != RunStatus.ALREADY_PUBLISHED:
             outputs = {k: work.public(v) for k, v in result.outputs.items()} if work.url else result.outputs
             links = run_page.report_links(troot, outputs)
@@ -138,7 +143,7 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
                   retrain_mode: Literal["inline", "deployment", "never", "one-pass"] = "deployment",
                   retrain_deployment: str = "retrain/retrain", model: dict[str, int] | None = None,
                   max_epochs: int | None = None, device: str = "auto", dask_address: str | None = None,
-                  n_workers: int = 2) -> dict:
+                  n_workers: int = 2, one_pass_deployment: str | None = None) -> dict:
     """One night for every ticker of the fleet.
 
     Args:
@@ -146,9 +151,11 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
         tickers, fleet_file: the tickers (with ``source``/``policy`` for all), or a fleet file with
             per-ticker overrides; one of the two.
         retrain_mode: as for ``nightly``, and ``one-pass``: the nights that want a challenger stop
-            before their retrain, every such ticker's challenger is fitted in one pass in this flow's
-            process (``fleet-retrain``: tickers x members on one stack, on its GPU when it has one),
-            and those nights run again, gating the challenger fitted for them.
+            before their retrain, every such ticker's challenger is fitted in one pass (the
+            ``fleet-retrain`` flow: tickers x members on one stack, on its GPU when it has one), and
+            those nights run again, gating the challenger fitted for them.
+        one_pass_deployment: where the one pass runs: that deployment (``fleet-retrain/fleet-retrain``,
+            on the ``gpu`` pool), waited for; None: a subflow in this flow's process.
         dask_address: an existing Dask scheduler (``tcp://host:8786``); default: a temporary
             ``LocalCluster`` of ``n_workers`` single-threaded workers.
         the rest: as for ``nightly``.
@@ -165,21 +172,15 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
     one_pass = ""
     waiting = [(s, n) for s, n in zip(specs, nights) if n.deferred]
     if waiting:
-        pending = [{**s, "as_of": n.deferred} for s, n in waiting]
-        try:
-            fitted = fleet_retrain(fleet_root, pending, model, max_epochs, device)
-        except Exception as exc:  # noqa: BLE001 - the nights still publish, each with its retrain's failure
-            why = cut(f"{type(exc).__name__}: {exc}", REASON_LIMIT)
-            fitted = {"tickers": {p["ticker"]: {"version": None, "error": why} for p in pending}, "seconds": None,
-                      "device": "none"}
+        pending = [{**s, "as_of": n.deferred, "data": n.deferred_data} for s, n in waiting]
+        fitted = _fit_in_one_pass(fleet_root, pending, one_pass_deployment, model, max_epochs, device)
         again = fleet_nights.with_options(task_runner=runner)(
-            fleet_root, [{**p, "fitted": fitted["tickers"][p["ticker"]]} for p in pending], as_of, retrain_mode,
-            retrain_deployment, model, max_epochs, device, threads, name="fleet-nights-after-the-pass")
+            fleet_root, [{**p, "fitted": {**fitted["tickers"][p["ticker"]], "data": p["data"]}} for p in pending],
+            as_of, retrain_mode, retrain_deployment, model, max_epochs, device, threads,
+            name="fleet-nights-after-the-pass")
         redone = {n.row.ticker: n for n in again}
         nights = [redone.get(n.row.ticker, n) for n in nights]
-        one_pass = (f"\nOne-pass retrain: {len(pending)} tickers' challengers fitted together in "
-                    f"{fitted['seconds']} s ({fitted['device']}); failed: "
-                    f"{', '.join(t for t, f in fitted['tickers'].items() if f.get('error')) or 'none'}\n")
+        one_pass = _one_pass_line(fitted)
     rows = [n.row for n in nights]
     if is_object_root(fleet_root):
         page = ObjectRoot(fleet_root).write_text("fleet.html", fleet_mod.render_page(rows))
@@ -196,6 +197,37 @@ def nightly_fleet(root: str, tickers: list[str] | None = None, fleet_file: str |
         detail = "; ".join(f"{r.ticker}: {r.failure or r.status}" for r in failed)
         raise FleetFailed(f"{len(failed)} of {len(rows)} tickers failed ({detail}); the others were published")
     return {"tickers": fleet.names, "page": str(page), "rows": nights}
+
+
+def _fit_in_one_pass(root: Path | str, pending: list[dict], deployment: str | None, model: dict | None,
+                     max_epochs: int | None, device: str) -> dict:
+    """The waiting tickers' challengers from the ``fleet-retrain`` flow (``deployment`` on the gpu
+    pool, waited for; None: a subflow here). A pass that cannot run at all is each ticker's failure
+    (``"error"``): their nights still run again and publish it."""
+    try:
+        if deployment:
+            from tasks.retrain import fleet_retrain_on_pool
+
+            return fleet_retrain_on_pool(root, deployment, {
+                "root": str(root), "pending": pending, "model": model, "max_epochs": max_epochs, "device": device,
+                "request_id": str(flow_run.id) if flow_run.id else uuid.uuid4().hex})
+        return fleet_retrain(str(root), pending, model, max_epochs, device)
+    except Exception as exc:  # noqa: BLE001 - the nights still publish, each with its retrain's failure
+        why = cut(f"{type(exc).__name__}: {exc}", REASON_LIMIT)
+        get_run_logger().error("the one-pass retrain could not run: %s", why)
+        return {"tickers": {p["ticker"]: {"version": None, "error": why} for p in pending}, "error": why}
+
+
+def _one_pass_line(fitted: dict) -> str:
+    """The pass in the fleet summary: how many fitted where and in how long, or why it could not run."""
+    if fitted.get("error"):
+        return (f"\nOne-pass retrain of {len(fitted['tickers'])} tickers could not run: {fitted['error']}; each "
+                f"waiting night published its retrain's failure.\n")
+    failed = ", ".join(t for t, f in fitted["tickers"].items() if f.get("error")) or "none"
+    pool = f", work pool {fitted['pool']}" if fitted.get("pool") else ""
+    warning = f" **Warning:** {fitted['device_warning']}" if fitted.get("device_warning") else ""
+    return (f"\nOne-pass retrain: {len(fitted['tickers'])} tickers' challengers fitted together in "
+            f"{fitted['seconds']} s ({fitted['device']}{pool}); failed: {failed}.{warning}\n")
 
 
 @flow(name="fleet-nights", flow_run_name="{name}")
@@ -221,7 +253,7 @@ def fleet_nights(root: Path | str, specs: list[dict], as_of: dt.date | None, ret
     return nights
 
 
-@task(name="fleet-retrain", task_run_name="fleet-retrain-{n_tickers}-tickers", cache_policy=NO_CACHE,
+@task(name="one-pass", task_run_name="one-pass-{n_tickers}-tickers", cache_policy=NO_CACHE,
       timeout_seconds=4 * 3600, tags=("spywatch", "retrain", "gpu"))
 def fleet_retrain_task(root: Path, pending: list[dict], model: dict | None, max_epochs: int | None, device: str,
                        n_tickers: int) -> dict:
@@ -248,8 +280,40 @@ def fleet_retrain_task(root: Path, pending: list[dict], model: dict | None, max_
     return {"tickers": tickers, "seconds": seconds, "device": str(pick_device(device))}
 
 
-def fleet_retrain(root: Path, pending: list[dict], model: dict | None, max_epochs: int | None, device: str) -> dict:
-    return fleet_retrain_task(root, pending, model, max_epochs, device, len(pending))
+def _pass_name() -> str:
+    return f"fleet-retrain-{len(flow_run.parameters.get('pending') or [])}-tickers"
+
+
+@flow(name="fleet-retrain", flow_run_name=_pass_name, timeout_seconds=6 * 3600, log_prints=True)
+def fleet_retrain(root: str, pending: list[dict], model: dict[str, int] | None = None, max_epochs: int | None = None,
+                  device: str = "auto", request_id: str | None = None) -> dict:
+    """The fleet's one pass: every waiting ticker's challenger fitted together on this worker's
+    device (CUDA when it has one), each registered, unpromoted, in its own root under ``root``.
+
+    Deployed on the ``gpu`` work pool (``fleet-retrain``), started and waited for by a
+    ``nightly-fleet`` run in ``one-pass`` mode; or run by that flow as a subflow. ``pending``:
+    {"ticker", "source", "policy", "as_of"} per ticker, whose bars its night fetched and validated.
+    With ``request_id`` the outcome is also written where the requesting run reads it
+    (``ROOT/state/fleet-retrain/<request_id>.json``). Returns {"tickers": {T: {"version"} or
+    {"version": None, "error"}}, "seconds", "device", "pool", "device_warning"}."""
+    from flows.retrain import where, work_pool
+    from spywatch.atomic import atomic_write_json
+    from spywatch.train import device_warning
+
+    quiet_task_completions()
+    local_root_only(root, "a one-pass fleet retrain")
+    pool = work_pool()
+    get_run_logger().info("one pass for %d tickers (%s): fitting their challengers together on %s", len(pending),
+                          ", ".join(p["ticker"] for p in pending), where(pool, device))
+    out = fleet_retrain_task(Path(root), pending, model, max_epochs, device, len(pending))
+    warning = device_warning(pool, device, out["device"])
+    if warning:
+        get_run_logger().warning(warning)
+    out = {**out, "pool": pool, "device_warning": warning}
+    if request_id:
+        atomic_write_json(RootLayout(Path(root)).fleet_retrain_outcome(request_id),
+                          {"request_id": request_id, "outcome": out})
+    return out
 
 
 def _date(value) -> dt.date | None:  # noqa: ANN001 - a date, its ISO text (a session), or None
@@ -259,10 +323,10 @@ def _date(value) -> dt.date | None:  # noqa: ANN001 - a date, its ISO text (a se
 @task(name="ticker-backfill", task_run_name="backfill-{ticker}", cache_policy=NO_CACHE)
 def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: str, end: str, frequency: str,
                     model: dict | None, max_epochs: int | None, device: str, rf_trees: int,
-                    threads: int | None = None) -> TickerBackfill:
+                    threads: int | None = None, resume: bool = False) -> TickerBackfill:
     """One ticker's replay on its own root (``spywatch backfill``'s code); its record goes to
     ``ROOT/tickers/<T>/backfill/``. A replay that cannot run, or a night of it that did not
-    publish, is that ticker's failure."""
+    publish, is that ticker's failure. ``resume``: keep the steps that record holds."""
     from spywatch.backfill import backfill_config, run_backfill
 
     quiet_task_completions()  # in this worker process too
@@ -271,7 +335,7 @@ def ticker_backfill(root: Path, ticker: str, source: str, policy: str, start: st
     try:
         cfg = _with_threads(backfill_config(troot.root, source, ticker, policy, model, max_epochs, device), threads)
         with _one_job_per_worker():
-            table = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees)
+            table = run_backfill(cfg, start, end, frequency, out_dir=out, rf_trees=rf_trees, resume=resume)
     except Exception as exc:  # noqa: BLE001 - reported in the fleet's table, the others go on
         get_run_logger().error("%s: backfill failed: %s: %s", ticker, type(exc).__name__, exc)
         return TickerBackfill(ticker, ok=False, record=str(out), error=f"{type(exc).__name__}: {exc}")
@@ -295,9 +359,10 @@ def _ticker_backfill(ticker: str, out: Path, table, start: str) -> TickerBackfil
 @task(name="backfill-lockstep", task_run_name="backfill-lockstep-{start}-{end}", cache_policy=NO_CACHE,
       tags=("spywatch", "retrain", "gpu"))
 def lockstep_backfill(root: Path, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
-                      max_epochs: int | None, device: str, rf_trees: int) -> list[TickerBackfill]:
+                      max_epochs: int | None, device: str, rf_trees: int, resume: bool = False) -> list[TickerBackfill]:
     """Every ticker's replay in lock-step in this process, each session's retrains in one pass
-    (``backfill.run_fleet_backfill``); records under ``ROOT/tickers/<T>/backfill/`` as the fan-out writes them."""
+    (``backfill.run_fleet_backfill``); records under ``ROOT/tickers/<T>/backfill/`` as the fan-out writes them.
+    ``resume``: each ticker keeps the steps its record holds."""
     from spywatch.backfill import backfill_config, run_fleet_backfill
 
     layout = RootLayout(root)
@@ -306,7 +371,8 @@ def lockstep_backfill(root: Path, specs: list[dict], start: str, end: str, frequ
         cfgs = {s["ticker"]: backfill_config(layout.ticker(s["ticker"]).root, s["source"], s["ticker"], s["policy"],
                                              model, max_epochs, device) for s in specs}
         tables = run_fleet_backfill(cfgs, start, end, frequency, out_dirs={t: layout.ticker(t).backfill for t in cfgs},
-                                    rf_trees=rf_trees, on_step=lambda t, p: logger.info("%s %s", t, p.line()))
+                                    rf_trees=rf_trees, resume=resume,
+                                    on_step=lambda t, p: logger.info("%s %s", t, p.line()))
     except Exception as exc:  # noqa: BLE001 - the lock-step replay could not run: every ticker's failure
         logger.error("lock-step backfill failed: %s: %s", type(exc).__name__, exc)
         return [TickerBackfill(s["ticker"], ok=False, record=str(layout.ticker(s["ticker"]).backfill),
@@ -319,22 +385,26 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
                    fleet_file: str | None = None, source: str = "yfinance", policy: str = "default",
                    frequency: Literal["monthly", "weekly", "daily"] = "monthly", model: dict[str, int] | None = None,
                    max_epochs: int | None = None, device: str = "auto", rf_trees: int = 100,
-                   dask_address: str | None = None, n_workers: int = 2, one_pass: bool = False) -> dict:
+                   dask_address: str | None = None, n_workers: int = 2, one_pass: bool = False,
+                   resume: bool = False) -> dict:
     """The ``backfill`` replay for every ticker of a fleet, one Dask task per ticker, each on its
     own root; a summary artifact compares them. Ends Failed naming the tickers that could not run.
     ``one_pass``: the replays in lock-step in this flow's process instead, each session's retrains
-    fitted in one stacked model (``backfill.run_fleet_backfill``; on its GPU when it has one)."""
+    fitted in one stacked model (``backfill.run_fleet_backfill``; on its GPU when it has one).
+    ``resume``: every ticker keeps the steps an interrupted run with the same settings recorded
+    under ``ROOT/tickers/<T>/backfill/`` and replays only the rest (either mode)."""
     quiet_task_completions()
     local_root_only(root, "a backfill")
     fleet = _fleet(tickers, fleet_file, source, policy)
     specs = [{"ticker": t.ticker, "source": t.source, "policy": t.policy} for t in fleet.tickers]
     if one_pass:
         rows = lockstep_backfill(Path(root), specs, start.isoformat(), end.isoformat(), frequency, model, max_epochs,
-                                 device, rf_trees)
+                                 device, rf_trees, resume)
     else:
         runner, threads = _dask(dask_address, n_workers, len(fleet.tickers))
         rows = fleet_backfills.with_options(task_runner=runner)(Path(root), specs, start.isoformat(), end.isoformat(),
-                                                                frequency, model, max_epochs, device, rf_trees, threads)
+                                                                frequency, model, max_epochs, device, rf_trees, threads,
+                                                                resume)
     lines = [f"# Fleet backfill {start} .. {end} ({frequency})", "",
              "| ticker | steps | retrains | promotions | alarms | PatchTST - RF mean AUC [90% CI] | record |",
              "|---|---|---|---|---|---|---|"]
@@ -357,9 +427,9 @@ def backfill_fleet(root: str, start: dt.date, end: dt.date, tickers: list[str] |
 @flow(name="fleet-backfills")
 def fleet_backfills(root: Path, specs: list[dict], start: str, end: str, frequency: str, model: dict | None,
                     max_epochs: int | None, device: str, rf_trees: int,
-                    threads: int | None = None) -> list[TickerBackfill]:
+                    threads: int | None = None, resume: bool = False) -> list[TickerBackfill]:
     futures = [ticker_backfill.submit(root, s["ticker"], s["source"], s["policy"], start, end, frequency, model,
-                                      max_epochs, device, rf_trees, threads) for s in specs]
+                                      max_epochs, device, rf_trees, threads, resume) for s in specs]
     return [f.result() for f in futures]
 
 

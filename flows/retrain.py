@@ -50,7 +50,7 @@ def retrain(as_of: dt.date, root: str, source: str = "yfinance", ticker: str = "
     cfg = night_config(root, as_of, source, ticker, model, max_epochs, device, run_id=request_id or flow_run.id,
                        policy=policy)
     session = cfg.session().date().isoformat()
-    pool = _work_pool()
+    pool = work_pool()
     log.info("retrain of %s for session %s (policy %s, requested by run %s): training a challenger on %s",
              ticker, session, policy, request_id or "none", where(pool, device))
     outcome = train_challenger(cfg)
@@ -75,7 +75,7 @@ def where(pool: str | None, device: str) -> str:
             f"(torch {torch.__version__}: {cuda})")
 
 
-def _work_pool() -> str | None:
+def work_pool() -> str | None:
     """The work pool this run came from (None for a subflow or a run without a deployment)."""
     if not flow_run.id:
         return None

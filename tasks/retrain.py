@@ -53,14 +53,28 @@ def write_outcome(root: Path, session: str, outcome: dict, request_id: str | Non
       timeout_seconds=6 * 3600, tags=TAGS)
 def retrain_on_pool(root: Path, session: str, deployment: str, parameters: dict) -> dict:
     """Run the ``retrain`` deployment (its work pool: ``gpu``), wait for it, return its outcome."""
+    return _outcome_of(deployment, parameters, f"retrain-{session}-{parameters.get('request_id')}",
+                       RootLayout(root).retrain_outcome(session))
+
+
+@task(name="fleet-retrain-on-pool", task_run_name="fleet-retrain-on-pool-{deployment}", cache_policy=NO_CACHE,
+      timeout_seconds=6 * 3600, tags=TAGS)
+def fleet_retrain_on_pool(root: Path | str, deployment: str, parameters: dict) -> dict:
+    """Run the ``fleet-retrain`` deployment (the fleet's one pass, on the ``gpu`` pool), wait for
+    it, return its outcome (read from the fleet root, where that run wrote it)."""
+    request = parameters["request_id"]
+    return _outcome_of(deployment, parameters, f"fleet-retrain-{request}",
+                       RootLayout(Path(root)).fleet_retrain_outcome(request))
+
+
+def _outcome_of(deployment: str, parameters: dict, idempotency_key: str, path: Path) -> dict:
+    """Run ``deployment``, wait for it, and read the outcome it left at ``path`` for this request."""
     run = run_deployment(name=deployment, parameters=parameters, timeout=None, poll_interval=2,
-                         idempotency_key=f"retrain-{session}-{parameters.get('request_id')}",
-                         tags=["spywatch", "retrain"])
+                         idempotency_key=idempotency_key, tags=["spywatch", "retrain"])
     if run.state is None or not run.state.is_completed():
         state = run.state.type.value if run.state else "unknown"
         raise RetrainFailed(f"{deployment} run {run.name} ({run.id}) ended {state}: "
                             f"{run.state.message if run.state else ''}")
-    path = RootLayout(root).retrain_outcome(session)
     if not path.exists():
         raise RetrainFailed(f"{deployment} run {run.name} completed but wrote no outcome at {path} "
                             f"(is the root shared between the nightly and the GPU workers?)")

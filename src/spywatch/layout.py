@@ -132,6 +132,10 @@ class RootLayout:
     def retrain_outcome(self, session: str) -> Path:
         return self.state / "retrain" / f"{session}.json"
 
+    def fleet_retrain_outcome(self, request_id: str) -> Path:
+        """A fleet root's one-pass retrain outcome, by the request (the nightly-fleet run) that asked."""
+        return self.state / "fleet-retrain" / f"{names.run_id(request_id)}.json"
+
     @property
     def serve_record(self) -> Path:
         return self.state / "serve.json"

@@ -38,7 +38,12 @@ CRASH = "synthetic-regime:2023-09-01:3:-0.006"
 def test_prefect_yaml_declares_the_operational_contract():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"nightly", "retrain", "backfill", "drill", "nightly-fleet", "backfill-fleet"}
+    assert set(deployments) == {"nightly", "retrain", "backfill", "drill", "nightly-fleet", "backfill-fleet",
+                                "fleet-retrain"}
+    # the fleet's one pass trains on the gpu pool, as one ticker's retrain does
+    assert deployments["fleet-retrain"]["work_pool"]["name"] == "gpu"
+    assert deployments["fleet-retrain"]["entrypoint"] == "flows/fleet.py:fleet_retrain"
+    assert deployments["nightly-fleet"]["parameters"]["one_pass_deployment"] == "fleet-retrain/fleet-retrain"
     assert deployments["backfill-fleet"]["entrypoint"] == "flows/fleet.py:backfill_fleet"
     fleet = deployments["nightly-fleet"]  # its own root and slot; the fleet file is validated as it loads
     assert fleet["entrypoint"] == "flows/fleet.py:nightly_fleet" and fleet["parameters"]["fleet_file"] == "fleet.yaml"

@@ -218,65 +218,143 @@ def test_spywatch_backfill_tickers_replays_the_fleet_from_the_command_line(tmp_p
     argv = [spywatch, "backfill", "--tickers", "qqq", "--source", f"csv-dir:{data}", "--start", "2024-11-01",
             "--end", "2024-12-31", "--model", model, "--max-epochs", str(SMALL_EPOCHS), "--rf-trees", "20",
             "--root", str(root), "--out", str(out)]
-    refused = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--resume takes one ticker" in refused.stderr and not root.exists()
-    try:
-        run = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    finally:
-        leftovers = kill_processes_using(f"PREFECT_HOME={RootLayout(root).prefect}")
+
+    def backfill(*extra: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([*argv, *extra], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        finally:
+            assert not kill_processes_using(f"PREFECT_HOME={RootLayout(root).prefect}")
+
+    run = backfill()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert not leftovers
     [row] = json.loads(out.read_text())["tickers"]
     assert row["ticker"] == "QQQ" and row["steps"] == 2 and row["retrains"] >= 1 and row["errors"] == 0
-    record = json.loads((RootLayout(root).ticker("QQQ").backfill / "policy.json").read_text())
+    record_path = RootLayout(root).ticker("QQQ").backfill / "policy.json"
+    record = json.loads(record_path.read_text())
     assert [s["session"] for s in record["steps"]] == ["2024-11-29", "2024-12-31"]
     assert "QQQ      2 steps" in run.stdout and "backfill-fleet: COMPLETED" in run.stdout
 
+    # a recorded fleet replay is neither overwritten nor resumed with other settings (refused before a server starts)
+    again = backfill()
+    assert again.returncode == 2 and "QQQ: " in again.stderr and "already holds a backfill record" in again.stderr
+    other = backfill("--resume", "--frequency", "weekly")
+    assert other.returncode == 2 and "QQQ: " in other.stderr and "other settings" in other.stderr
+    assert json.loads(record_path.read_text())["steps"] == record["steps"]
+    # resumed: both steps are recorded, so neither is replayed (their records stay as they were)
+    resumed = backfill("--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "QQQ      2 steps" in resumed.stdout and "backfill-fleet: COMPLETED" in resumed.stdout
+    assert json.loads(record_path.read_text())["steps"] == record["steps"]
 
+
+@pytest.mark.parametrize("where", ["gpu-pool", "in-process"])
 def test_a_fleet_in_one_pass_defers_the_retrains_fits_them_together_and_publishes_each_gated(
-        prefect_server, tmp_path, monkeypatch):
+        prefect_server, start_worker, tmp_path, monkeypatch, where):
     """``retrain_mode="one-pass"``: two tickers' first nights want a challenger; each stops before
     its retrain with nothing published, both challengers are fitted in one stack (the same epochs:
-    each history's epoch seconds are the whole stack's), and each night runs again, gates its own
-    challenger and publishes with it."""
+    each history's epoch seconds are the whole stack's) by the ``fleet-retrain`` flow (the deployment
+    on the ``gpu`` pool's worker, or a subflow), and each night runs again, gates its own challenger
+    and publishes with it."""
     import datetime
+    import json
 
+    import pandas as pd
+    import yaml
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                                DeploymentFilter, DeploymentFilterId)
 
     from flows.fleet import nightly_fleet
     from spywatch.bundle import ModelBundle
     from spywatch.layout import RootLayout
     from spywatch.publish import Publisher
     from spywatch.registry import ModelRegistry
+    from tests.flows.conftest import PREFECT
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    deployment = "fleet-retrain/fleet-retrain" if where == "gpu-pool" else None
+    if deployment:  # the fleet-retrain deployment of prefect.yaml, alone, on the gpu pool with a worker
+        prefect_server.run("bash", str(REPO / "deployments" / "pools.sh"), PREFECT)
+        spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+        spec["deployments"] = [d for d in spec["deployments"] if d["name"] == "fleet-retrain"]
+        (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
+        prefect_server.run(PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file",
+                           str(tmp_path / "prefect.yaml"), timeout=300)
+        start_worker("gpu")
     root = tmp_path / "fleet"
     since = datetime.datetime.now(datetime.timezone.utc)
     state = nightly_fleet(root=str(root), tickers=["QQQ", "DIA"], as_of=SESSION, source=f"csv-dir:{ETF}",
                           retrain_mode="one-pass", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, n_workers=2,
-                          return_state=True)
+                          one_pass_deployment=deployment, return_state=True)
 
     assert state.is_completed(), state
     layout = RootLayout(root)
-    histories = {}
+    histories, versions = {}, {}
     for ticker in ("QQQ", "DIA"):
         troot = layout.ticker(ticker).root
         audit = Publisher(troot).read_audit(SESSION)
         assert audit.status == "published" and audit.retrain is not None and audit.retrain.promoted, ticker
+        # the stopped run took every bar into the store; the published night counts them, not its own run's none
+        stored = pd.read_parquet(RootLayout(troot).bars_file(ticker))
+        assert audit.data.new_sessions == len(stored) > 0 and audit.data.last_session == SESSION, audit.data
         registry = ModelRegistry(RootLayout(troot).models)
         assert registry.champion == audit.retrain.challenger == audit.model_version
         assert [v.version for v in registry.list()] == [audit.retrain.challenger]  # fitted once, not again
+        versions[ticker] = audit.retrain.challenger
         bundle = ModelBundle.load(registry.get(audit.retrain.challenger).path)
         assert bundle.data["trained_session"] == SESSION and bundle.periods["holdout"] == audit.retrain.window
         histories[ticker] = [e["seconds"] for m in bundle.metrics["members"] for e in m["history"]]
         assert len(histories[ticker]) == 2 * SMALL_EPOCHS
     assert histories["QQQ"] == histories["DIA"]  # one stack: every epoch timed once for both
-    names = sorted(_task_run_names("night-", since)) + _task_run_names("fleet-retrain", since)
-    assert names == ["night-DIA", "night-DIA", "night-QQQ", "night-QQQ", "fleet-retrain-2-tickers"], names
+    names = (sorted(_task_run_names("night-", since)) + _task_run_names("one-pass-", since)
+             + _task_run_names("fleet-retrain-on-pool", since))
+    assert names == ["night-DIA", "night-DIA", "night-QQQ", "night-QQQ", "one-pass-2-tickers",
+                     *(["fleet-retrain-on-pool-fleet-retrain/fleet-retrain"] if deployment else [])], names
+    fleet_run = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         summary = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["spywatch-fleet-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=[fleet_run])))
+        text = summary[0].data
+        assert "One-pass retrain: 2 tickers' challengers fitted together" in text and "failed: none" in text, text
+        if not deployment:
+            assert "work pool" not in text
+            return
+        [pass_run] = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(
+            any_=[client.read_deployment_by_name(deployment).id])))
+    # the pass ran on the gpu pool's worker, linked to the fleet run, and left its outcome for it
+    assert pass_run.state.is_completed() and pass_run.work_pool_name == "gpu" and pass_run.parent_task_run_id
+    assert pass_run.name == "fleet-retrain-2-tickers" and "work pool gpu" in text, text
+    outcome = json.loads(layout.fleet_retrain_outcome(str(fleet_run)).read_text())["outcome"]
+    assert {t: f["version"] for t, f in outcome["tickers"].items()} == versions and outcome["pool"] == "gpu"
+
+
+def test_a_one_pass_that_fails_as_a_whole_still_runs_each_waiting_night_and_publishes_its_failure(
+        prefect_server, tmp_path, monkeypatch):
+    """The pass cannot run at all (here: its deployment does not exist): every waiting night runs
+    again all the same and publishes its own failure naming the pass's error (no champion yet, so
+    no predictions), the summary names the tickers, and the fleet run ends Failed."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from flows.fleet import nightly_fleet
+    from spywatch.layout import RootLayout
+    from spywatch.publish import Publisher
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    root = tmp_path / "fleet"
+    state = nightly_fleet(root=str(root), tickers=["QQQ", "DIA"], as_of=SESSION, source=f"csv-dir:{ETF}",
+                          retrain_mode="one-pass", model=SMALL_MODEL, max_epochs=SMALL_EPOCHS, n_workers=2,
+                          one_pass_deployment="fleet-retrain/no-such-deployment", return_state=True)
+
+    assert state.is_failed() and "2 of 2 tickers failed (QQQ: no_champion; DIA: no_champion)" in state.message
+    for ticker in ("QQQ", "DIA"):
+        audit = Publisher(RootLayout(root).ticker(ticker).root).read_audit(SESSION)
+        assert audit.status == "failed" and audit.failure.kind == "no_champion", ticker
+        assert "the fleet's one-pass retrain fitted no challenger: ObjectNotFound" in audit.retrain.error, audit.retrain
+        assert audit.data.new_sessions > 0  # the stopped run's bars, counted
+    with get_client(sync_client=True) as client:
+        [summary] = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["spywatch-fleet-summary"]),
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    assert "One-pass retrain: 2 tickers' challengers fitted together" in summary[0].data, summary[0].data
-    assert "failed: none" in summary[0].data
+    assert "One-pass retrain of 2 tickers could not run: ObjectNotFound" in summary.data, summary.data
+    assert "each waiting night published its retrain's failure" in summary.data

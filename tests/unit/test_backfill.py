@@ -274,11 +274,28 @@ def test_a_fleet_backfill_in_lock_step_fits_each_sessions_retrains_in_one_pass(t
 
     etf = Path(__file__).resolve().parents[2] / "data" / "etf"
     cfgs = {t: backfill_config(tmp_path / t, f"csv-dir:{etf}", t, "default", TINY, EPOCHS) for t in ("QQQ", "DIA")}
+    out_dirs = {t: tmp_path / f"{t}-record" for t in cfgs}
     seen = []
-    tables = run_fleet_backfill(cfgs, "2004-01-01", "2004-02-29", out_dirs={t: tmp_path / f"{t}-record" for t in cfgs},
-                                rf_trees=20, on_step=lambda t, p: seen.append((t, p.record.session)))
 
-    assert seen == [("QQQ", "2004-01-30"), ("DIA", "2004-01-30"), ("QQQ", "2004-02-27"), ("DIA", "2004-02-27")]
+    def interrupted(t: str, p) -> None:  # noqa: ANN001 - stopped between the two tickers' records of session 2
+        seen.append((t, p.record.session, p.done))
+        if (t, p.record.session) == ("QQQ", "2004-02-27"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fleet_backfill(cfgs, "2004-01-01", "2004-02-29", out_dirs=out_dirs, rf_trees=20, on_step=interrupted)
+    assert seen == [("QQQ", "2004-01-30", 1), ("DIA", "2004-01-30", 1), ("QQQ", "2004-02-27", 2)]
+    recorded = {t: json.loads((out_dirs[t] / "policy.json").read_text())["steps"] for t in cfgs}
+    assert [len(v) for v in recorded.values()] == [2, 1]
+    # resumed: only DIA's second session is replayed; QQQ's two steps and DIA's first are kept as recorded
+    seen.clear()
+    tables = run_fleet_backfill(cfgs, "2004-01-01", "2004-02-29", out_dirs=out_dirs, rf_trees=20, resume=True,
+                                on_step=lambda t, p: seen.append((t, p.record.session, p.done)))
+    assert seen == [("DIA", "2004-02-27", 2)]
+    assert [s.seconds for s in tables["QQQ"].steps] == [s["seconds"] for s in recorded["QQQ"]]
+    assert tables["DIA"].steps[0].seconds == recorded["DIA"][0]["seconds"]
+    with pytest.raises(ValueError, match="other settings"):  # a record is never resumed with other settings
+        run_fleet_backfill(cfgs, "2004-01-01", "2004-03-31", out_dirs=out_dirs, resume=True)
     epochs = {}
     for t, table in tables.items():
         first = table.steps[0]

@@ -507,3 +507,29 @@ def test_an_already_published_session_is_answered_without_starting_prefect(root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "session 2024-05-31 is already published" in out.stdout
     assert not (root / "prefect").exists()  # no local Prefect server was started for it
+
+
+def test_a_night_deferred_for_the_fleets_one_pass_publishes_nothing_and_its_run_again_counts_its_bars(tmp_path):
+    """``retrain_mode="one-pass"``: a night that wants a challenger stops before its retrain with
+    nothing published; run again with what the pass gave it (here: the pass failed), it publishes
+    that failure by its reason, and its audit counts the bars the stopped run took into the store
+    (its own fetch finds none new)."""
+    from spywatch.layout import RootLayout
+    from spywatch.night.run import DEFERRED, GateFitted, defer_retrain
+
+    data = write_csv(tmp_path / "bars.csv", synthetic_bars("2024-06-28", seed=11))
+    c = cfg(tmp_path / "root", "2024-05-31", f"csv:{data}")
+    stopped = run_night(c, retrain=defer_retrain)
+    assert stopped.status == DEFERRED and stopped.audit.decision.retrain and stopped.audit.retrain is None
+    publisher = Publisher(c.root)
+    assert not publisher.is_published("2024-05-31") and not publisher.session_dir("2024-05-31").exists()
+    taken = stopped.audit.data.new_sessions
+    assert taken == len(pd.read_parquet(RootLayout(c.root).bars_file("SPY"))) > 0
+
+    why = "RuntimeError: CUDA out of memory"
+    again = run_night(c, retrain=GateFitted(None, why, deferred=stopped.audit.data))
+    assert again.status == "failed" and again.failure.kind == "no_champion", again.failure
+    assert f"the fleet's one-pass retrain fitted no challenger: {why}" in again.failure.reason
+    published = publisher.read_audit("2024-05-31")
+    assert published.retrain.error.endswith(why) and published.retrain.challenger is None
+    assert published.data.new_sessions == taken and published.data.last_session == "2024-05-31"

@@ -90,7 +90,7 @@ def run_backfill(cfg: PipelineConfig, start: str, end: str, frequency: str = "mo
 
 
 def run_fleet_backfill(cfgs: dict[str, PipelineConfig], start: str, end: str, frequency: str = "monthly",
-                       out_dirs: dict[str, Path] | None = None, rf_trees: int = 100,
+                       out_dirs: dict[str, Path] | None = None, rf_trees: int = 100, resume: bool = False,
                        on_step: Callable[[str, StepProgress], None] | None = None,
                        score: Callable[[Path, str, list[StepRecord], int, Path | None], PolicyScores] = score_policy,
                        ) -> dict[str, PolicyTable]:
@@ -99,29 +99,35 @@ def run_fleet_backfill(cfgs: dict[str, PipelineConfig], start: str, end: str, fr
     fleet night's ``one-pass`` mode), then those nights run again, each gating its own challenger.
     Each ticker keeps its own root, record (``out_dirs[T]``, rewritten after each session) and
     scores, as ``run_backfill`` gives it; a step's seconds are its two runs (not its share of the
-    pass). Not resumable: an interrupted lock-step replay starts again on fresh roots."""
+    pass). ``resume``: each ticker keeps the steps its record holds (written with the same
+    settings) and only the sessions it lacks are replayed, still in lock-step: an interruption
+    between two tickers' records costs the others nothing."""
     import contextlib
 
     from spywatch.night.retrain import fit_fleet_challengers
-    from spywatch.night.run import DEFERRED, defer_retrain, gate_fitted_here
+    from spywatch.night.run import DEFERRED, GateFitted, defer_retrain
 
     configs = {t: backfill_settings(cfg, start, end, frequency) for t, cfg in cfgs.items()}
     schedule = replay_sessions(start, end, frequency)
-    steps: dict[str, list[StepRecord]] = {t: [] for t in cfgs}
+    steps: dict[str, list[StepRecord]] = {
+        t: resumed_steps(out_dirs[t], configs[t]) if resume and out_dirs is not None else [] for t in cfgs}
+    done = {t: {r.session for r in s} for t, s in steps.items()}
+    todo = [s for s in schedule if any(s.date().isoformat() not in done[t] for t in cfgs)]
     spent = 0.0
     with contextlib.ExitStack() as held:
         for cfg in cfgs.values():  # every replay's whole run, as run_backfill holds its one root
             held.enter_context(root_lock(cfg.root, "backfill"))
-        for i, session in enumerate(schedule, start=1):
+        for i, session in enumerate(todo, start=1):
             t0 = time.perf_counter()
-            records = {t: replay_step(cfg, session, retrain=defer_retrain) for t, cfg in cfgs.items()}
+            sid = session.date().isoformat()
+            records = {t: replay_step(cfg, session, retrain=defer_retrain) for t, cfg in cfgs.items()
+                       if sid not in done[t]}
             waiting = [t for t, r in records.items() if r.status == DEFERRED]
             if waiting:
                 fitted = fit_fleet_challengers({t: cfgs[t] for t in waiting}, {t: session for t in waiting})
                 for t in waiting:
                     v = fitted[t]
-                    retrainer = (gate_fitted_here(v) if isinstance(v, str)
-                                 else gate_fitted_here(None, f"{type(v).__name__}: {v}"))
+                    retrainer = GateFitted(v) if isinstance(v, str) else GateFitted(None, f"{type(v).__name__}: {v}")
                     again = replay_step(cfgs[t], session, retrain=retrainer)
                     records[t] = replace(again, seconds=round(again.seconds + records[t].seconds, 2))
             spent += time.perf_counter() - t0
@@ -130,7 +136,7 @@ def run_fleet_backfill(cfgs: dict[str, PipelineConfig], start: str, end: str, fr
                 if out_dirs is not None:
                     PolicyTable(steps[t], None, configs[t]).write(out_dirs[t])
                 if on_step is not None:
-                    on_step(t, StepProgress(i, len(schedule), record, spent / i * (len(schedule) - i)))
+                    on_step(t, StepProgress(len(steps[t]), len(schedule), record, spent / i * (len(todo) - i)))
     tables = {}
     for t, cfg in cfgs.items():
         frame = out_dirs[t] / "walk_forward.parquet" if out_dirs is not None else None

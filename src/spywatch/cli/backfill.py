@@ -104,12 +104,12 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
     from spywatch.orchestration.api import prefect_session
     from spywatch.orchestration.checkout import load_flow
 
-    if args.resume:
-        raise ValueError("--resume takes one ticker; a fleet backfill replays every ticker from the start")
     tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] if args.tickers else None
-    names = fleet.load_fleet(args.fleet).names if args.fleet else fleet.fleet_of(tickers, args.source, args.policy).names
+    the_fleet = fleet.load_fleet(args.fleet) if args.fleet else fleet.fleet_of(tickers, args.source, args.policy)
+    names = the_fleet.names
     schedule = replay_sessions(args.start, args.end, args.frequency)  # an empty or inverted range: refused here
     model = model_overrides(args.model)
+    _check_fleet_records(args, root, the_fleet, model)
     print(f"spywatch backfill: {len(names)} tickers ({', '.join(names)}), {len(schedule)} {args.frequency} step(s) "
           f"{schedule[0].date()}..{schedule[-1].date()} each, on {root}", file=sys.stderr, flush=True)
     with prefect_session(root):
@@ -118,7 +118,8 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
                                fleet_file=str(args.fleet) if args.fleet else None, source=args.source,
                                policy=args.policy, frequency=args.frequency, model=model or None,
                                max_epochs=args.max_epochs, device=args.device, rf_trees=args.rf_trees,
-                               dask_address=args.dask_address, one_pass=args.one_pass, return_state=True)
+                               dask_address=args.dask_address, one_pass=args.one_pass, resume=args.resume,
+                               return_state=True)
     rows = [fleet_backfill_row(RootLayout(root).ticker(t).backfill, t) for t in names]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"root": str(root), "start": str(args.start), "end": str(args.end),
@@ -130,6 +131,25 @@ def _run_fleet(args: argparse.Namespace, root: Path, out: Path) -> int:
     print(f"backfill-fleet: {state.type.value}: {state.message}")
     print(f"wrote {out}")
     return 0 if state.is_completed() else 1
+
+
+def _check_fleet_records(args: argparse.Namespace, root: Path, the_fleet, model: dict) -> None:  # noqa: ANN001
+    """As for one ticker, before a server starts: a ticker's record is neither overwritten (no
+    ``--resume``) nor resumed with other settings (the ticker and the setting named)."""
+    from spywatch.backfill import backfill_config, backfill_settings, resumed_steps
+
+    for t in the_fleet.tickers:
+        troot = RootLayout(root).ticker(t.ticker)
+        if not (troot.backfill / "policy.json").exists():
+            continue
+        if not args.resume:
+            raise ValueError(f"{t.ticker}: {troot.root} already holds a backfill record ({troot.backfill / 'policy.json'}): "
+                             f"pass --resume to continue the fleet's replay, or choose another --root")
+        cfg = backfill_config(troot.root, t.source, t.ticker, t.policy, model, args.max_epochs, args.device)
+        try:
+            resumed_steps(troot.backfill, backfill_settings(cfg, args.start, args.end, args.frequency))
+        except ValueError as exc:
+            raise ValueError(f"{t.ticker}: {exc}") from exc
 
 
 def fleet_backfill_row(record_dir: Path, ticker: str) -> dict:

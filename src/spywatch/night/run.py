@@ -155,14 +155,28 @@ def defer_retrain(night: Night) -> Retrain:
     raise RetrainDeferred(night.sid)
 
 
-def gate_fitted_here(version: str | None, error: str | None = None) -> Retrainer:
-    """The retrainer of a fleet night after the one pass: gate the challenger the pass registered as
-    ``version`` (or fail the retrain with the pass's ``error`` for this ticker)."""
-    def gate(night: Night) -> Retrain:
-        if version is None:
-            raise RuntimeError(f"the fleet's one-pass retrain fitted no challenger: {error or 'no reason given'}")
-        return challenger.gate_fitted(night.cfg, night.session, night.table, night.data_info, version).section()
-    return gate
+@dataclass(frozen=True)
+class GateFitted:
+    """The retrainer of a deferred night run again after the fleet's one pass: gate the challenger
+    the pass registered as ``version``, or fail the retrain with the pass's ``error`` for this ticker.
+    ``deferred``: the deferred run's fetch (its ``Data``): that run took tonight's bars into the
+    store, so this run's own fetch finds none new; the night's audit counts both."""
+
+    version: str | None
+    error: str | None = None
+    deferred: Data | None = None
+
+    def __call__(self, night: Night) -> Retrain:
+        if self.version is None:
+            raise RuntimeError(f"the fleet's one-pass retrain fitted no challenger: {self.error or 'no reason given'}")
+        return challenger.gate_fitted(night.cfg, night.session, night.table, night.data_info, self.version).section()
+
+
+def continued(deferred: Data, again: Data) -> Data:
+    """Tonight's fetch over a deferred night's two runs: what the store holds now, with the new
+    sessions and revisions both runs took in."""
+    return again.model_copy(update={"new_sessions": deferred.new_sessions + again.new_sessions,
+                                    "revisions": deferred.revisions + again.revisions})
 
 
 def start_night(cfg: PipelineConfig) -> Night:
@@ -244,6 +258,8 @@ def _stages(night: Night, runner, retrain: Retrainer | None) -> None:  # noqa: A
     a.data = Data(source=update.source, synthetic=update.synthetic, first_session=update.first_session,
                   last_session=update.last_session, new_sessions=len(update.new_sessions),
                   revisions=len(update.revisions), path=str(update.path))
+    if isinstance(retrain, GateFitted) and retrain.deferred is not None:
+        a.data = continued(retrain.deferred, a.data)
     night.narrate(runner, "fetch")
 
     night.table = night.stage(runner, "features", load_features, night.root, cfg.ticker, night.session)
